@@ -1,0 +1,425 @@
+//! [`Client`]: the line^d bucket over S3, with credentials that refresh.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_s3::config::{BehaviorVersion, IdentityCache, Region};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_smithy_types::retry::RetryConfig;
+
+use crate::credentials::{CredentialsCache, EnvProvider, ProvideCredentials, SdkBridge};
+use crate::error::{Error, Result};
+
+/// `LD_S3_BUCKET`
+pub const BUCKET_VAR: &str = "LD_S3_BUCKET";
+/// `LD_REGION`
+pub const REGION_VAR: &str = "LD_REGION";
+/// `LD_S3_ENDPOINT`: an S3-compatible endpoint, used path-style (absent: AWS).
+pub const ENDPOINT_VAR: &str = "LD_S3_ENDPOINT";
+/// The region when `LD_REGION` is not set.
+pub const DEFAULT_REGION: &str = "us-east-1";
+
+/// S3 error codes after which the credentials are refreshed and the request tried once more.
+const REFRESH_CODES: &[&str] = &[
+    "ExpiredToken",
+    "TokenRefreshRequired",
+    "InvalidAccessKeyId",
+    "ExpiredTokenException",
+];
+
+/// A client for one line^d bucket. Cheap to clone.
+///
+/// ```no_run
+/// # async fn demo() -> linedee::Result<()> {
+/// use linedee::{Client, Task, Workflow};
+///
+/// let client = Client::from_env()?;
+/// let wf = Workflow::new()
+///     .title("Example 2-step workflow")
+///     .step(Task::new(r#"bash -c 'echo "Do Step 1"'"#).no_output())
+///     .step(Task::new(r#"bash -c 'echo "Do Step 2"'"#).no_output());
+/// let submission = client.submit("in/example", &wf).await?;
+/// let status = submission.wait(std::time::Duration::from_secs(60)).await?;
+/// println!("{} {}", status.run_id, status.status);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Client {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) s3: aws_sdk_s3::Client,
+    pub(crate) bucket: String,
+    pub(crate) region: String,
+    pub(crate) endpoint: Option<String>,
+    pub(crate) credentials: CredentialsCache,
+    pub(crate) multipart_threshold: usize,
+    pub(crate) part_size: usize,
+}
+
+/// Builds a [`Client`]: bucket, region, endpoint and credential provider.
+///
+/// ```
+/// use linedee::credentials::{Credentials, StaticProvider};
+///
+/// let client = linedee::Client::builder()
+///     .bucket("ld-private-example")
+///     .endpoint("http://127.0.0.1:9000")
+///     .credentials_provider(StaticProvider::new(Credentials::new("AKID", "secret", None, None)))
+///     .build()
+///     .unwrap();
+/// assert_eq!(client.bucket(), "ld-private-example");
+/// ```
+#[derive(Debug, Default)]
+#[must_use]
+pub struct ClientBuilder {
+    bucket: Option<String>,
+    region: Option<String>,
+    endpoint: Option<String>,
+    credentials: Option<CredentialsCache>,
+    max_attempts: Option<u32>,
+    initial_backoff: Option<Duration>,
+    multipart_threshold: Option<usize>,
+    part_size: Option<usize>,
+}
+
+/// Smallest multipart part S3 accepts (except the last).
+pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
+
+impl ClientBuilder {
+    /// The bucket (`LD_S3_BUCKET`). Required.
+    pub fn bucket(mut self, bucket: impl Into<String>) -> Self {
+        self.bucket = Some(bucket.into());
+        self
+    }
+
+    /// The region (`LD_REGION`, default `us-east-1`).
+    pub fn region(mut self, region: impl Into<String>) -> Self {
+        self.region = Some(region.into());
+        self
+    }
+
+    /// An S3-compatible endpoint (`LD_S3_ENDPOINT`), addressed path-style. Absent: AWS.
+    pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// Where credentials come from; they are cached with [`CredentialsCache`]'s defaults.
+    pub fn credentials_provider(mut self, provider: impl ProvideCredentials + 'static) -> Self {
+        self.credentials = Some(CredentialsCache::new(provider));
+        self
+    }
+
+    /// A cache with custom timings (or shared with another client).
+    pub fn credentials_cache(mut self, cache: CredentialsCache) -> Self {
+        self.credentials = Some(cache);
+        self
+    }
+
+    /// Attempts per request for throttling and transient errors (default 3).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = Some(attempts.max(1));
+        self
+    }
+
+    /// First retry backoff (default 1 s, doubling, with jitter).
+    pub fn initial_backoff(mut self, backoff: Duration) -> Self {
+        self.initial_backoff = Some(backoff);
+        self
+    }
+
+    /// Bodies larger than this go multipart (default 16 MiB).
+    pub fn multipart_threshold(mut self, bytes: usize) -> Self {
+        self.multipart_threshold = Some(bytes);
+        self
+    }
+
+    /// Size of each multipart part, at least 5 MiB (default 8 MiB). Memory use of an upload is
+    /// about one part.
+    pub fn part_size(mut self, bytes: usize) -> Self {
+        self.part_size = Some(bytes);
+        self
+    }
+
+    /// Builds the client. Fails if the bucket or credentials are missing.
+    pub fn build(self) -> Result<Client> {
+        let bucket = self.bucket.filter(|b| !b.is_empty()).ok_or_else(|| {
+            Error::Config("no bucket set: call `.bucket(..)` or set LD_S3_BUCKET".into())
+        })?;
+        let credentials = self.credentials.ok_or_else(|| {
+            Error::Config("no credentials provider set: call `.credentials_provider(..)`".into())
+        })?;
+        let part_size = self.part_size.unwrap_or(8 * 1024 * 1024);
+        if part_size < MIN_PART_SIZE {
+            return Err(Error::Config(format!(
+                "part size {part_size} is below S3's minimum of {MIN_PART_SIZE} bytes"
+            )));
+        }
+        let region = self.region.unwrap_or_else(|| DEFAULT_REGION.to_owned());
+        let retry = RetryConfig::standard()
+            .with_max_attempts(self.max_attempts.unwrap_or(3))
+            .with_initial_backoff(self.initial_backoff.unwrap_or(Duration::from_secs(1)));
+        let mut config = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(region.clone()))
+            .credentials_provider(SdkBridge(credentials.clone()))
+            .identity_cache(IdentityCache::no_cache())
+            .retry_config(retry);
+        if let Some(endpoint) = &self.endpoint {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                return Err(Error::Config(format!(
+                    "endpoint {endpoint:?} is not an http:// or https:// URL"
+                )));
+            }
+            config = config
+                .endpoint_url(endpoint.trim_end_matches('/'))
+                .force_path_style(true);
+        }
+        Ok(Client {
+            inner: Arc::new(Inner {
+                s3: aws_sdk_s3::Client::from_conf(config.build()),
+                bucket,
+                region,
+                endpoint: self.endpoint,
+                credentials,
+                multipart_threshold: self.multipart_threshold.unwrap_or(16 * 1024 * 1024).max(1),
+                part_size,
+            }),
+        })
+    }
+}
+
+impl Client {
+    /// A builder; see [`ClientBuilder`].
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// A client from the line^d config vars: `LD_AWS_ACCESS_KEY_ID`, `LD_AWS_SECRET_ACCESS_KEY`,
+    /// `LD_AWS_SESSION_TOKEN`, `LD_REGION` (default `us-east-1`), `LD_S3_BUCKET` and
+    /// `LD_S3_ENDPOINT` (optional). A missing variable is an error that names it.
+    pub fn from_env() -> Result<Client> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let bucket = var(BUCKET_VAR).ok_or(Error::MissingEnv {
+            name: BUCKET_VAR,
+            hint: "set the line^d config vars (`heroku config -s >> .env`, or the `env` file `linedee local` writes)",
+        })?;
+        // Fail now, naming the variable, rather than at the first request.
+        EnvProvider::read()?;
+        let mut builder = Client::builder()
+            .bucket(bucket)
+            .credentials_provider(EnvProvider);
+        if let Some(region) = var(REGION_VAR) {
+            builder = builder.region(region);
+        }
+        if let Some(endpoint) = var(ENDPOINT_VAR) {
+            builder = builder.endpoint(endpoint);
+        }
+        builder.build()
+    }
+
+    /// The bucket.
+    pub fn bucket(&self) -> &str {
+        &self.inner.bucket
+    }
+
+    /// The region.
+    pub fn region(&self) -> &str {
+        &self.inner.region
+    }
+
+    /// The endpoint, when not AWS.
+    pub fn endpoint(&self) -> Option<&str> {
+        self.inner.endpoint.as_deref()
+    }
+
+    /// The credentials cache (for example to share it, or to invalidate it by hand).
+    pub fn credentials(&self) -> &CredentialsCache {
+        &self.inner.credentials
+    }
+
+    /// The underlying `aws-sdk-s3` client, for operations this crate does not wrap. It uses the
+    /// same refreshing credentials, but not the refresh-and-retry on `ExpiredToken`.
+    pub fn s3(&self) -> &aws_sdk_s3::Client {
+        &self.inner.s3
+    }
+
+    /// Runs an S3 call; on an expired or unknown token (or a bodiless 400/403 to a HEAD),
+    /// invalidates the credentials and runs it once more with fresh ones.
+    pub(crate) async fn call<T, E, F, Fut>(
+        &self,
+        operation: &'static str,
+        key: &str,
+        f: F,
+    ) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, SdkError<E, aws_smithy_runtime_api::http::Response>>>,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        match f().await {
+            Ok(v) => Ok(v),
+            Err(e) if needs_refresh(operation, &e) => {
+                tracing::debug!(
+                    operation,
+                    code = e.code(),
+                    "credentials rejected; refreshing and retrying once"
+                );
+                self.inner.credentials.invalidate().await;
+                f().await.map_err(|e| self.s3_error(operation, key, e))
+            }
+            Err(e) => Err(self.s3_error(operation, key, e)),
+        }
+    }
+
+    pub(crate) fn s3_error<E>(
+        &self,
+        operation: &'static str,
+        key: &str,
+        e: SdkError<E, aws_smithy_runtime_api::http::Response>,
+    ) -> Error
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let status = e.raw_response().map(|r| r.status().as_u16());
+        let code = e.code().map(str::to_owned);
+        if status == Some(404)
+            && matches!(code.as_deref(), None | Some("NoSuchKey" | "NotFound"))
+            && operation != "HeadBucket"
+        {
+            return Error::NotFound {
+                bucket: self.inner.bucket.clone(),
+                key: key.to_owned(),
+            };
+        }
+        let message = match (&e, code.as_deref()) {
+            (SdkError::DispatchFailure(_) | SdkError::TimeoutError(_), _) => format!(
+                "cannot reach {} ({}); check LD_S3_ENDPOINT and that the server is running",
+                self.inner.endpoint.as_deref().unwrap_or("AWS S3"),
+                DisplayErrorContext(&e)
+            ),
+            (_, Some("AccessDenied")) => format!(
+                "access denied; check that the credentials are current and may use bucket `{}`",
+                self.inner.bucket
+            ),
+            (_, Some("NoSuchBucket")) => format!(
+                "bucket `{}` does not exist; check LD_S3_BUCKET",
+                self.inner.bucket
+            ),
+            (_, Some(c)) if REFRESH_CODES.contains(&c) => {
+                format!(
+                    "{c}: the credentials were rejected even after a refresh; check their source"
+                )
+            }
+            (_, Some("SlowDown" | "Throttling" | "ThrottlingException")) => {
+                "the server is throttling requests (SlowDown) and retries ran out; try again later"
+                    .to_owned()
+            }
+            (_, Some(c)) => match e.message() {
+                Some(m) => format!("{c}: {m}"),
+                None => c.to_owned(),
+            },
+            (_, None) => match status {
+                Some(s) => format!("HTTP {s} without an S3 error code"),
+                None => DisplayErrorContext(&e).to_string(),
+            },
+        };
+        Error::S3 {
+            operation,
+            key: key.to_owned(),
+            code,
+            status,
+            message,
+        }
+    }
+
+    /// Checks that the bucket exists and the credentials work.
+    pub async fn check(&self) -> Result<()> {
+        let s3 = &self.inner.s3;
+        self.call("HeadBucket", &self.inner.bucket, || {
+            s3.head_bucket().bucket(&self.inner.bucket).send()
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Deletes an object (no error if it does not exist).
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        let s3 = &self.inner.s3;
+        self.call("DeleteObject", key, || {
+            s3.delete_object()
+                .bucket(&self.inner.bucket)
+                .key(key)
+                .send()
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Lists every object under `prefix` (all pages), with size and ETag.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectSummary>> {
+        let s3 = &self.inner.s3;
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .call("ListObjectsV2", prefix, || {
+                    s3.list_objects_v2()
+                        .bucket(&self.inner.bucket)
+                        .prefix(prefix)
+                        .set_continuation_token(token.clone())
+                        .send()
+                })
+                .await?;
+            out.extend(page.contents().iter().filter_map(|o| {
+                Some(ObjectSummary {
+                    key: o.key()?.to_owned(),
+                    size: u64::try_from(o.size().unwrap_or(0)).unwrap_or(0),
+                    etag: o.e_tag().map(str::to_owned),
+                })
+            }));
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_owned()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    pub(crate) fn user_metadata(
+        raw: Option<&std::collections::HashMap<String, String>>,
+    ) -> BTreeMap<String, String> {
+        raw.map(crate::metadata::decode_map).unwrap_or_default()
+    }
+}
+
+/// One entry of [`Client::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ObjectSummary {
+    /// The key.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// ETag, quotes included.
+    pub etag: Option<String>,
+}
+
+fn needs_refresh<E: ProvideErrorMetadata>(
+    operation: &str,
+    e: &SdkError<E, aws_smithy_runtime_api::http::Response>,
+) -> bool {
+    if e.code().is_some_and(|c| REFRESH_CODES.contains(&c)) {
+        return true;
+    }
+    // HEAD responses have no body, so S3 cannot say why; 400/403 may be an expired token.
+    operation.starts_with("Head")
+        && e.code()
+            .is_none_or(|c| c == "Forbidden" || c == "BadRequest")
+        && e.raw_response()
+            .is_some_and(|r| matches!(r.status().as_u16(), 400 | 403))
+}

@@ -1,0 +1,448 @@
+//! Strict, path-aware decoding of workflow JSON.
+//!
+//! Decoding is best effort: it builds as much of the [`Workflow`] as it can and records every
+//! structural problem (unknown field, wrong type, missing field) with its JSON path, so that one
+//! pass reports them all and the semantic checks can still run on the rest.
+
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+use crate::machine::Machine;
+use crate::validate::Problem;
+use crate::workflow::{Step, Task, TaskGroup, Workflow};
+
+const WORKFLOW_FIELDS: &[&str] = &["title", "run"];
+const TASK_FIELDS: &[&str] = &[
+    "name",
+    "cmd",
+    "machine",
+    "timeout",
+    "options",
+    "no_output",
+    "wait_for",
+    "retries",
+];
+const GROUP_FIELDS: &[&str] = &["name", "parallel"];
+
+/// Parses text, failing only on a JSON syntax error.
+pub(crate) fn decode_str(json: &str) -> Result<(Workflow, Vec<Problem>)> {
+    let value: Value = serde_json::from_str(json).map_err(|e| Error::Json {
+        line: e.line(),
+        column: e.column(),
+        message: syntax_message(&e),
+    })?;
+    Ok(decode_value(&value))
+}
+
+fn syntax_message(e: &serde_json::Error) -> String {
+    // serde_json appends " at line L column C"; we report those separately.
+    let full = e.to_string();
+    match full.rfind(" at line ") {
+        Some(i) => full[..i].to_owned(),
+        None => full,
+    }
+}
+
+/// Decodes a JSON value into a workflow plus the structural problems found.
+pub(crate) fn decode_value(value: &Value) -> (Workflow, Vec<Problem>) {
+    let mut d = Decoder::default();
+    let wf = d.workflow(value);
+    (wf, d.problems)
+}
+
+#[derive(Default)]
+struct Decoder {
+    problems: Vec<Problem>,
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn join(path: &str, field: &str) -> String {
+    if path.is_empty() {
+        field.to_owned()
+    } else {
+        format!("{path}.{field}")
+    }
+}
+
+impl Decoder {
+    fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem::new(path, message));
+    }
+
+    fn object<'v>(
+        &mut self,
+        v: &'v Value,
+        path: &str,
+        what: &str,
+    ) -> Option<&'v Map<String, Value>> {
+        match v {
+            Value::Object(m) => Some(m),
+            other => {
+                let at = if path.is_empty() { "$" } else { path };
+                self.problem(
+                    at,
+                    format!("expected {what} (an object), got {}", type_name(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn unknown_fields(&mut self, m: &Map<String, Value>, path: &str, allowed: &[&str], what: &str) {
+        for key in m.keys().filter(|k| !allowed.contains(&k.as_str())) {
+            let hint = closest(key, allowed)
+                .map(|c| format!(" (did you mean `{c}`?)"))
+                .unwrap_or_default();
+            self.problem(
+                join(path, key),
+                format!(
+                    "unknown field `{key}`{hint}; {what} fields are: {}",
+                    allowed.join(", ")
+                ),
+            );
+        }
+    }
+
+    fn string(&mut self, m: &Map<String, Value>, path: &str, field: &str) -> Option<String> {
+        match m.get(field)? {
+            Value::Null => None,
+            Value::String(s) => Some(s.clone()),
+            other => {
+                self.problem(
+                    join(path, field),
+                    format!("expected a string, got {}", type_name(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn bool(&mut self, m: &Map<String, Value>, path: &str, field: &str) -> Option<bool> {
+        match m.get(field)? {
+            Value::Null => None,
+            Value::Bool(b) => Some(*b),
+            other => {
+                self.problem(
+                    join(path, field),
+                    format!("expected true or false, got {}", type_name(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn integer(
+        &mut self,
+        m: &Map<String, Value>,
+        path: &str,
+        field: &str,
+        unit: &str,
+    ) -> Option<u64> {
+        let v = m.get(field).filter(|v| !v.is_null())?;
+        match v.as_u64() {
+            Some(n) => Some(n),
+            None => {
+                let got = match v {
+                    Value::Number(n) if n.is_f64() => format!("{n}"),
+                    Value::Number(n) => format!("{n} (negative)"),
+                    other => type_name(other).to_owned(),
+                };
+                self.problem(
+                    join(path, field),
+                    format!("expected a whole number of {unit}, got {got}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn list<'v>(
+        &mut self,
+        m: &'v Map<String, Value>,
+        path: &str,
+        field: &str,
+        of: &str,
+    ) -> Option<&'v Vec<Value>> {
+        match m.get(field)? {
+            Value::Null => None,
+            Value::Array(a) => Some(a),
+            other => {
+                self.problem(
+                    join(path, field),
+                    format!("expected a list of {of}, got {}", type_name(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn workflow(&mut self, v: &Value) -> Workflow {
+        let mut wf = Workflow::default();
+        let Some(m) = self.object(v, "", "a workflow") else {
+            return wf;
+        };
+        self.unknown_fields(m, "", WORKFLOW_FIELDS, "workflow");
+        wf.title = self.string(m, "", "title");
+        match self.list(m, "", "run", "steps") {
+            Some(steps) => {
+                for (i, step) in steps.iter().enumerate() {
+                    if let Some(step) = self.step(step, &format!("run[{i}]")) {
+                        wf.run.push(step);
+                    }
+                }
+            }
+            None if m.get("run").is_none_or(Value::is_null) => self.problem(
+                "run",
+                "missing required field `run` (a list of tasks and task groups)",
+            ),
+            None => {}
+        }
+        wf
+    }
+
+    fn step(&mut self, v: &Value, path: &str) -> Option<Step> {
+        let m = self.object(v, path, "a task or a task group")?;
+        let has = |k: &str| m.get(k).is_some_and(|v| !v.is_null());
+        match (has("cmd"), has("parallel")) {
+            (false, true) => Some(Step::Group(self.group(m, path))),
+            (true, false) => self.task_fields(m, path).map(Step::Task),
+            (true, true) => {
+                self.problem(
+                    path,
+                    "a step has either `cmd` (a task) or `parallel` (a task group), not both",
+                );
+                None
+            }
+            _ => {
+                self.problem(
+                    path,
+                    "expected a task (with `cmd`) or a task group (with `parallel`), found neither",
+                );
+                None
+            }
+        }
+    }
+
+    fn group(&mut self, m: &Map<String, Value>, path: &str) -> TaskGroup {
+        self.unknown_fields(m, path, GROUP_FIELDS, "task group");
+        let mut group = TaskGroup {
+            name: self.string(m, path, "name"),
+            parallel: Vec::new(),
+        };
+        if let Some(tasks) = self.list(m, path, "parallel", "tasks") {
+            for (i, t) in tasks.iter().enumerate() {
+                let tpath = format!("{path}.parallel[{i}]");
+                if let Some(tm) = self.object(t, &tpath, "a task") {
+                    if tm.contains_key("parallel") {
+                        self.problem(
+                            &tpath,
+                            "task groups cannot be nested; a group holds tasks only",
+                        );
+                    } else if let Some(task) = self.task_fields(tm, &tpath) {
+                        group.parallel.push(task);
+                    }
+                }
+            }
+        }
+        group
+    }
+
+    fn task_fields(&mut self, m: &Map<String, Value>, path: &str) -> Option<Task> {
+        self.unknown_fields(m, path, TASK_FIELDS, "task");
+        let Some(cmd) = self.string(m, path, "cmd") else {
+            if m.get("cmd").is_none_or(Value::is_null) {
+                self.problem(
+                    join(path, "cmd"),
+                    "missing required field `cmd` (a Procfile process type or a command line)",
+                );
+            }
+            return None;
+        };
+        let mut task = Task::new(cmd);
+        task.name = self.string(m, path, "name");
+        if let Some(machine) = self.string(m, path, "machine") {
+            match machine.parse::<Machine>() {
+                Ok(mm) => task.machine = mm,
+                Err(e) => self.problem(join(path, "machine"), e.to_string()),
+            }
+        }
+        if let Some(t) = self.integer(m, path, "timeout", "seconds") {
+            task.timeout = t;
+        }
+        if let Some(w) = self.integer(m, path, "wait_for", "seconds") {
+            task.wait_for = w;
+        }
+        if let Some(r) = self.integer(m, path, "retries", "retries") {
+            match u32::try_from(r) {
+                Ok(r) => task.retries = Some(r),
+                Err(_) => self.problem(
+                    join(path, "retries"),
+                    format!("expected at most 100 retries, got {r}"),
+                ),
+            }
+        }
+        if let Some(b) = self.bool(m, path, "no_output") {
+            task.no_output = b;
+        }
+        if let Some(options) = self.list(m, path, "options", "`name=value` strings") {
+            for (i, o) in options.iter().enumerate() {
+                match o {
+                    Value::String(s) => task.options.push(s.clone()),
+                    other => self.problem(
+                        format!("{path}.options[{i}]"),
+                        format!("expected a `name=value` string, got {}", type_name(other)),
+                    ),
+                }
+            }
+        }
+        Some(task)
+    }
+}
+
+/// The allowed name closest to a typo, if it is close enough to be a likely typo.
+fn closest<'a>(given: &str, allowed: &[&'a str]) -> Option<&'a str> {
+    allowed
+        .iter()
+        .map(|a| (edit_distance(&given.to_ascii_lowercase(), a), *a))
+        .filter(|(d, a)| *d <= 2.max(a.len() / 4))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, a)| a)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(json: &str) -> Vec<String> {
+        decode_str(json)
+            .unwrap()
+            .1
+            .into_iter()
+            .map(|p| p.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_typo_is_an_error_with_a_suggestion() {
+        let p = problems(r#"{"run":[{"cmd":"x","timout":30}]}"#);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with("run[0].timout: unknown field `timout` (did you mean `timeout`?)"),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn every_structural_problem_is_reported_at_once() {
+        let p = problems(
+            r#"{"title":7,"run":[{"cmd":"a","timeout":"60"},{"parallel":[{"cmd":"b","options":[1]},{"nope":1}]},{"x":1}]}"#,
+        );
+        let joined = p.join("\n");
+        for needle in [
+            "title: expected a string, got a number",
+            "run[0].timeout: expected a whole number of seconds, got a string",
+            "run[1].parallel[0].options[0]: expected a `name=value` string, got a number",
+            "run[1].parallel[1].nope: unknown field",
+            "run[1].parallel[1].cmd: missing required field `cmd`",
+            "run[2]: expected a task (with `cmd`) or a task group (with `parallel`)",
+        ] {
+            assert!(joined.contains(needle), "missing {needle:?} in:\n{joined}");
+        }
+        assert_eq!(p.len(), 6, "{joined}");
+    }
+
+    #[test]
+    fn null_means_absent_for_optional_fields_only() {
+        assert!(
+            problems(
+                r#"{"title":null,"run":[{"cmd":"a","name":null,"timeout":null,"retries":null}]}"#
+            )
+            .is_empty()
+        );
+        assert_eq!(problems(r#"{"run":[{"cmd":null,"name":"x"}]}"#).len(), 1);
+        assert_eq!(
+            problems(r#"{"run":null}"#),
+            ["run: missing required field `run` (a list of tasks and task groups)"]
+        );
+    }
+
+    #[test]
+    fn missing_run_and_wrong_root() {
+        assert_eq!(
+            problems("{}"),
+            ["run: missing required field `run` (a list of tasks and task groups)"]
+        );
+        assert_eq!(
+            problems("[]"),
+            ["$: expected a workflow (an object), got a list"]
+        );
+    }
+
+    #[test]
+    fn syntax_errors_give_line_and_column() {
+        match decode_str("{\n  \"run\": [,]\n}") {
+            Err(Error::Json {
+                line,
+                column,
+                message,
+            }) => {
+                assert_eq!((line, column), (2, 11));
+                assert!(message.contains("expected value"), "{message}");
+            }
+            other => panic!("expected a syntax error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn negative_and_fractional_numbers_are_rejected() {
+        let p = problems(r#"{"run":[{"cmd":"a","timeout":-1,"wait_for":1.5}]}"#).join("\n");
+        assert!(
+            p.contains("run[0].timeout: expected a whole number of seconds, got -1 (negative)"),
+            "{p}"
+        );
+        assert!(
+            p.contains("run[0].wait_for: expected a whole number of seconds, got 1.5"),
+            "{p}"
+        );
+    }
+
+    #[test]
+    fn nested_groups_and_unknown_machines() {
+        let p =
+            problems(r#"{"run":[{"parallel":[{"parallel":[]}]},{"cmd":"a","machine":"huge"}]}"#)
+                .join("\n");
+        assert!(
+            p.contains("run[0].parallel[0]: task groups cannot be nested"),
+            "{p}"
+        );
+        assert!(
+            p.contains("run[1].machine: unknown machine \"huge\"; expected one of: eco, basic"),
+            "{p}"
+        );
+    }
+}

@@ -1,0 +1,71 @@
+//! # linedee
+//!
+//! Typed [line^d] workflows for Rust applications: build them, validate them, and start and
+//! follow them on a line^d bucket — hosted, or the local engine (`linedee local`).
+//!
+//! ```no_run
+//! # async fn demo() -> linedee::Result<()> {
+//! use std::time::Duration;
+//! use linedee::{Client, Machine, Task, Workflow};
+//!
+//! let wf = Workflow::new()
+//!     .title("Process media files")
+//!     .step(Task::new("process_image").machine(Machine::Basic).timeout(Duration::from_secs(30)));
+//! let client = Client::from_env()?;
+//! let run = client
+//!     .upload("in/img/example_img.jpg", linedee::Body::from_path("example_img.jpg"))
+//!     .workflow(&wf)
+//!     .send()
+//!     .await?;
+//! let status = run.wait(Duration::from_secs(120)).await?;
+//! println!("run {} {}", status.run_id, status.status);
+//! # Ok(()) }
+//! ```
+//!
+//! ## Layout
+//! - [`workflow`]: [`Workflow`], [`Step`], [`Task`], [`TaskGroup`] and the builder;
+//!   [`Machine`]; [`validate`] and the [`schema`].
+//! - [`metadata`]: the S3 metadata rules (2 KB budget, ASCII JSON, RFC 2047).
+//! - [`Client`]: the bucket — [`Client::submit`] (`ld_run`), [`Client::upload`] (`ld_code`),
+//!   [`Client::put`], [`Client::get`], [`Client::run`], [`Client::task_output`],
+//!   [`Client::export`].
+//! - [`credentials`]: providers (environment, Heroku API, Heroku CLI, your own) and the
+//!   refreshing cache.
+//! - [`status`]: the run status document; [`line_d`]: the task environment.
+//!
+//! [line^d]: https://elements.heroku.com/addons/line-d
+
+pub mod credentials;
+pub mod line_d;
+pub mod metadata;
+pub mod status;
+pub mod validate;
+pub mod workflow;
+
+mod body;
+mod client;
+mod decode;
+mod error;
+mod export;
+mod machine;
+mod object;
+mod put;
+mod schema;
+mod submission;
+
+pub use body::Body;
+pub use client::{
+    BUCKET_VAR, Client, ClientBuilder, DEFAULT_REGION, ENDPOINT_VAR, MIN_PART_SIZE, ObjectSummary,
+    REGION_VAR,
+};
+pub use error::{Error, Result};
+pub use export::{Export, ExportProgress, ExportReport};
+pub use line_d::LineD;
+pub use machine::{Machine, UnknownMachine};
+pub use object::{Object, ObjectInfo};
+pub use put::{Put, PutOutput};
+pub use schema::{schema, schema_json};
+pub use status::{RunState, RunStatus, TaskState};
+pub use submission::{Submission, TaskOutput, Upload};
+pub use validate::{Problem, ValidationError};
+pub use workflow::{Step, Task, TaskGroup, Workflow};
