@@ -1,0 +1,213 @@
+//! Object bodies on disk: files named by a random id (never by the key), written to
+//! `tmp/`, fsynced and renamed into `blobs/{id[..2]}/{id}`. Unreferenced files are swept
+//! at start.
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use md5::{Digest, Md5};
+use rand::RngCore;
+
+use crate::{Error, Result};
+
+/// The body files of one store.
+#[derive(Debug)]
+pub(crate) struct Blobs {
+    root: PathBuf,
+    tmp: PathBuf,
+    fsync: bool,
+}
+
+/// Whether `id` is a blob id this module made (32 lowercase hex digits); nothing else
+/// can be turned into a path.
+fn valid_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+pub(crate) fn new_id() -> String {
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+fn sync_dir(path: &Path) -> Result<()> {
+    File::open(path)
+        .and_then(|d| d.sync_all())
+        .map_err(Error::io(path))
+}
+
+impl Blobs {
+    /// Opens (creating) `dir/blobs` and `dir/tmp`.
+    pub(crate) fn open(dir: &Path, fsync: bool) -> Result<Self> {
+        let root = dir.join("blobs");
+        let tmp = dir.join("tmp");
+        fs::create_dir_all(&tmp).map_err(Error::io(&tmp))?;
+        for i in 0..=255u8 {
+            let sub = root.join(format!("{i:02x}"));
+            fs::create_dir_all(&sub).map_err(Error::io(&sub))?;
+        }
+        if fsync {
+            sync_dir(&root)?;
+            sync_dir(dir)?;
+        }
+        Ok(Self { root, tmp, fsync })
+    }
+
+    /// The final path of blob `id`.
+    pub(crate) fn path(&self, id: &str) -> Result<PathBuf> {
+        if !valid_id(id) {
+            return Err(Error::Corrupt(format!("blob id `{id}`")));
+        }
+        Ok(self.root.join(&id[..2]).join(id))
+    }
+
+    fn tmp_path(&self, id: &str) -> PathBuf {
+        self.tmp.join(id)
+    }
+
+    /// Creates the temporary file for a new blob.
+    pub(crate) fn create_tmp(&self, id: &str) -> Result<File> {
+        let path = self.tmp_path(id);
+        File::create_new(&path).map_err(Error::io(path))
+    }
+
+    /// Makes a written temporary file durable and moves it to its final place.
+    pub(crate) fn publish(&self, id: &str, file: File) -> Result<()> {
+        let tmp = self.tmp_path(id);
+        if self.fsync {
+            file.sync_all().map_err(Error::io(&tmp))?;
+        }
+        drop(file);
+        let dest = self.path(id)?;
+        fs::rename(&tmp, &dest).map_err(Error::io(&dest))?;
+        if self.fsync
+            && let Some(parent) = dest.parent()
+        {
+            sync_dir(parent)?;
+        }
+        Ok(())
+    }
+
+    /// Writes `data` as a new durable blob; returns its id.
+    pub(crate) fn write_all(&self, data: &[u8]) -> Result<String> {
+        let id = new_id();
+        let mut file = self.create_tmp(&id)?;
+        if let Err(e) = file.write_all(data) {
+            self.discard_tmp(&id);
+            return Err(Error::io(self.tmp_path(&id))(e));
+        }
+        self.publish(&id, file)?;
+        Ok(id)
+    }
+
+    /// Concatenates blobs into a new durable blob; returns its id and size.
+    pub(crate) fn concat(&self, parts: &[String]) -> Result<(String, u64)> {
+        let id = new_id();
+        let mut out = self.create_tmp(&id)?;
+        let mut size = 0;
+        for part in parts {
+            let src = self.path(part)?;
+            let copied = File::open(&src).and_then(|mut f| std::io::copy(&mut f, &mut out));
+            match copied {
+                Ok(n) => size += n,
+                Err(e) => {
+                    self.discard_tmp(&id);
+                    return Err(Error::io(src)(e));
+                }
+            }
+        }
+        self.publish(&id, out)?;
+        Ok((id, size))
+    }
+
+    /// A new blob with the same bytes as `src` (a hard link, or a copy where links fail).
+    pub(crate) fn duplicate(&self, src: &str) -> Result<String> {
+        let from = self.path(src)?;
+        let id = new_id();
+        let tmp = self.tmp_path(&id);
+        if fs::hard_link(&from, &tmp).is_err() {
+            fs::copy(&from, &tmp).map_err(Error::io(&from))?;
+        }
+        let file = File::open(&tmp).map_err(Error::io(&tmp))?;
+        self.publish(&id, file)?;
+        Ok(id)
+    }
+
+    /// Removes a temporary file that will not be published.
+    pub(crate) fn discard_tmp(&self, id: &str) {
+        let _ = fs::remove_file(self.tmp_path(id));
+    }
+
+    /// Removes a blob no index row refers to any more. Failures only leave an orphan,
+    /// which the next start sweeps.
+    pub(crate) fn remove(&self, id: &str) {
+        if let Ok(path) = self.path(id)
+            && let Err(e) = fs::remove_file(&path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(blob = id, error = %e, "could not remove an unreferenced body file");
+        }
+    }
+
+    /// Deletes every temporary file and every blob not in `live`; returns how many.
+    pub(crate) fn sweep(&self, live: &HashSet<String>) -> Result<usize> {
+        let mut removed = 0;
+        for entry in fs::read_dir(&self.tmp).map_err(Error::io(&self.tmp))? {
+            let entry = entry.map_err(Error::io(&self.tmp))?;
+            fs::remove_file(entry.path()).map_err(Error::io(entry.path()))?;
+            removed += 1;
+        }
+        for sub in fs::read_dir(&self.root).map_err(Error::io(&self.root))? {
+            let sub = sub.map_err(Error::io(&self.root))?.path();
+            if !sub.is_dir() {
+                continue;
+            }
+            for entry in fs::read_dir(&sub).map_err(Error::io(&sub))? {
+                let entry = entry.map_err(Error::io(&sub))?;
+                let name = entry.file_name();
+                if !name.to_str().is_some_and(|n| live.contains(n)) {
+                    fs::remove_file(entry.path()).map_err(Error::io(entry.path()))?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// The MD5 of `data` in hex: a single-part object's ETag.
+pub(crate) fn md5_hex(data: &[u8]) -> String {
+    hex::encode(Md5::digest(data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_the_only_paths() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let blobs = Blobs::open(dir.path(), false).expect("open");
+        assert!(blobs.path("../x").is_err());
+        assert!(blobs.path("a/b").is_err());
+        let id = blobs.write_all(b"hello").expect("write");
+        let path = blobs.path(&id).expect("path");
+        assert!(path.starts_with(dir.path()));
+        assert_eq!(fs::read(&path).expect("read"), b"hello");
+    }
+
+    #[test]
+    fn sweep_removes_orphans_and_tmp_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let blobs = Blobs::open(dir.path(), false).expect("open");
+        let keep = blobs.write_all(b"keep").expect("write");
+        let orphan = blobs.write_all(b"orphan").expect("write");
+        drop(blobs.create_tmp(&new_id()).expect("tmp"));
+        let live = HashSet::from([keep.clone()]);
+        assert_eq!(blobs.sweep(&live).expect("sweep"), 2);
+        assert!(blobs.path(&keep).expect("path").exists());
+        assert!(!blobs.path(&orphan).expect("path").exists());
+    }
+}

@@ -1,0 +1,227 @@
+//! Receiving a request body into a new blob: hashing (MD5 for the ETag, plus any checksum
+//! the client declared), buffering small bodies in memory and spilling large ones to the
+//! blob's temporary file, then verifying and publishing it.
+
+use std::fs::File;
+use std::io::Write;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use md5::{Digest, Md5};
+use s3s::checksum::ChecksumHasher;
+use s3s::dto::{ChecksumAlgorithm, StreamingBlob};
+use s3s::{S3Error, S3Result, s3_error};
+
+use super::blobs::{Blobs, new_id};
+use crate::Error;
+
+const SPILL: usize = 4 * 1024 * 1024;
+
+/// The checksums a client declared for a body (headers; trailers are read at the end).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Declared {
+    pub(crate) algorithm: Option<ChecksumAlgorithm>,
+    pub(crate) crc32: Option<String>,
+    pub(crate) crc32c: Option<String>,
+    pub(crate) sha1: Option<String>,
+    pub(crate) sha256: Option<String>,
+    pub(crate) crc64nvme: Option<String>,
+    pub(crate) content_md5: Option<String>,
+}
+
+/// A body received into a blob that is written but not yet published.
+pub(crate) struct Received {
+    blobs: Arc<Blobs>,
+    id: String,
+    file: Option<File>,
+    buf: Vec<u8>,
+    pub(crate) size: u64,
+    /// Unquoted MD5 hex.
+    pub(crate) md5: String,
+    published: bool,
+}
+
+impl std::fmt::Debug for Received {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Received")
+            .field("id", &self.id)
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Received {
+    /// Writes what is buffered, fsyncs, and moves the file to its final place; returns
+    /// the blob id. Blocking.
+    pub(crate) fn publish(mut self) -> crate::Result<String> {
+        let mut file = match self.file.take() {
+            Some(f) => f,
+            None => self.blobs.create_tmp(&self.id)?,
+        };
+        file.write_all(&self.buf).map_err(Error::io(&self.id))?;
+        self.blobs.publish(&self.id, file)?;
+        self.published = true;
+        Ok(self.id.clone())
+    }
+}
+
+impl Drop for Received {
+    fn drop(&mut self) {
+        if !self.published && self.file.is_some() {
+            self.blobs.discard_tmp(&self.id);
+        }
+    }
+}
+
+fn hasher_for(d: &Declared) -> S3Result<ChecksumHasher> {
+    let mut h = ChecksumHasher::default();
+    if d.crc32.is_some() {
+        h.crc32 = Some(Default::default());
+    }
+    if d.crc32c.is_some() {
+        h.crc32c = Some(Default::default());
+    }
+    if d.sha1.is_some() {
+        h.sha1 = Some(Default::default());
+    }
+    if d.sha256.is_some() {
+        h.sha256 = Some(Default::default());
+    }
+    if d.crc64nvme.is_some() {
+        h.crc64nvme = Some(Default::default());
+    }
+    if let Some(alg) = &d.algorithm {
+        match alg.as_str() {
+            ChecksumAlgorithm::CRC32 => h.crc32 = Some(Default::default()),
+            ChecksumAlgorithm::CRC32C => h.crc32c = Some(Default::default()),
+            ChecksumAlgorithm::SHA1 => h.sha1 = Some(Default::default()),
+            ChecksumAlgorithm::SHA256 => h.sha256 = Some(Default::default()),
+            ChecksumAlgorithm::CRC64NVME => h.crc64nvme = Some(Default::default()),
+            other => {
+                return Err(s3_error!(
+                    InvalidArgument,
+                    "unsupported checksum algorithm `{other}`"
+                ));
+            }
+        }
+    }
+    Ok(h)
+}
+
+fn check(name: &str, declared: Option<&String>, computed: Option<&String>) -> S3Result<()> {
+    match (declared, computed) {
+        (Some(want), Some(got)) if want != got => Err(s3_error!(
+            BadDigest,
+            "the {name} you specified did not match the calculated checksum"
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn io_err(e: Error) -> S3Error {
+    super::s3::internal(e)
+}
+
+/// Reads `body` to its end into a new (unpublished) blob and verifies its digests.
+pub(crate) async fn receive(
+    blobs: &Arc<Blobs>,
+    body: Option<StreamingBlob>,
+    mut declared: Declared,
+    trailers: Option<s3s::TrailingHeaders>,
+) -> S3Result<Received> {
+    let mut hasher = hasher_for(&declared)?;
+    let mut md5 = Md5::new();
+    let mut rx = Received {
+        blobs: Arc::clone(blobs),
+        id: new_id(),
+        file: None,
+        buf: Vec::new(),
+        size: 0,
+        md5: String::new(),
+        published: false,
+    };
+    if let Some(mut body) = body {
+        while let Some(chunk) = body.next().await {
+            let chunk =
+                chunk.map_err(|e| s3_error!(IncompleteBody, "reading the body failed: {e}"))?;
+            md5.update(&chunk);
+            hasher.update(&chunk);
+            rx.size += chunk.len() as u64;
+            rx.buf.extend_from_slice(&chunk);
+            if rx.buf.len() >= SPILL {
+                let buf = std::mem::take(&mut rx.buf);
+                let file = rx.file.take();
+                let (blobs, id) = (Arc::clone(blobs), rx.id.clone());
+                let (file, buf) = tokio::task::spawn_blocking(move || -> crate::Result<_> {
+                    let mut file = match file {
+                        Some(f) => f,
+                        None => blobs.create_tmp(&id)?,
+                    };
+                    file.write_all(&buf).map_err(Error::io(&id))?;
+                    Ok((file, buf))
+                })
+                .await
+                .map_err(|e| io_err(e.into()))?
+                .map_err(io_err)?;
+                rx.file = Some(file);
+                rx.buf = buf;
+                rx.buf.clear();
+            }
+        }
+    }
+    let digest = md5.finalize();
+    rx.md5 = hex::encode(digest);
+    if let Some(content_md5) = &declared.content_md5 {
+        let want = base64_simd_decode(content_md5)
+            .ok_or_else(|| s3_error!(InvalidDigest, "Content-MD5 is not base64"))?;
+        if want != digest.as_slice() {
+            return Err(s3_error!(
+                BadDigest,
+                "the Content-MD5 you specified did not match what we received"
+            ));
+        }
+    }
+    if let Some(trailers) = trailers.and_then(|t| t.take()) {
+        let get = |name: &str| {
+            trailers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        declared.crc32 = get("x-amz-checksum-crc32").or(declared.crc32);
+        declared.crc32c = get("x-amz-checksum-crc32c").or(declared.crc32c);
+        declared.sha1 = get("x-amz-checksum-sha1").or(declared.sha1);
+        declared.sha256 = get("x-amz-checksum-sha256").or(declared.sha256);
+        declared.crc64nvme = get("x-amz-checksum-crc64nvme").or(declared.crc64nvme);
+    }
+    let sums = hasher.finalize();
+    check(
+        "CRC32",
+        declared.crc32.as_ref(),
+        sums.checksum_crc32.as_ref(),
+    )?;
+    check(
+        "CRC32C",
+        declared.crc32c.as_ref(),
+        sums.checksum_crc32c.as_ref(),
+    )?;
+    check("SHA1", declared.sha1.as_ref(), sums.checksum_sha1.as_ref())?;
+    check(
+        "SHA256",
+        declared.sha256.as_ref(),
+        sums.checksum_sha256.as_ref(),
+    )?;
+    check(
+        "CRC64NVME",
+        declared.crc64nvme.as_ref(),
+        sums.checksum_crc64nvme.as_ref(),
+    )?;
+    Ok(rx)
+}
+
+fn base64_simd_decode(s: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(s.trim())
+        .ok()
+}

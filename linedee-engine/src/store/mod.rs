@@ -1,0 +1,348 @@
+//! The embedded S3 store.
+//!
+//! - `mod.rs`: [`Store`], [`StoreOptions`], opening, and the in-process API.
+//! - `index.rs`: the SQLite index (buckets, objects); `list.rs`: ListObjectsV2;
+//!   `multipart.rs`: multipart uploads.
+//! - `blobs.rs`: body files (temporary file, fsync, rename, sweep); `ingest.rs`: receiving
+//!   request bodies with their checksums.
+//! - `outbox.rs`: triggers, committed in the same transaction as their object.
+//! - `auth.rs`: credentials, rotation, SigV4 enforcement.
+//! - `s3.rs`: the s3s `S3` implementation; `serve.rs`: HTTP serving;
+//!   `config_vars.rs`: the Heroku-shaped config-vars endpoint.
+
+mod auth;
+mod blobs;
+mod config_vars;
+mod index;
+mod ingest;
+mod list;
+mod multipart;
+mod outbox;
+mod s3;
+mod serve;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rusqlite::Connection;
+use tokio::sync::broadcast;
+
+pub use auth::Credentials;
+pub use index::ObjectMeta;
+pub use outbox::{ENGINE_PREFIX, ObjectEvent, Trigger, TriggerKind, trigger_kind};
+
+use crate::{Error, Result};
+
+/// User metadata S3 allows per object: UTF-8 bytes of every key plus value.
+pub const METADATA_LIMIT: usize = 2048;
+
+/// How a [`Store`] is opened.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct StoreOptions {
+    /// Fsync body files, their directories and the SQLite WAL before answering a write
+    /// (default `true`). Off, a power loss may lose acknowledged writes; a process crash
+    /// still loses nothing.
+    pub fsync: bool,
+    /// When set, credentials are session credentials that expire after this long and are
+    /// replaced at half their lifetime; an expired one gets `ExpiredToken`.
+    pub credential_lifetime: Option<Duration>,
+    /// The region the store reports (default `us-east-1`).
+    pub region: String,
+    /// A bucket created at open, and reported as `LD_S3_BUCKET`.
+    pub default_bucket: Option<String>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            fsync: true,
+            credential_lifetime: None,
+            region: "us-east-1".to_owned(),
+            default_bucket: None,
+        }
+    }
+}
+
+/// The embedded S3 store: cheap to clone, shared by the S3 server and the engine.
+#[derive(Clone, Debug)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    dir: PathBuf,
+    options: StoreOptions,
+    db: Mutex<Connection>,
+    blobs: Arc<blobs::Blobs>,
+    auth: Arc<auth::Auth>,
+    triggers: broadcast::Sender<Trigger>,
+    objects: broadcast::Sender<ObjectEvent>,
+}
+
+const CHANNEL: usize = 4096;
+
+fn validate_bucket(name: &str) -> Result<()> {
+    let ok = (3..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-'))
+        && name
+            .as_bytes()
+            .first()
+            .is_some_and(u8::is_ascii_alphanumeric)
+        && name
+            .as_bytes()
+            .last()
+            .is_some_and(u8::is_ascii_alphanumeric);
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidBucketName {
+            name: name.to_owned(),
+        })
+    }
+}
+
+pub(crate) fn validate_key(key: &str) -> Result<()> {
+    if key.is_empty() || key.len() > 1024 {
+        return Err(Error::InvalidKey { len: key.len() });
+    }
+    Ok(())
+}
+
+/// Lowercases metadata keys and checks S3's size limit.
+pub(crate) fn normalize_metadata<I>(metadata: I) -> Result<BTreeMap<String, String>>
+where
+    I: IntoIterator<Item = (String, String)>,
+{
+    let map: BTreeMap<String, String> = metadata
+        .into_iter()
+        .map(|(k, v)| (k.to_lowercase(), v))
+        .collect();
+    let size: usize = map.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if size > METADATA_LIMIT {
+        return Err(Error::MetadataTooLarge {
+            size,
+            limit: METADATA_LIMIT,
+        });
+    }
+    Ok(map)
+}
+
+impl Store {
+    /// Opens (creating) the store in `dir`: the SQLite index, the body files (sweeping
+    /// orphans left by a crash), the credentials, and the default bucket.
+    pub fn open(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+        let blobs = blobs::Blobs::open(&dir, options.fsync)?;
+        let conn = index::open(&dir.join("index.sqlite"), options.fsync)?;
+        let live = index::live_blobs(&conn)?;
+        let swept = blobs.sweep(&live)?;
+        if swept > 0 {
+            tracing::info!(
+                swept,
+                "removed body files left behind by an interrupted write"
+            );
+        }
+        let auth = auth::Auth::open(&dir, options.credential_lifetime, options.fsync)?;
+        if let Some(bucket) = &options.default_bucket {
+            validate_bucket(bucket)?;
+            index::create_bucket(&conn, bucket)?;
+        }
+        let (triggers, _) = broadcast::channel(CHANNEL);
+        let (objects, _) = broadcast::channel(CHANNEL);
+        Ok(Store {
+            inner: Arc::new(Inner {
+                dir,
+                options,
+                db: Mutex::new(conn),
+                blobs: Arc::new(blobs),
+                auth: Arc::new(auth),
+                triggers,
+                objects,
+            }),
+        })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The options the store was opened with.
+    pub fn options(&self) -> &StoreOptions {
+        &self.inner.options
+    }
+
+    /// The current S3 credentials (rotated when a lifetime is set). Their `Debug` output
+    /// hides the secrets.
+    pub fn credentials(&self) -> Result<Credentials> {
+        self.inner.auth.current()
+    }
+
+    /// The bearer token of the config-vars endpoint. Secret.
+    pub fn api_token(&self) -> String {
+        self.inner.auth.api_token()
+    }
+
+    /// Committed triggers, pushed as they commit. A receiver that lags loses messages
+    /// (`RecvError::Lagged`); it then re-reads [`Store::pending_triggers`].
+    pub fn subscribe_triggers(&self) -> broadcast::Receiver<Trigger> {
+        self.inner.triggers.subscribe()
+    }
+
+    /// Every committed object write, pushed as it commits.
+    pub fn subscribe_objects(&self) -> broadcast::Receiver<ObjectEvent> {
+        self.inner.objects.subscribe()
+    }
+
+    /// Triggers not yet acknowledged, oldest first (after a restart: the ones to run).
+    pub async fn pending_triggers(&self) -> Result<Vec<Trigger>> {
+        self.blocking(|i| outbox::pending(&i.db())).await
+    }
+
+    /// Marks a trigger consumed; returns whether it was still pending.
+    pub async fn ack_trigger(&self, id: i64) -> Result<bool> {
+        self.blocking(move |i| outbox::ack(&i.db(), id)).await
+    }
+
+    /// One trigger by id, consumed or not.
+    pub async fn trigger(&self, id: i64) -> Result<Option<Trigger>> {
+        self.blocking(move |i| outbox::get(&i.db(), id)).await
+    }
+
+    /// Creates a bucket; does nothing when it exists.
+    pub async fn create_bucket(&self, bucket: &str) -> Result<()> {
+        validate_bucket(bucket)?;
+        let bucket = bucket.to_owned();
+        self.blocking(move |i| index::create_bucket(&i.db(), &bucket).map(drop))
+            .await
+    }
+
+    /// Writes an object (a trigger, when its metadata makes it one); returns its ETag
+    /// (quoted, as S3 sends it).
+    pub async fn put_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        content_type: Option<&str>,
+        metadata: BTreeMap<String, String>,
+    ) -> Result<String> {
+        validate_key(key)?;
+        let obj = index::NewObject {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            blob: String::new(),
+            size: body.len() as u64,
+            etag: blobs::md5_hex(&body),
+            content_type: content_type.map(str::to_owned),
+            metadata: normalize_metadata(metadata)?,
+        };
+        self.blocking(move |i| {
+            let mut obj = obj;
+            obj.blob = i.blobs.write_all(&body)?;
+            i.commit(&obj, &index::Precondition::None, |_| Ok(()))
+        })
+        .await
+        .map(|c| c.meta.etag)
+    }
+
+    /// An object's metadata and body, or `None` when there is no such object.
+    pub async fn get_object(&self, bucket: &str, key: &str) -> Result<Option<(ObjectMeta, Bytes)>> {
+        let (bucket, key) = (bucket.to_owned(), key.to_owned());
+        self.blocking(move |i| {
+            let db = i.db();
+            index::require_bucket(&db, &bucket)?;
+            let Some(row) = index::get_object(&db, &bucket, &key)? else {
+                return Ok(None);
+            };
+            let path = i.blobs.path(&row.blob)?;
+            let body = std::fs::read(&path).map_err(Error::io(path))?;
+            Ok(Some((row.meta, Bytes::from(body))))
+        })
+        .await
+    }
+
+    /// An object's metadata, or `None` when there is no such object.
+    pub async fn head_object(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>> {
+        let (bucket, key) = (bucket.to_owned(), key.to_owned());
+        self.blocking(move |i| {
+            let db = i.db();
+            index::require_bucket(&db, &bucket)?;
+            Ok(index::get_object(&db, &bucket, &key)?.map(|r| r.meta))
+        })
+        .await
+    }
+
+    /// The SQLite connection of the store's database, for the engine's own tables (its
+    /// journal) so that they commit in the same transactions as the outbox.
+    #[allow(dead_code)] // used by the engine (a later issue)
+    pub(crate) fn db(&self) -> MutexGuard<'_, Connection> {
+        self.inner.db()
+    }
+
+    /// Marks a trigger consumed inside the caller's transaction.
+    #[allow(dead_code)]
+    pub(crate) fn ack_trigger_in(conn: &Connection, id: i64) -> Result<bool> {
+        outbox::ack(conn, id)
+    }
+
+    pub(crate) async fn blocking<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || f(&inner)).await?
+    }
+}
+
+impl Inner {
+    pub(crate) fn db(&self) -> MutexGuard<'_, Connection> {
+        self.db
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Commits an object whose body file is already published; on failure the body file is
+    /// removed. After the commit the replaced body file is removed and subscribers hear of
+    /// the write (and the trigger).
+    pub(crate) fn commit(
+        &self,
+        obj: &index::NewObject,
+        cond: &index::Precondition,
+        extra: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<()>,
+    ) -> Result<index::Committed> {
+        let mut db = self.db();
+        let committed = match index::commit_object(&mut db, obj, cond, extra) {
+            Ok(c) => c,
+            Err(e) => {
+                drop(db);
+                self.blobs.remove(&obj.blob);
+                return Err(e);
+            }
+        };
+        let _ = self.objects.send(ObjectEvent {
+            bucket: committed.meta.bucket.clone(),
+            key: committed.meta.key.clone(),
+            etag: committed.meta.etag.clone(),
+            size: committed.meta.size,
+            metadata: committed.meta.metadata.clone(),
+        });
+        if let Some(t) = &committed.trigger {
+            let _ = self.triggers.send(t.clone());
+        }
+        drop(db);
+        if let Some(old) = &committed.replaced_blob {
+            self.blobs.remove(old);
+        }
+        Ok(committed)
+    }
+}

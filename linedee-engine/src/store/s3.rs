@@ -1,0 +1,788 @@
+//! The s3s [`S3`] implementation over the index and the body files. Operations not here
+//! answer `NotImplemented` (the trait's default).
+
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
+
+use s3s::dto::*;
+use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
+use tokio::io::AsyncReadExt;
+
+use super::index::{self, NewObject, Precondition};
+use super::ingest::{self, Declared};
+use super::{Store, list, multipart, normalize_metadata, validate_key};
+use crate::Error;
+
+/// Bodies up to this size are read in one go; larger ones are streamed.
+const INLINE_READ: u64 = 1024 * 1024;
+
+/// The store as an s3s service.
+#[derive(Debug, Clone)]
+pub(crate) struct StoreS3 {
+    pub(crate) store: Store,
+}
+
+/// An internal failure: logged, answered with a generic `InternalError`.
+pub(crate) fn internal(e: Error) -> S3Error {
+    tracing::error!(error = %e, source = ?std::error::Error::source(&e), "store operation failed");
+    S3Error::with_message(S3ErrorCode::InternalError, "the store failed; see its log")
+}
+
+fn to_s3(e: Error) -> S3Error {
+    let msg = e.to_string();
+    let code = match &e {
+        Error::NoSuchBucket(_) => S3ErrorCode::NoSuchBucket,
+        Error::InvalidBucketName { .. } => S3ErrorCode::InvalidBucketName,
+        Error::InvalidKey { len } if *len > 1024 => S3ErrorCode::KeyTooLongError,
+        Error::InvalidKey { .. } => S3ErrorCode::InvalidArgument,
+        Error::MetadataTooLarge { .. } => S3ErrorCode::MetadataTooLarge,
+        Error::PreconditionFailed(_) => S3ErrorCode::PreconditionFailed,
+        Error::NoSuchUpload(_) => S3ErrorCode::NoSuchUpload,
+        Error::InvalidPart(_) => S3ErrorCode::InvalidPart,
+        Error::InvalidPartOrder => S3ErrorCode::InvalidPartOrder,
+        Error::EntityTooSmall { .. } => S3ErrorCode::EntityTooSmall,
+        _ => return internal(e),
+    };
+    S3Error::with_message(code, msg)
+}
+
+fn unquote(etag: &str) -> String {
+    etag.trim_matches('"').to_owned()
+}
+
+fn strong(etag: &str) -> ETag {
+    ETag::Strong(unquote(etag))
+}
+
+fn precondition(
+    if_none_match: Option<&ETagCondition>,
+    if_match: Option<&ETagCondition>,
+) -> S3Result<Precondition> {
+    if let Some(c) = if_none_match {
+        if c.is_any() {
+            return Ok(Precondition::IfNoneMatchAny);
+        }
+        return Err(s3_error!(
+            NotImplemented,
+            "If-None-Match on writes supports only `*`"
+        ));
+    }
+    Ok(match if_match {
+        None => Precondition::None,
+        Some(ETagCondition::ETag(e)) => Precondition::IfMatch(Some(e.value().to_owned())),
+        Some(_) => Precondition::IfMatch(None),
+    })
+}
+
+fn s3_metadata(m: &std::collections::BTreeMap<String, String>) -> Option<Metadata> {
+    (!m.is_empty()).then(|| {
+        m.iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<HashMap<_, _>>()
+    })
+}
+
+fn ok<T>(output: T) -> S3Result<S3Response<T>> {
+    Ok(S3Response::new(output))
+}
+
+enum Body {
+    Inline(Vec<u8>),
+    File(std::fs::File, u64),
+}
+
+#[async_trait::async_trait]
+impl S3 for StoreS3 {
+    async fn create_bucket(
+        &self,
+        req: S3Request<CreateBucketInput>,
+    ) -> S3Result<S3Response<CreateBucketOutput>> {
+        let bucket = req.input.bucket;
+        super::validate_bucket(&bucket).map_err(to_s3)?;
+        let b = bucket.clone();
+        let created = self
+            .store
+            .blocking(move |i| index::create_bucket(&i.db(), &b))
+            .await
+            .map_err(to_s3)?;
+        if !created {
+            return Err(s3_error!(BucketAlreadyOwnedByYou));
+        }
+        ok(CreateBucketOutput {
+            location: Some(format!("/{bucket}")),
+        })
+    }
+
+    async fn delete_bucket(
+        &self,
+        req: S3Request<DeleteBucketInput>,
+    ) -> S3Result<S3Response<DeleteBucketOutput>> {
+        let bucket = req.input.bucket;
+        let deleted = self
+            .store
+            .blocking(move |i| index::delete_bucket(&mut i.db(), &bucket))
+            .await
+            .map_err(to_s3)?;
+        if !deleted {
+            return Err(s3_error!(BucketNotEmpty));
+        }
+        ok(DeleteBucketOutput::default())
+    }
+
+    async fn head_bucket(
+        &self,
+        req: S3Request<HeadBucketInput>,
+    ) -> S3Result<S3Response<HeadBucketOutput>> {
+        let bucket = req.input.bucket;
+        self.store
+            .blocking(move |i| index::require_bucket(&i.db(), &bucket))
+            .await
+            .map_err(to_s3)?;
+        ok(HeadBucketOutput {
+            bucket_region: Some(self.store.options().region.clone()),
+            ..Default::default()
+        })
+    }
+
+    async fn list_buckets(
+        &self,
+        _req: S3Request<ListBucketsInput>,
+    ) -> S3Result<S3Response<ListBucketsOutput>> {
+        let buckets = self
+            .store
+            .blocking(|i| index::list_buckets(&i.db()))
+            .await
+            .map_err(to_s3)?;
+        let region = &self.store.options().region;
+        let buckets = buckets
+            .into_iter()
+            .map(|(name, created)| Bucket {
+                name: Some(name),
+                creation_date: Some(Timestamp::from(created)),
+                bucket_region: Some(region.clone()),
+            })
+            .collect();
+        ok(ListBucketsOutput {
+            buckets: Some(buckets),
+            owner: Some(Owner {
+                display_name: Some("linedee".into()),
+                id: Some("linedee".into()),
+            }),
+            ..Default::default()
+        })
+    }
+
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        let bucket = req.input.bucket;
+        self.store
+            .blocking(move |i| index::require_bucket(&i.db(), &bucket))
+            .await
+            .map_err(to_s3)?;
+        let region = &self.store.options().region;
+        let location_constraint =
+            (region != "us-east-1").then(|| BucketLocationConstraint::from(region.clone()));
+        ok(GetBucketLocationOutput {
+            location_constraint,
+        })
+    }
+
+    async fn put_object(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
+        let input = req.input;
+        validate_key(&input.key).map_err(to_s3)?;
+        let metadata = normalize_metadata(input.metadata.unwrap_or_default()).map_err(to_s3)?;
+        let cond = precondition(input.if_none_match.as_ref(), input.if_match.as_ref())?;
+        let bucket = input.bucket.clone();
+        self.store
+            .blocking(move |i| index::require_bucket(&i.db(), &bucket))
+            .await
+            .map_err(to_s3)?;
+        let declared = Declared {
+            algorithm: input.checksum_algorithm,
+            crc32: input.checksum_crc32,
+            crc32c: input.checksum_crc32c,
+            sha1: input.checksum_sha1,
+            sha256: input.checksum_sha256,
+            crc64nvme: input.checksum_crc64nvme,
+            content_md5: input.content_md5,
+        };
+        let rx = ingest::receive(
+            &self.store.inner.blobs,
+            input.body,
+            declared,
+            req.trailing_headers,
+        )
+        .await?;
+        let mut obj = NewObject {
+            bucket: input.bucket,
+            key: input.key,
+            blob: String::new(),
+            size: rx.size,
+            etag: rx.md5.clone(),
+            content_type: input.content_type,
+            metadata,
+        };
+        let committed = self
+            .store
+            .blocking(move |i| {
+                obj.blob = rx.publish()?;
+                i.commit(&obj, &cond, |_| Ok(()))
+            })
+            .await
+            .map_err(to_s3)?;
+        ok(PutObjectOutput {
+            e_tag: Some(strong(&committed.meta.etag)),
+            ..Default::default()
+        })
+    }
+
+    async fn get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
+        let input = req.input;
+        let (bucket, key, range) = (input.bucket, input.key, input.range);
+        let (meta, body, content_range) = self
+            .store
+            .blocking(move |i| {
+                let db = i.db();
+                index::require_bucket(&db, &bucket)?;
+                let Some(row) = index::get_object(&db, &bucket, &key)? else {
+                    return Ok(Err(s3_error!(NoSuchKey)));
+                };
+                let path = i.blobs.path(&row.blob)?;
+                let mut file = std::fs::File::open(&path).map_err(Error::io(&path))?;
+                drop(db);
+                let size = row.meta.size;
+                let (start, len, content_range) = match &range {
+                    None => (0, size, None),
+                    Some(r) => match r.check(size) {
+                        Ok(r) => (
+                            r.start,
+                            r.end - r.start,
+                            Some(format!("bytes {}-{}/{size}", r.start, r.end - 1)),
+                        ),
+                        Err(_) => return Ok(Err(s3_error!(InvalidRange))),
+                    },
+                };
+                file.seek(SeekFrom::Start(start))
+                    .map_err(Error::io(&path))?;
+                let body = if len <= INLINE_READ {
+                    let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+                    file.take(len)
+                        .read_to_end(&mut buf)
+                        .map_err(Error::io(&path))?;
+                    Body::Inline(buf)
+                } else {
+                    Body::File(file, len)
+                };
+                Ok(Ok((row.meta, body, content_range)))
+            })
+            .await
+            .map_err(to_s3)??;
+        let (blob, len) = match body {
+            Body::Inline(buf) => {
+                let len = buf.len() as u64;
+                (
+                    StreamingBlob::from(s3s::Body::from(bytes::Bytes::from(buf))),
+                    len,
+                )
+            }
+            Body::File(file, len) => {
+                let reader = tokio::fs::File::from_std(file).take(len);
+                let stream = tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024);
+                (StreamingBlob::wrap(stream), len)
+            }
+        };
+        ok(GetObjectOutput {
+            body: Some(blob),
+            content_length: Some(i64::try_from(len).unwrap_or(i64::MAX)),
+            content_range,
+            accept_ranges: Some("bytes".into()),
+            content_type: meta.content_type.clone(),
+            e_tag: Some(strong(&meta.etag)),
+            last_modified: Some(Timestamp::from(meta.last_modified)),
+            metadata: s3_metadata(&meta.metadata),
+            ..Default::default()
+        })
+    }
+
+    async fn head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
+        let (bucket, key) = (req.input.bucket, req.input.key);
+        let meta = self
+            .store
+            .blocking(move |i| {
+                let db = i.db();
+                index::require_bucket(&db, &bucket)?;
+                Ok(index::get_object(&db, &bucket, &key)?.map(|r| r.meta))
+            })
+            .await
+            .map_err(to_s3)?
+            .ok_or_else(|| s3_error!(NoSuchKey))?;
+        ok(HeadObjectOutput {
+            content_length: Some(i64::try_from(meta.size).unwrap_or(i64::MAX)),
+            accept_ranges: Some("bytes".into()),
+            content_type: meta.content_type.clone(),
+            e_tag: Some(strong(&meta.etag)),
+            last_modified: Some(Timestamp::from(meta.last_modified)),
+            metadata: s3_metadata(&meta.metadata),
+            ..Default::default()
+        })
+    }
+
+    async fn delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        let (bucket, key) = (req.input.bucket, req.input.key);
+        self.store
+            .blocking(move |i| {
+                let db = i.db();
+                index::require_bucket(&db, &bucket)?;
+                let blob = index::delete_object(&db, &bucket, &key)?;
+                drop(db);
+                if let Some(blob) = blob {
+                    i.blobs.remove(&blob);
+                }
+                Ok(())
+            })
+            .await
+            .map_err(to_s3)?;
+        ok(DeleteObjectOutput::default())
+    }
+
+    async fn delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        let input = req.input;
+        let quiet = input.delete.quiet.unwrap_or(false);
+        let keys: Vec<String> = input.delete.objects.into_iter().map(|o| o.key).collect();
+        let bucket = input.bucket;
+        let deleted = self
+            .store
+            .blocking(move |i| {
+                let mut db = i.db();
+                index::require_bucket(&db, &bucket)?;
+                let tx = db.transaction()?;
+                let mut blobs = Vec::new();
+                for key in &keys {
+                    blobs.extend(index::delete_object(&tx, &bucket, key)?);
+                }
+                tx.commit()?;
+                drop(db);
+                for blob in &blobs {
+                    i.blobs.remove(blob);
+                }
+                Ok(keys)
+            })
+            .await
+            .map_err(to_s3)?;
+        let deleted = (!quiet).then(|| {
+            deleted
+                .into_iter()
+                .map(|key| DeletedObject {
+                    key: Some(key),
+                    ..Default::default()
+                })
+                .collect()
+        });
+        ok(DeleteObjectsOutput {
+            deleted,
+            ..Default::default()
+        })
+    }
+
+    async fn copy_object(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
+        let input = req.input;
+        let CopySource::Bucket {
+            bucket: src_bucket,
+            key: src_key,
+            ..
+        } = input.copy_source
+        else {
+            return Err(s3_error!(
+                NotImplemented,
+                "copying from an access point is not supported"
+            ));
+        };
+        let (src_bucket, src_key) = (src_bucket.to_string(), src_key.to_string());
+        validate_key(&input.key).map_err(to_s3)?;
+        let replace = match input
+            .metadata_directive
+            .as_ref()
+            .map(MetadataDirective::as_str)
+        {
+            None | Some(MetadataDirective::COPY) => false,
+            Some(MetadataDirective::REPLACE) => true,
+            Some(other) => {
+                return Err(s3_error!(
+                    InvalidArgument,
+                    "unknown metadata directive `{other}`"
+                ));
+            }
+        };
+        if !replace && src_bucket == input.bucket && src_key == input.key {
+            return Err(s3_error!(
+                InvalidRequest,
+                "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata."
+            ));
+        }
+        let new_meta = if replace {
+            Some(normalize_metadata(input.metadata.unwrap_or_default()).map_err(to_s3)?)
+        } else {
+            None
+        };
+        let (bucket, key, content_type) = (input.bucket, input.key, input.content_type);
+        let committed = self
+            .store
+            .blocking(move |i| {
+                let db = i.db();
+                index::require_bucket(&db, &src_bucket)?;
+                let Some(src) = index::get_object(&db, &src_bucket, &src_key)? else {
+                    return Ok(Err(s3_error!(NoSuchKey)));
+                };
+                let blob = i.blobs.duplicate(&src.blob)?;
+                drop(db);
+                let (content_type, metadata) = match new_meta {
+                    Some(m) => (content_type, m),
+                    None => (src.meta.content_type, src.meta.metadata),
+                };
+                let obj = NewObject {
+                    bucket,
+                    key,
+                    blob,
+                    size: src.meta.size,
+                    etag: unquote(&src.meta.etag),
+                    content_type,
+                    metadata,
+                };
+                i.commit(&obj, &Precondition::None, |_| Ok(())).map(Ok)
+            })
+            .await
+            .map_err(to_s3)??;
+        ok(CopyObjectOutput {
+            copy_object_result: Some(CopyObjectResult {
+                e_tag: Some(strong(&committed.meta.etag)),
+                last_modified: Some(Timestamp::from(committed.meta.last_modified)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
+        let input = req.input;
+        let max_keys = input.max_keys.unwrap_or(1000);
+        if max_keys < 0 {
+            return Err(s3_error!(InvalidArgument, "max-keys must not be negative"));
+        }
+        let max_keys = max_keys.min(1000);
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let start = match &input.continuation_token {
+            Some(t) => list::decode_token(t).ok_or_else(|| {
+                s3_error!(
+                    InvalidArgument,
+                    "The continuation token provided is incorrect"
+                )
+            })?,
+            None => input.start_after.clone().unwrap_or_default(),
+        };
+        let (bucket, delimiter) = (input.bucket.clone(), input.delimiter.clone());
+        let page = self
+            .store
+            .blocking(move |i| {
+                let db = i.db();
+                index::require_bucket(&db, &bucket)?;
+                list::list(
+                    &db,
+                    &bucket,
+                    &prefix,
+                    delimiter.as_deref(),
+                    &start,
+                    usize::try_from(max_keys).unwrap_or(0),
+                )
+            })
+            .await
+            .map_err(to_s3)?;
+        let url = input
+            .encoding_type
+            .as_ref()
+            .is_some_and(|e| e.as_str() == EncodingType::URL);
+        let enc = |s: String| if url { list::url_encode(&s) } else { s };
+        let key_count =
+            i32::try_from(page.contents.len() + page.common_prefixes.len()).unwrap_or(i32::MAX);
+        let contents = page
+            .contents
+            .into_iter()
+            .map(|(key, size, etag, modified)| Object {
+                key: Some(enc(key)),
+                size: Some(i64::try_from(size).unwrap_or(i64::MAX)),
+                e_tag: Some(ETag::Strong(etag)),
+                last_modified: Some(Timestamp::from(modified)),
+                storage_class: Some(ObjectStorageClass::from_static(
+                    ObjectStorageClass::STANDARD,
+                )),
+                ..Default::default()
+            })
+            .collect();
+        let common_prefixes = page
+            .common_prefixes
+            .into_iter()
+            .map(|p| CommonPrefix {
+                prefix: Some(enc(p)),
+            })
+            .collect();
+        ok(ListObjectsV2Output {
+            name: Some(input.bucket),
+            prefix: Some(enc(input.prefix.unwrap_or_default())),
+            delimiter: input.delimiter.map(enc),
+            max_keys: Some(max_keys),
+            key_count: Some(key_count),
+            continuation_token: input.continuation_token,
+            is_truncated: Some(page.next_token.is_some()),
+            next_continuation_token: page.next_token,
+            contents: Some(contents),
+            common_prefixes: Some(common_prefixes),
+            encoding_type: input.encoding_type,
+            start_after: input.start_after.map(enc),
+            ..Default::default()
+        })
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        let input = req.input;
+        validate_key(&input.key).map_err(to_s3)?;
+        let metadata = normalize_metadata(input.metadata.unwrap_or_default()).map_err(to_s3)?;
+        let (bucket, key, content_type) =
+            (input.bucket.clone(), input.key.clone(), input.content_type);
+        let upload_id = self
+            .store
+            .blocking(move |i| {
+                multipart::create(&i.db(), &bucket, &key, content_type.as_deref(), &metadata)
+            })
+            .await
+            .map_err(to_s3)?;
+        ok(CreateMultipartUploadOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            upload_id: Some(upload_id),
+            ..Default::default()
+        })
+    }
+
+    async fn upload_part(
+        &self,
+        req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
+        let input = req.input;
+        if !(1..=10_000).contains(&input.part_number) {
+            return Err(s3_error!(InvalidArgument, "part numbers are 1 to 10000"));
+        }
+        let (bucket, key, upload_id) = (
+            input.bucket.clone(),
+            input.key.clone(),
+            input.upload_id.clone(),
+        );
+        self.store
+            .blocking(move |i| multipart::get(&i.db(), &upload_id, &bucket, &key).map(drop))
+            .await
+            .map_err(to_s3)?;
+        let declared = Declared {
+            algorithm: input.checksum_algorithm,
+            crc32: input.checksum_crc32,
+            crc32c: input.checksum_crc32c,
+            sha1: input.checksum_sha1,
+            sha256: input.checksum_sha256,
+            crc64nvme: input.checksum_crc64nvme,
+            content_md5: input.content_md5,
+        };
+        let rx = ingest::receive(
+            &self.store.inner.blobs,
+            input.body,
+            declared,
+            req.trailing_headers,
+        )
+        .await?;
+        let etag = rx.md5.clone();
+        let (bucket, key, upload_id, number) =
+            (input.bucket, input.key, input.upload_id, input.part_number);
+        let e = etag.clone();
+        self.store
+            .blocking(move |i| {
+                let size = rx.size;
+                let blob = rx.publish()?;
+                let put = multipart::put_part(
+                    &mut i.db(),
+                    &upload_id,
+                    &bucket,
+                    &key,
+                    number,
+                    &blob,
+                    size,
+                    &e,
+                );
+                match put {
+                    Ok(old) => {
+                        if let Some(old) = old {
+                            i.blobs.remove(&old);
+                        }
+                        Ok(())
+                    }
+                    Err(err) => {
+                        i.blobs.remove(&blob);
+                        Err(err)
+                    }
+                }
+            })
+            .await
+            .map_err(to_s3)?;
+        ok(UploadPartOutput {
+            e_tag: Some(ETag::Strong(etag)),
+            ..Default::default()
+        })
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let input = req.input;
+        let cond = precondition(input.if_none_match.as_ref(), input.if_match.as_ref())?;
+        let wanted: Vec<(i32, String)> = input
+            .multipart_upload
+            .and_then(|m| m.parts)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| {
+                (
+                    p.part_number.unwrap_or(0),
+                    p.e_tag.map(|e| e.value().to_owned()).unwrap_or_default(),
+                )
+            })
+            .collect();
+        let (bucket, key, upload_id) = (input.bucket.clone(), input.key.clone(), input.upload_id);
+        let committed = self
+            .store
+            .blocking(move |i| {
+                let (upload, stored) = {
+                    let db = i.db();
+                    let upload = multipart::get(&db, &upload_id, &bucket, &key)?;
+                    (upload, multipart::parts(&db, &upload_id)?)
+                };
+                let selected = multipart::select(&stored, &wanted)?;
+                let etag = multipart::etag(&selected)?;
+                let sources: Vec<String> = selected.iter().map(|p| p.blob.clone()).collect();
+                let (blob, size) = i.blobs.concat(&sources)?;
+                let obj = NewObject {
+                    bucket,
+                    key,
+                    blob,
+                    size,
+                    etag,
+                    content_type: upload.content_type,
+                    metadata: upload.metadata,
+                };
+                let mut removed = Vec::new();
+                let committed = i.commit(&obj, &cond, |tx| {
+                    removed = multipart::remove(tx, &upload_id)?;
+                    Ok(())
+                })?;
+                for blob in &removed {
+                    i.blobs.remove(blob);
+                }
+                Ok(committed)
+            })
+            .await
+            .map_err(to_s3)?;
+        ok(CompleteMultipartUploadOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            e_tag: Some(strong(&committed.meta.etag)),
+            ..Default::default()
+        })
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        let (bucket, key, upload_id) = (req.input.bucket, req.input.key, req.input.upload_id);
+        self.store
+            .blocking(move |i| {
+                let blobs = multipart::abort(&mut i.db(), &upload_id, &bucket, &key)?;
+                for blob in &blobs {
+                    i.blobs.remove(blob);
+                }
+                Ok(())
+            })
+            .await
+            .map_err(to_s3)?;
+        ok(AbortMultipartUploadOutput::default())
+    }
+
+    async fn list_parts(
+        &self,
+        req: S3Request<ListPartsInput>,
+    ) -> S3Result<S3Response<ListPartsOutput>> {
+        let input = req.input;
+        let max_parts = input.max_parts.unwrap_or(1000).clamp(0, 1000);
+        let marker = input.part_number_marker.unwrap_or(0);
+        let (bucket, key, upload_id) = (
+            input.bucket.clone(),
+            input.key.clone(),
+            input.upload_id.clone(),
+        );
+        let stored = self
+            .store
+            .blocking(move |i| {
+                let db = i.db();
+                multipart::get(&db, &upload_id, &bucket, &key)?;
+                multipart::parts(&db, &upload_id)
+            })
+            .await
+            .map_err(to_s3)?;
+        let after: Vec<_> = stored.into_iter().filter(|p| p.number > marker).collect();
+        let take = usize::try_from(max_parts).unwrap_or(0);
+        let truncated = after.len() > take;
+        let parts: Vec<Part> = after
+            .into_iter()
+            .take(take)
+            .map(|p| Part {
+                part_number: Some(p.number),
+                e_tag: Some(ETag::Strong(p.etag)),
+                size: Some(i64::try_from(p.size).unwrap_or(i64::MAX)),
+                last_modified: Some(Timestamp::from(p.modified)),
+                ..Default::default()
+            })
+            .collect();
+        ok(ListPartsOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            upload_id: Some(input.upload_id),
+            max_parts: Some(max_parts),
+            part_number_marker: input.part_number_marker,
+            next_part_number_marker: parts.last().and_then(|p| p.part_number),
+            is_truncated: Some(truncated),
+            parts: Some(parts),
+            ..Default::default()
+        })
+    }
+}

@@ -1,0 +1,100 @@
+//! Serving the store over HTTP: S3 (through s3s, SigV4 required) and the config-vars
+//! endpoint on the same listener, with graceful shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use hyper_util::server::graceful::GracefulShutdown;
+use s3s::service::S3ServiceBuilder;
+use tokio::net::TcpListener;
+
+use super::Store;
+use super::auth::{StoreAccess, StoreAuth};
+use super::config_vars;
+use super::s3::StoreS3;
+use crate::{Error, Result};
+
+/// How long shutdown waits for requests in flight.
+const DRAIN: Duration = Duration::from_secs(10);
+
+impl Store {
+    /// Serves S3 and `GET /apps/{app}/config-vars` on `listener` until `shutdown`
+    /// completes, then lets requests in flight finish (up to 10 s).
+    ///
+    /// ```no_run
+    /// # async fn demo(store: linedee_engine::store::Store) -> linedee_engine::Result<()> {
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await
+    ///     .map_err(linedee_engine::Error::Serve)?;
+    /// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    /// let server = tokio::spawn({
+    ///     let store = store.clone();
+    ///     async move { store.serve(listener, async { let _ = stopped.await; }).await }
+    /// });
+    /// // ... talk S3 to it ...
+    /// let _ = stop.send(());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn serve(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<()> {
+        let addr = listener.local_addr().map_err(Error::Serve)?;
+        let endpoint: Arc<str> = format!("http://{addr}").into();
+        let s3 = {
+            let mut b = S3ServiceBuilder::new(StoreS3 {
+                store: self.clone(),
+            });
+            b.set_auth(StoreAuth(Arc::clone(&self.inner.auth)));
+            b.set_access(StoreAccess(Arc::clone(&self.inner.auth)));
+            b.build()
+        };
+        let server = ConnBuilder::new(TokioExecutor::new());
+        let graceful = GracefulShutdown::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let stream = tokio::select! {
+                res = listener.accept() => match res {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accepting a connection failed");
+                        continue;
+                    }
+                },
+                () = shutdown.as_mut() => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let (s3, store, endpoint) = (s3.clone(), self.clone(), Arc::clone(&endpoint));
+            let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+                let (s3, store, endpoint) = (s3.clone(), store.clone(), Arc::clone(&endpoint));
+                async move {
+                    if config_vars::matches(&req) {
+                        Ok(config_vars::handle(&store, &req, &endpoint))
+                    } else {
+                        s3.call(req.map(s3s::Body::from)).await
+                    }
+                }
+            });
+            let conn = server.serve_connection(TokioIo::new(stream), svc);
+            let conn = graceful.watch(conn.into_owned());
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            });
+        }
+        drop(listener);
+        if tokio::time::timeout(DRAIN, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("requests still in flight after {DRAIN:?}; stopping anyway");
+        }
+        Ok(())
+    }
+}

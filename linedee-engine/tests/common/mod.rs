@@ -1,0 +1,107 @@
+//! Shared helpers: a store served on `127.0.0.1:0` and aws-sdk-s3 clients for it.
+#![allow(dead_code, unreachable_pub)]
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{Credentials as SdkCredentials, Region};
+use linedee_engine::store::{Credentials, Store, StoreOptions};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A store served over HTTP until dropped.
+pub struct Served {
+    pub store: Store,
+    pub endpoint: String,
+    pub dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<linedee_engine::Result<()>>>,
+}
+
+impl Served {
+    pub async fn start(options: StoreOptions) -> Served {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), options).expect("open store");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .serve(listener, async {
+                        let _ = stopped.await;
+                    })
+                    .await
+            }
+        });
+        Served {
+            store,
+            endpoint,
+            dir,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// A client with the store's current credentials and the SDK's default settings.
+    pub fn client(&self) -> Client {
+        client(
+            &self.endpoint,
+            &self.store.credentials().expect("credentials"),
+        )
+    }
+
+    /// Stops serving and waits for the server to finish.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("join").expect("serve");
+        }
+    }
+}
+
+pub fn sdk_credentials(c: &Credentials) -> SdkCredentials {
+    SdkCredentials::new(
+        c.access_key_id.clone(),
+        c.secret_access_key.clone(),
+        Some(c.session_token.clone()),
+        None,
+        "test",
+    )
+}
+
+pub fn client(endpoint: &str, c: &Credentials) -> Client {
+    client_with(endpoint, sdk_credentials(c))
+}
+
+pub fn client_with(endpoint: &str, creds: SdkCredentials) -> Client {
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version_latest()
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .credentials_provider(creds)
+        .build();
+    Client::from_conf(conf)
+}
+
+/// The S3 error code of a failed SDK call.
+pub fn code<E, R>(err: &aws_sdk_s3::error::SdkError<E, R>) -> String
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata,
+{
+    err.as_service_error()
+        .and_then(|e| e.code())
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("{err:?}"))
+}
+
+/// The HTTP status of a failed SDK call.
+pub fn status<E>(
+    err: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> u16 {
+    err.raw_response().map(|r| r.status().as_u16()).unwrap_or(0)
+}
