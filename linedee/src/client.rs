@@ -9,7 +9,9 @@ use aws_sdk_s3::config::{BehaviorVersion, IdentityCache, Region};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_smithy_types::retry::RetryConfig;
 
-use crate::credentials::{CredentialsCache, EnvProvider, ProvideCredentials, SdkBridge};
+use crate::credentials::{
+    ACCESS_KEY_VAR, CredentialsCache, EnvProvider, ProvideCredentials, SECRET_KEY_VAR, SdkBridge,
+};
 use crate::error::{Error, Result};
 
 /// `LD_S3_BUCKET`
@@ -204,13 +206,19 @@ impl Client {
     /// `LD_AWS_SESSION_TOKEN`, `LD_REGION` (default `us-east-1`), `LD_S3_BUCKET` and
     /// `LD_S3_ENDPOINT` (optional). A missing variable is an error that names it.
     pub fn from_env() -> Result<Client> {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let bucket = var(BUCKET_VAR).ok_or(Error::MissingEnv {
-            name: BUCKET_VAR,
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub(crate) fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Client> {
+        let var = |name: &str| get(name).filter(|v| !v.is_empty());
+        let missing = |name: &'static str| Error::MissingEnv {
+            name,
             hint: "set the line^d config vars (`heroku config -s >> .env`, or the `env` file `linedee local` writes)",
-        })?;
+        };
+        let bucket = var(BUCKET_VAR).ok_or(missing(BUCKET_VAR))?;
         // Fail now, naming the variable, rather than at the first request.
-        EnvProvider::read()?;
+        var(ACCESS_KEY_VAR).ok_or(missing(ACCESS_KEY_VAR))?;
+        var(SECRET_KEY_VAR).ok_or(missing(SECRET_KEY_VAR))?;
         let mut builder = Client::builder()
             .bucket(bucket)
             .credentials_provider(EnvProvider);
@@ -422,4 +430,81 @@ fn needs_refresh<E: ProvideErrorMetadata>(
             .is_none_or(|c| c == "Forbidden" || c == "BadRequest")
         && e.raw_response()
             .is_some_and(|r| matches!(r.status().as_u16(), 400 | 403))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn from(vars: &[(&str, &str)]) -> Result<Client> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Client::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn from_env_names_each_missing_variable() {
+        let full = [
+            (BUCKET_VAR, "b"),
+            (ACCESS_KEY_VAR, "AK"),
+            (SECRET_KEY_VAR, "SK"),
+            (REGION_VAR, "eu-west-1"),
+            (ENDPOINT_VAR, "http://127.0.0.1:1"),
+        ];
+        let client = from(&full).unwrap();
+        assert_eq!(
+            (client.bucket(), client.region(), client.endpoint()),
+            ("b", "eu-west-1", Some("http://127.0.0.1:1"))
+        );
+        for missing in [BUCKET_VAR, ACCESS_KEY_VAR, SECRET_KEY_VAR] {
+            let vars: Vec<_> = full
+                .iter()
+                .copied()
+                .filter(|(k, _)| *k != missing)
+                .collect();
+            let err = from(&vars).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("environment variable `{missing}` is not set")),
+                "{err}"
+            );
+        }
+        // Region defaults; the endpoint is optional; the session token is optional.
+        let client = from(&full[..3]).unwrap();
+        assert_eq!((client.region(), client.endpoint()), ("us-east-1", None));
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        let err = from(&[
+            (BUCKET_VAR, "b"),
+            (ACCESS_KEY_VAR, "a"),
+            (SECRET_KEY_VAR, "s"),
+            (ENDPOINT_VAR, "localhost:9000"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("not an http:// or https:// URL"), "{err}");
+        let err = Client::builder()
+            .credentials_provider(EnvProvider)
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no bucket set"), "{err}");
+        let err = Client::builder()
+            .bucket("b")
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no credentials provider"), "{err}");
+        let err = Client::builder()
+            .bucket("b")
+            .credentials_provider(EnvProvider)
+            .part_size(1024)
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("below S3's minimum"), "{err}");
+    }
 }
