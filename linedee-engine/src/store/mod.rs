@@ -41,7 +41,6 @@ pub const METADATA_LIMIT: usize = 2048;
 
 /// How a [`Store`] is opened.
 #[derive(Debug, Clone)]
-#[non_exhaustive]
 pub struct StoreOptions {
     /// Fsync body files, their directories and the SQLite WAL before answering a write
     /// (default `true`). Off, a power loss may lose acknowledged writes; a process crash

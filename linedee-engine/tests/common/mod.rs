@@ -91,7 +91,8 @@ pub fn client_with(endpoint: &str, creds: SdkCredentials) -> Client {
 /// The S3 error code of a failed SDK call.
 pub fn code<E, R>(err: &aws_sdk_s3::error::SdkError<E, R>) -> String
 where
-    E: aws_sdk_s3::error::ProvideErrorMetadata,
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::fmt::Debug,
+    R: std::fmt::Debug,
 {
     err.as_service_error()
         .and_then(|e| e.code())
