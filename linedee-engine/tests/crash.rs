@@ -105,7 +105,7 @@ async fn writer(
     for i in 0.. {
         let size = size_for(i);
         let key = format!("r{round}/w{w}/{i}-{size}");
-        let trigger = i % 3 == 0;
+        let trigger = i.is_multiple_of(3);
         let mut req = client
             .put_object()
             .bucket(BUCKET)
@@ -245,7 +245,7 @@ async fn verify(dir: &Path, acked: &[Acked]) {
             .and_then(|s| s.split('-').next())
             .and_then(|s| s.parse().ok())
             .expect("i");
-        i % 3 == 0
+        i.is_multiple_of(3)
     });
     assert_eq!(
         triggers_in_index.count(),

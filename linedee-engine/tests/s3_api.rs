@@ -106,7 +106,7 @@ async fn buckets_create_head_list_location() {
 #[tokio::test]
 async fn put_get_head_with_metadata_and_default_checksums() {
     let s = served().await;
-    let c = s.client();
+    let (c, wire) = common::recording_client(&s.endpoint, &s.store.credentials().expect("creds"));
     let body = vec![7u8; 300_000];
     let out = c
         .put_object()
@@ -121,6 +121,32 @@ async fn put_get_head_with_metadata_and_default_checksums() {
         .expect("put");
     let etag = out.e_tag().expect("etag").to_owned();
     assert_eq!(etag, format!("\"{:x}\"", md5_of(&body)));
+    // The SDK's defaults: an in-memory body goes with a signed payload and its CRC32 in a
+    // header; a streaming body (a file) goes aws-chunked, signed chunk by chunk, with the
+    // CRC32 in a signed trailer. Both are verified by the store.
+    let tmp = tempfile::NamedTempFile::new().expect("tmp");
+    std::fs::write(tmp.path(), &body).expect("write");
+    let from_file = ByteStream::from_path(tmp.path()).await.expect("file body");
+    let out = c
+        .put_object()
+        .bucket("ld-test")
+        .key("from-file")
+        .body(from_file)
+        .send()
+        .await
+        .expect("put file");
+    assert_eq!(out.e_tag(), Some(etag.as_str()));
+    assert_eq!(get_bytes(&c, "ld-test", "from-file").await, body);
+    let sent = wire.0.lock().expect("lock").clone();
+    assert_eq!(sent[0].1, "", "in-memory body: checksum in a header");
+    assert_eq!(
+        (sent[1].0.as_str(), sent[1].1.as_str()),
+        (
+            "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER",
+            "x-amz-checksum-crc32"
+        ),
+        "file body: aws-chunked with a trailing checksum"
+    );
     let got = c
         .get_object()
         .bucket("ld-test")

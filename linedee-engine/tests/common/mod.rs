@@ -106,3 +106,42 @@ pub fn status<E>(
 ) -> u16 {
     err.raw_response().map(|r| r.status().as_u16()).unwrap_or(0)
 }
+
+/// Records the `x-amz-content-sha256` and `x-amz-trailer` headers of every request sent.
+#[derive(Debug, Default, Clone)]
+pub struct WireRecorder(pub std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>);
+
+impl aws_sdk_s3::config::Intercept for WireRecorder {
+    fn name(&self) -> &'static str {
+        "WireRecorder"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _rc: &aws_sdk_s3::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        let headers = context.request().headers();
+        let get = |n: &str| headers.get(n).unwrap_or_default().to_owned();
+        self.0
+            .lock()
+            .expect("lock")
+            .push((get("x-amz-content-sha256"), get("x-amz-trailer")));
+        Ok(())
+    }
+}
+
+/// A client with the SDK's default settings that records what it sends.
+pub fn recording_client(endpoint: &str, c: &Credentials) -> (Client, WireRecorder) {
+    let rec = WireRecorder::default();
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version_latest()
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .credentials_provider(sdk_credentials(c))
+        .interceptor(rec.clone())
+        .build();
+    (Client::from_conf(conf), rec)
+}
