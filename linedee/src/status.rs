@@ -1,7 +1,8 @@
 //! The run status document, `ld/runs/{run_id}.json` (protocol §2.3).
 //!
 //! The engine rewrites it on every transition; the SDK reads it to follow a run with S3 alone.
-//! Readers ignore fields they do not know.
+//! Readers ignore fields they do not know. The structs are plain data, constructed by the
+//! engine that writes the document.
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -103,7 +104,6 @@ pub enum TriggerKind {
 
 /// The object that started a run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct Trigger {
     /// Bucket.
     pub bucket: String,
@@ -118,7 +118,6 @@ pub struct Trigger {
 
 /// The status document of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct RunStatus {
     /// The run id.
     pub run_id: String,
@@ -148,7 +147,6 @@ pub struct RunStatus {
 
 /// One step of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct StepStatus {
     /// The task's or group's display name.
     #[serde(default)]
@@ -163,7 +161,6 @@ pub struct StepStatus {
 
 /// One task of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct TaskStatus {
     /// `{run_id}.{step}.{task}`.
     pub task_id: String,
