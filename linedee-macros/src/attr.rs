@@ -118,7 +118,9 @@ pub(crate) fn parse(args: TokenStream, item: TokenStream) -> syn::Result<Task> {
         timeout: args.timeout,
         no_output: args.no_output,
         retries: args.retries,
-        krate: args.krate.unwrap_or_else(|| syn::parse_quote!(::linedee_task)),
+        krate: args
+            .krate
+            .unwrap_or_else(|| syn::parse_quote!(::linedee_task)),
         arg: arg.unwrap_or(ArgKind::ByValue),
     })
 }
@@ -265,25 +267,38 @@ fn check_signature(func: &ItemFn, errors: &mut Errors) -> Option<ArgKind> {
     const SHAPE: &str = "a task takes one argument, `ctx: TaskContext` or `ctx: &TaskContext`";
     let sig = &func.sig;
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
-        errors.push(syn::Error::new(
-            sig.generics.span(),
+        errors.push(syn::Error::new_spanned(
+            &sig.generics,
             "a task cannot be generic: the runtime calls it by name",
         ));
     }
     if let Some(token) = &sig.unsafety {
-        errors.push(syn::Error::new(token.span, "a task cannot be an `unsafe fn`"));
+        errors.push(syn::Error::new(
+            token.span,
+            "a task cannot be an `unsafe fn`",
+        ));
     }
     if let Some(abi) = &sig.abi {
-        errors.push(syn::Error::new(abi.span(), "a task cannot have an `extern` ABI"));
+        errors.push(syn::Error::new_spanned(
+            abi,
+            "a task cannot have an `extern` ABI",
+        ));
     }
     if let Some(variadic) = &sig.variadic {
-        errors.push(syn::Error::new(variadic.span(), SHAPE));
+        errors.push(syn::Error::new_spanned(variadic, SHAPE));
     }
-    if let syn::ReturnType::Default = sig.output {
-        errors.push(syn::Error::new(
-            sig.paren_token.span.close(),
-            "a task returns `Result<T, E>`: add e.g. `-> anyhow::Result<()>`",
-        ));
+    const RESULT: &str = "a task returns `Result<T, E>` (T: `()`, `Json<_>` or `Output`; \
+                          E: an error type or `anyhow::Error`), e.g. `-> anyhow::Result<()>`";
+    match &sig.output {
+        syn::ReturnType::Default => {
+            errors.push(syn::Error::new(sig.paren_token.span.close(), RESULT));
+        }
+        // Any path ending in `…Result` passes here (`io::Result`, aliases); the trait
+        // bounds of the generated call check the rest.
+        syn::ReturnType::Type(_, ty) if !is_result(ty) => {
+            errors.push(syn::Error::new_spanned(ty, RESULT));
+        }
+        syn::ReturnType::Type(..) => {}
     }
     let mut inputs = sig.inputs.iter();
     let (Some(first), None) = (inputs.next(), inputs.next()) else {
@@ -298,7 +313,7 @@ fn check_signature(func: &ItemFn, errors: &mut Errors) -> Option<ArgKind> {
     let ty = match first {
         syn::FnArg::Typed(pat) => &*pat.ty,
         syn::FnArg::Receiver(recv) => {
-            errors.push(syn::Error::new(recv.span(), SHAPE));
+            errors.push(syn::Error::new_spanned(recv, SHAPE));
             return None;
         }
     };
@@ -310,9 +325,22 @@ fn check_signature(func: &ItemFn, errors: &mut Errors) -> Option<ArgKind> {
         _ => None,
     };
     if kind.is_none() {
-        errors.push(syn::Error::new(ty.span(), SHAPE));
+        errors.push(syn::Error::new_spanned(ty, SHAPE));
     }
     kind
+}
+
+fn is_result(ty: &syn::Type) -> bool {
+    match ty {
+        syn::Type::Path(p) => p
+            .path
+            .segments
+            .last()
+            .is_some_and(|seg| seg.ident.to_string().ends_with("Result")),
+        syn::Type::Paren(p) => is_result(&p.elem),
+        syn::Type::Group(g) => is_result(&g.elem),
+        _ => false,
+    }
 }
 
 fn is_task_context(ty: &syn::Type) -> bool {

@@ -139,7 +139,9 @@ fn procfile_cmd(exe: &str, all: &[&TaskDef], args: &[String]) -> i32 {
 }
 
 fn usage(exe: &str, problem: &str) -> i32 {
-    eprintln!("error: {problem}\n\nusage: {exe} <task> | list | procfile [--bin PATH] [--check FILE]");
+    eprintln!(
+        "error: {problem}\n\nusage: {exe} <task> | list | procfile [--bin PATH] [--check FILE]"
+    );
     USAGE
 }
 
@@ -147,7 +149,10 @@ fn known(all: &[&TaskDef]) -> String {
     if all.is_empty() {
         return "none (add `#[ld_task]` to a function)".to_owned();
     }
-    all.iter().map(|d| d.spec.name).collect::<Vec<_>>().join(", ")
+    all.iter()
+        .map(|d| d.spec.name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn help(exe: &str, all: &[&TaskDef]) -> String {
@@ -178,7 +183,15 @@ fn list(all: &[&TaskDef]) -> String {
             ]
         })
         .collect();
-    let header = ["TASK", "FUNCTION", "MACHINE", "TIMEOUT", "RETRIES", "NO_OUTPUT"].map(String::from);
+    let header = [
+        "TASK",
+        "FUNCTION",
+        "MACHINE",
+        "TIMEOUT",
+        "RETRIES",
+        "NO_OUTPUT",
+    ]
+    .map(String::from);
     let mut widths = [0usize; 6];
     for row in std::iter::once(&header).chain(&rows) {
         for (w, cell) in widths.iter_mut().zip(row) {

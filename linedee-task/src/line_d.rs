@@ -72,7 +72,11 @@ fn options(map: &Map<String, Value>) -> Result<BTreeMap<String, String>> {
             .iter()
             .map(|(k, v)| match v {
                 Value::String(s) => Ok((k.clone(), s.clone())),
-                other => Err(field_error(&format!("options.{k}"), "a string", Some(other))),
+                other => Err(field_error(
+                    &format!("options.{k}"),
+                    "a string",
+                    Some(other),
+                )),
             })
             .collect(),
         Some(other) => Err(field_error(

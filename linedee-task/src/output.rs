@@ -63,7 +63,12 @@ impl Output {
         let mut out = Output::empty();
         match serde_json::to_vec(value) {
             Ok(json) => out.body = OutputBody::Bytes(json.into()),
-            Err(source) => out.error = Some(Error::Serialize { what: "body", source }),
+            Err(source) => {
+                out.error = Some(Error::Serialize {
+                    what: "body",
+                    source,
+                })
+            }
         }
         out.content_type("application/json")
     }
@@ -98,13 +103,15 @@ impl Output {
     /// Sets the state: any `Serialize`, written as compact ASCII-only JSON in `ld_state`.
     /// Together with `ld_task_id` it must fit S3's 2 KB of metadata.
     pub fn state<S: Serialize + ?Sized>(mut self, state: &S) -> Self {
-        self.state = Some(linedee::metadata::ascii_json(state).map_err(|err| match err {
-            linedee::Error::Serialize { source, .. } => Error::Serialize {
-                what: "state",
-                source,
-            },
-            other => Error::Sdk(other),
-        }));
+        self.state = Some(
+            linedee::metadata::ascii_json(state).map_err(|err| match err {
+                linedee::Error::Serialize { source, .. } => Error::Serialize {
+                    what: "state",
+                    source,
+                },
+                other => Error::Sdk(other),
+            }),
+        );
         self
     }
 
@@ -272,6 +279,11 @@ pub struct Json<T>(pub T);
 /// What a handler's `Ok` value turns into when the runtime writes the output.
 ///
 /// `()` gives an empty body, [`Json`] a JSON body, and an [`Output`] is used as it is.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a task's output",
+    label = "the `Ok` value of a task",
+    note = "return `Ok(())` (empty body), `Ok(Json(value))` (a JSON body) or `Ok(Output::…)`"
+)]
 pub trait IntoOutput {
     /// The output to write.
     fn into_output(self) -> Output;

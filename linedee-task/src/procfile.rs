@@ -20,9 +20,7 @@ pub(crate) fn line(name: &str, bin: &str) -> String {
 
 /// All the lines, in name order.
 pub(crate) fn render(defs: &[&TaskDef], bin: &str) -> String {
-    defs.iter()
-        .map(|d| line(d.spec.name, bin) + "\n")
-        .collect()
+    defs.iter().map(|d| line(d.spec.name, bin) + "\n").collect()
 }
 
 /// The differences between `text` (a Procfile) and the registered tasks, one message each.
@@ -38,7 +36,9 @@ pub(crate) fn check(defs: &[&TaskDef], bin: &str, text: &str) -> Vec<String> {
         match entries.get(name) {
             None => drift.push(format!("missing: `{want}`")),
             Some((n, cmd)) if normalize(cmd) != normalize(&format!("{bin} {name}")) => {
-                drift.push(format!("differs (line {n}): `{name}: {cmd}`, expected `{want}`"));
+                drift.push(format!(
+                    "differs (line {n}): `{name}: {cmd}`, expected `{want}`"
+                ));
             }
             Some(_) => {}
         }

@@ -89,7 +89,12 @@ fn install_panic_hook() {
     let main = std::thread::current().id();
     std::panic::set_hook(Box::new(move |info| {
         let message = match info.location() {
-            Some(loc) => format!("{} (at {}:{})", payload_text(info.payload()), loc.file(), loc.line()),
+            Some(loc) => format!(
+                "{} (at {}:{})",
+                payload_text(info.payload()),
+                loc.file(),
+                loc.line()
+            ),
             None => payload_text(info.payload()),
         };
         if std::thread::current().id() == main {
@@ -137,7 +142,11 @@ pub(crate) fn run(def: &TaskDef) -> bool {
     match run_inner(def) {
         Ok(()) => true,
         Err(failure) => {
-            tracing::error!(task = def.spec.name, "task failed: {}", failure.error_message);
+            tracing::error!(
+                task = def.spec.name,
+                "task failed: {}",
+                failure.error_message
+            );
             let mut stderr = std::io::stderr().lock();
             let _ = writeln!(stderr, "{}", failure.to_json_line());
             let _ = stderr.flush();
@@ -176,7 +185,9 @@ fn run_inner(def: &TaskDef) -> Result<(), Failure> {
     let output = result?;
     if ctx.output_written() {
         if !output.is_empty() {
-            tracing::warn!("the handler wrote its output and also returned one; it is not written twice");
+            tracing::warn!(
+                "the handler wrote its output and also returned one; it is not written twice"
+            );
         }
     } else if def.spec.no_output && output.is_empty() {
         tracing::debug!("no_output task: no output written");
@@ -184,7 +195,11 @@ fn run_inner(def: &TaskDef) -> Result<(), Failure> {
         rt.block_on(output.write(&ctx))?;
     }
     rt.shutdown_timeout(Duration::from_secs(5));
-    tracing::info!(task = def.spec.name, task_id = ctx.task_id(), "task succeeded");
+    tracing::info!(
+        task = def.spec.name,
+        task_id = ctx.task_id(),
+        "task succeeded"
+    );
     Ok(())
 }
 
@@ -200,7 +215,11 @@ mod tests {
     fn errors_become_one_json_line_with_their_chain() {
         let r: Result<(), Outer> = Err(Outer(std::io::Error::other("inner")));
         let failure = finish(r).unwrap_err();
-        assert!(failure.error_type.ends_with("Outer"), "{}", failure.error_type);
+        assert!(
+            failure.error_type.ends_with("Outer"),
+            "{}",
+            failure.error_type
+        );
         assert_eq!(failure.error_message, "outer: inner");
         let line = failure.to_json_line();
         assert!(!line.contains('\n'));
