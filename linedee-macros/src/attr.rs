@@ -98,7 +98,7 @@ pub(crate) fn parse(args: TokenStream, item: TokenStream) -> syn::Result<Task> {
         }
     };
     let Some(func) = func else {
-        return Err(errors.finish().unwrap_or_else(|| unreachable_error()));
+        return Err(errors.finish().unwrap_or_else(unreachable_error));
     };
     let arg = check_signature(&func, &mut errors);
     let name = match args.name {

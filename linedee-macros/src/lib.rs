@@ -7,6 +7,8 @@
 //! code. On error the untouched item is emitted next to `compile_error!`, so the rest of
 //! the crate still type-checks and only the real mistake is reported.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 use proc_macro::TokenStream;
 
 mod attr;

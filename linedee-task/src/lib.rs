@@ -44,6 +44,8 @@
 //! - `cli`: [`main()`]; `procfile`: the Procfile lines
 //! - `error`: [`Error`], [`Result`]
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod cli;
 mod context;
 mod error;

@@ -10,6 +10,8 @@
 //!
 //! `linedee-example-tasks procfile` prints the committed `Procfile`.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
