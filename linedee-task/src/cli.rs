@@ -19,7 +19,7 @@ const USAGE: i32 = 2;
 /// | command | does |
 /// |---|---|
 /// | `app <task>` | runs the task in its own tokio runtime (what the engine and the Procfile do) |
-/// | `app list` | shows each task with its defaults |
+/// | `app list [--json]` | shows each task with its defaults (`--json`: one array) |
 /// | `app procfile [--bin PATH]` | prints one Procfile line per task, `{task}: {PATH} {task}` |
 /// | `app procfile --check FILE [--bin PATH]` | compares `FILE` with those lines, lists the drift |
 ///
@@ -74,10 +74,17 @@ fn run(args: Vec<OsString>) -> i32 {
             println!("{}", help(&exe, &all));
             OK
         }
-        Some("list") => {
-            print!("{}", list(&all));
-            OK
-        }
+        Some("list") => match &args[1..] {
+            [] => {
+                print!("{}", list(&all));
+                OK
+            }
+            [json] if json == "--json" => {
+                println!("{}", list_json(&all));
+                OK
+            }
+            _ => usage(&exe, "`list` takes only `--json`"),
+        },
         Some("procfile") => procfile_cmd(&exe, &all, &args[1..]),
         Some(name) => {
             if args.len() > 1 {
@@ -140,7 +147,7 @@ fn procfile_cmd(exe: &str, all: &[&TaskDef], args: &[String]) -> i32 {
 
 fn usage(exe: &str, problem: &str) -> i32 {
     eprintln!(
-        "error: {problem}\n\nusage: {exe} <task> | list | procfile [--bin PATH] [--check FILE]"
+        "error: {problem}\n\nusage: {exe} <task> | list [--json] | procfile [--bin PATH] [--check FILE]"
     );
     USAGE
 }
@@ -159,12 +166,31 @@ fn help(exe: &str, all: &[&TaskDef]) -> String {
     format!(
         "{exe}: a linedee task app\n\n\
          usage:\n  {exe} <task>                                 run a task (needs `line_D`)\n  \
-         {exe} list                                   show the tasks and their defaults\n  \
+         {exe} list [--json]                          show the tasks and their defaults\n  \
          {exe} procfile [--bin PATH]                  print the Procfile lines\n  \
          {exe} procfile --check FILE [--bin PATH]     compare FILE with them\n\n\
          tasks: {}",
         known(all)
     )
+}
+
+/// `[{"name":…,"function":…,"machine":…,"timeout":…,"retries":…,"no_output":…}]`, `null`
+/// for a default left to the engine.
+fn list_json(all: &[&TaskDef]) -> String {
+    let tasks: Vec<serde_json::Value> = all
+        .iter()
+        .map(|d| {
+            serde_json::json!({
+                "name": d.spec.name,
+                "function": format!("{}::{}", d.module_path, d.fn_name),
+                "machine": d.spec.machine,
+                "timeout": d.spec.timeout_secs,
+                "retries": d.spec.retries,
+                "no_output": d.spec.no_output,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(tasks).to_string()
 }
 
 /// A table: name, function, machine, timeout, retries, no_output.
@@ -222,5 +248,7 @@ mod tests {
         assert_eq!(run(vec!["procfile".into(), "--what".into()]), USAGE);
         assert_eq!(run(vec![]), USAGE);
         assert_eq!(run(vec!["list".into()]), OK);
+        assert_eq!(run(vec!["list".into(), "--json".into()]), OK);
+        assert_eq!(run(vec!["list".into(), "--yaml".into()]), USAGE);
     }
 }

@@ -170,8 +170,9 @@ impl TaskContext {
     }
 
     /// The SDK client, built on first use from the `LD_*` variables (`LD_S3_ENDPOINT`
-    /// included). Its credential provider re-reads them when S3 rejects expired ones, so
-    /// long tasks survive a rotation.
+    /// included; a missing one is an error naming it). Its credentials go through the SDK's
+    /// refreshing cache: re-read ahead of expiry and when S3 says a token expired, so long
+    /// tasks survive a rotation.
     pub fn client(&self) -> Result<&Client> {
         if let Some(client) = self.inner.client.get() {
             return Ok(client);

@@ -75,7 +75,11 @@ pub use input::Input;
 /// | `timeout = N` | seconds the engine waits for the output, 1..=86400 | 60 |
 /// | `no_output` | success when the process starts; no automatic output | off |
 /// | `retries = N` | retries after a failed attempt | the engine's (2) |
-/// | `crate = "…"` | the path of this crate, if renamed | `::linedee_task` |
+/// | `crate = "…"` | the path of this crate, if renamed (a path that resolves from any module: `::name` or `crate::…`) | `::linedee_task` |
+///
+/// Errors (a bad name, an unknown or duplicate key, a wrong signature, a non-`fn` item)
+/// point at the offending token and list what is valid; the function is still emitted, so
+/// nothing else breaks.
 ///
 /// The function stays as it is and callable. Next to it, a module of the same name (the
 /// function's visibility) holds `fn task() -> linedee::Task`: the task with its `cmd`

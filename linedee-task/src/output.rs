@@ -306,3 +306,87 @@ impl IntoOutput for Output {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> TaskContext {
+        TaskContext::from_line_d(r#"{"task_id":"R.0.0"}"#).unwrap()
+    }
+
+    fn write_now(output: Output, ctx: &TaskContext) -> Result<()> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(output.write(ctx))
+    }
+
+    #[test]
+    fn state_is_compact_ascii_json() {
+        let out = Output::empty().state(&serde_json::json!({ "city": "Zürich", "n": 1 }));
+        let state = out.state.unwrap().unwrap();
+        assert_eq!(state, r#"{"city":"Z\u00fcrich","n":1}"#);
+    }
+
+    #[test]
+    fn an_oversized_state_fails_before_any_request_and_can_be_retried() {
+        let ctx = ctx();
+        let big = "x".repeat(linedee::metadata::LIMIT);
+        let err = write_now(Output::empty().state(&big), &ctx).unwrap_err();
+        assert!(
+            matches!(err, Error::StateTooLarge { size, limit: 2048 } if size == 2048 + 2 + 10 + 8 + 5)
+        );
+        assert!(
+            err.to_string().contains("over S3's 2048-byte limit"),
+            "{err}"
+        );
+        assert!(!ctx.output_written(), "a failed write does not count");
+    }
+
+    #[test]
+    fn serialisation_errors_name_the_part() {
+        let bad: std::collections::HashMap<(u8, u8), u8> = [((1, 2), 3)].into();
+        let err = write_now(Output::empty().state(&bad), &ctx()).unwrap_err();
+        assert_eq!(err.to_string(), "cannot serialise the output state to JSON");
+        let err = write_now(Output::json(&bad), &ctx()).unwrap_err();
+        assert_eq!(err.to_string(), "cannot serialise the output body to JSON");
+    }
+
+    #[test]
+    fn a_second_write_is_refused() {
+        let ctx = ctx();
+        assert!(ctx.claim_output());
+        let err = write_now(Output::empty(), &ctx).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the output `out/R.0.0` was already written by this task; a task writes it once"
+        );
+    }
+
+    #[test]
+    fn return_values_become_outputs() {
+        assert!(().into_output().is_empty());
+        let json = Json(vec![1]).into_output();
+        assert_eq!(json.content_type.as_deref(), Some("application/json"));
+        assert!(matches!(&json.body, OutputBody::Bytes(b) if b.as_ref() == b"[1]"));
+        let own = Output::bytes("x").content_type("text/plain").into_output();
+        assert_eq!(own.content_type.as_deref(), Some("text/plain"));
+    }
+
+    #[test]
+    fn the_builder_keeps_state_and_type_across_bodies() {
+        let b = ctx()
+            .output()
+            .state(&1)
+            .content_type("text/csv")
+            .bytes("a,b\n");
+        assert_eq!(b.output.content_type.as_deref(), Some("text/csv"));
+        assert_eq!(
+            b.output.state.as_ref().map(|s| s.as_deref().ok()),
+            Some(Some("1"))
+        );
+        let b = b.json(&[1]);
+        assert_eq!(b.output.content_type.as_deref(), Some("application/json"));
+    }
+}

@@ -206,6 +206,17 @@ fn list_shows_the_defaults() {
     let row: Vec<&str> = lines[2].split_whitespace().collect();
     assert_eq!(row[0], "fire-and-forget");
     assert_eq!(row[5], "true");
+
+    let out = app(&["list", "--json"], None);
+    assert!(out.status.success());
+    let tasks: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(tasks.as_array().map(Vec::len), Some(5));
+    assert_eq!(
+        tasks[4],
+        serde_json::json!({"name": "sync-fails", "function": "process::sync_fails",
+            "machine": "standard-2x", "timeout": 30, "retries": 4, "no_output": false})
+    );
+    assert_eq!(tasks[0]["machine"], Value::Null);
 }
 
 fn procfile_prints_and_checks() {
