@@ -59,7 +59,10 @@ impl TaskContext {
     /// or has a field of the wrong type (the error names the field).
     pub fn from_env() -> Result<Self> {
         match std::env::var_os(LINE_D) {
-            None => Err(Error::MissingLineD { exe: exe_name() }),
+            None => Err(Error::MissingLineD {
+                exe: exe_name(),
+                task: "<task>".to_owned(),
+            }),
             Some(raw) => Self::from_line_d(&raw.to_string_lossy()),
         }
     }

@@ -16,11 +16,13 @@ pub enum Error {
         "`line_D` is not set: `{exe}` is a linedee task app, meant to be started by the \
          linedee engine (or line^d), which passes the task's identity in `line_D`. To run a \
          task by hand, set it and your store's `LD_*` variables yourself, e.g. \
-         `line_D='{{\"task_id\":\"manual.0.0\"}}' {exe} <task>` (`{exe} list` shows the tasks)"
+         `line_D='{{\"task_id\":\"manual.0.0\"}}' {exe} {task}` (`{exe} list` shows the tasks)"
     )]
     MissingLineD {
         /// The program's name, for the example command line.
         exe: String,
+        /// The task's name, or `<task>`.
+        task: String,
     },
 
     /// `line_D` is not JSON at all.
@@ -74,15 +76,15 @@ pub enum Error {
 
     /// The trigger object was replaced after the run started.
     #[error(
-        "the input `{key}` changed since the run started: its etag is {found:?}, the run was \
-         started by {expected:?}"
+        "the input `{key}` changed since the run started: its ETag is now \"{found}\", the \
+         run was started by ETag \"{expected}\""
     )]
     InputChanged {
         /// The trigger key.
         key: String,
-        /// The etag in `line_D`.
+        /// The ETag in `line_D`, without quotes.
         expected: String,
-        /// The etag found now.
+        /// The ETag found now, without quotes.
         found: String,
     },
 

@@ -27,8 +27,8 @@ impl Input {
         {
             return Err(Error::InputChanged {
                 key,
-                expected: expected.to_owned(),
-                found: found.to_owned(),
+                expected: unquote(expected).to_owned(),
+                found: unquote(found).to_owned(),
             });
         }
         Ok(Input { key, object })

@@ -43,13 +43,20 @@ impl Failure {
         }
     }
 
-    /// The one JSON line.
+    /// The one JSON line, `{"error_type":…,"error_message":…}` in that order.
     pub fn to_json_line(&self) -> String {
-        serde_json::json!({
-            "error_type": self.error_type,
-            "error_message": self.error_message,
+        #[derive(serde::Serialize)]
+        struct Line<'a> {
+            error_type: &'a str,
+            error_message: &'a str,
+        }
+        let line = Line {
+            error_type: &self.error_type,
+            error_message: &self.error_message,
+        };
+        serde_json::to_string(&line).unwrap_or_else(|_| {
+            r#"{"error_type":"linedee_task::Error","error_message":"unprintable"}"#.to_owned()
         })
-        .to_string()
     }
 }
 
@@ -142,11 +149,6 @@ pub(crate) fn run(def: &TaskDef) -> bool {
     match run_inner(def) {
         Ok(()) => true,
         Err(failure) => {
-            tracing::error!(
-                task = def.spec.name,
-                "task failed: {}",
-                failure.error_message
-            );
             let mut stderr = std::io::stderr().lock();
             let _ = writeln!(stderr, "{}", failure.to_json_line());
             let _ = stderr.flush();
@@ -156,7 +158,13 @@ pub(crate) fn run(def: &TaskDef) -> bool {
 }
 
 fn run_inner(def: &TaskDef) -> Result<(), Failure> {
-    let ctx = TaskContext::from_env()?;
+    let ctx = TaskContext::from_env().map_err(|err| match err {
+        Error::MissingLineD { exe, .. } => Error::MissingLineD {
+            exe,
+            task: def.spec.name.to_owned(),
+        },
+        other => other,
+    })?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -223,6 +231,7 @@ mod tests {
         assert_eq!(failure.error_message, "outer: inner");
         let line = failure.to_json_line();
         assert!(!line.contains('\n'));
+        assert!(line.starts_with(r#"{"error_type":""#), "{line}");
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["error_message"], "outer: inner");
     }

@@ -149,6 +149,7 @@ fn a_missing_line_d_explains_how_to_run_by_hand() {
         msg.contains(r#"line_D='{"task_id":"manual.0.0"}' process-"#),
         "{msg}"
     );
+    assert!(msg.contains(" fire-and-forget` ("), "{msg}");
 }
 
 fn a_malformed_line_d_names_the_field() {

@@ -233,6 +233,43 @@ async fn a_missing_option_and_a_malformed_line_d_are_named() {
     assert!(puts(&requests).is_empty());
 }
 
+#[tokio::test]
+async fn a_replaced_input_or_no_input_fails_without_output() {
+    let server = s3().await;
+    Mock::given(method("GET"))
+        .and(path(format!("/{BUCKET}/in/img/new.jpg")))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("ETag", "\"ffff\"")
+                .set_body_bytes(vec![1u8; 10]),
+        )
+        .mount(&server)
+        .await;
+    let line_d = r#"{"task_id":"R.0.0","trigger_key":"in/img/new.jpg","trigger_etag":"\"aaaa\""}"#;
+
+    let out = run(&server, &["process-image"], line_d).await;
+
+    assert_eq!(out.status.code(), Some(1));
+    let diag: Value = serde_json::from_str(stderr_lines(&out).last().expect("line")).expect("JSON");
+    assert_eq!(
+        diag["error_message"],
+        "the input `in/img/new.jpg` changed since the run started: its ETag is now \"ffff\", \
+         the run was started by ETag \"aaaa\""
+    );
+
+    let out = run(&server, &["process-image"], r#"{"task_id":"R.0.1"}"#).await;
+    assert_eq!(out.status.code(), Some(1));
+    let diag: Value = serde_json::from_str(stderr_lines(&out).last().expect("line")).expect("JSON");
+    let msg = diag["error_message"].as_str().unwrap_or_default();
+    assert!(
+        msg.starts_with("this task has no input: `line_D` has no `trigger_key`"),
+        "{msg}"
+    );
+
+    let requests = server.received_requests().await.expect("recording on");
+    assert!(puts(&requests).is_empty(), "no output on failure");
+}
+
 #[test]
 fn the_committed_procfile_matches_the_tasks() {
     let manifest = env!("CARGO_MANIFEST_DIR");
