@@ -32,7 +32,8 @@
 //!   value ([`IntoOutput`]); it never writes twice. `no_output` tasks get no automatic
 //!   output.
 //! - Failure (an `Err` or a panic) prints one line `{"error_type":…,"error_message":…}` on
-//!   stderr, writes no output, and exits with code 1.
+//!   stderr as its last line, writes no output, and exits with code 1. (An output the
+//!   handler already sent itself stays: S3 has no undo, and the engine counts it.)
 //! - The Procfile line of a task is `{name}: {bin} {name}`, `bin` defaulting to
 //!   `target/release/{exe}` (see [`main()`]).
 //!

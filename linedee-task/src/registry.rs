@@ -121,3 +121,90 @@ pub(crate) fn duplicates(all: &[&TaskDef]) -> Vec<String> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def(name: &'static str, fn_name: &'static str, module_path: &'static str) -> TaskDef {
+        TaskDef {
+            spec: TaskSpec {
+                name,
+                machine: Some("performance-l"),
+                timeout_secs: Some(30),
+                no_output: true,
+                retries: Some(1),
+            },
+            fn_name,
+            module_path,
+            handler: Handler::Sync(|_| Ok(crate::Output::empty())),
+        }
+    }
+
+    #[test]
+    fn find_by_name_then_by_function_name() {
+        let (a, b) = (
+            def("process-image", "process_image", "m"),
+            def("x", "y", "m"),
+        );
+        let all = [&a, &b];
+        assert_eq!(
+            find(&all, "process-image").map(|d| d.fn_name),
+            Some("process_image")
+        );
+        assert_eq!(
+            find(&all, "process_image").map(|d| d.fn_name),
+            Some("process_image")
+        );
+        assert_eq!(find(&all, "y").map(|d| d.spec.name), Some("x"));
+        assert!(find(&all, "z").is_none());
+    }
+
+    #[test]
+    fn duplicates_name_every_place() {
+        let (a, b, c) = (def("t", "f", "a"), def("t", "g", "b"), def("u", "h", "c"));
+        assert_eq!(duplicates(&[&a, &b, &c]), ["`t` (a::f, b::g)"]);
+        assert!(duplicates(&[&a, &c]).is_empty());
+    }
+
+    #[test]
+    fn spec_gives_a_task_with_the_defaults() {
+        let task = def("t", "f", "m").spec.task();
+        assert_eq!(task.cmd, "t");
+        assert_eq!(task.machine, Machine::PerformanceL);
+        assert_eq!(task.timeout, 30);
+        assert!(task.no_output);
+        assert_eq!(task.retries, Some(1));
+        assert_eq!(task.name, None);
+    }
+
+    #[test]
+    fn every_machine_the_macro_accepts_parses() {
+        // The macro's list (linedee-macros/src/attr.rs) is SPEC 2.5's; the SDK must agree.
+        for m in [
+            "eco",
+            "basic",
+            "standard-1x",
+            "standard-2x",
+            "performance-m",
+            "performance-l",
+            "performance-l-ram",
+            "performance-xl",
+            "performance-2xl",
+            "private-s",
+            "private-m",
+            "private-l",
+            "private-l-ram",
+            "private-xl",
+            "private-2xl",
+            "shield-s",
+            "shield-m",
+            "shield-l",
+            "shield-l-ram",
+            "shield-xl",
+            "shield-2xl",
+        ] {
+            assert_eq!(m.parse::<Machine>().map(Machine::as_str), Ok(m));
+        }
+    }
+}
