@@ -33,13 +33,15 @@ pub struct ExportReport {
     pub skipped: Vec<(String, String)>,
 }
 
+type ProgressFn<'a> = Box<dyn FnMut(&ExportProgress) + Send + 'a>;
+
 /// An export in preparation; see [`Client::export`].
 #[must_use = "an Export does nothing until `.send().await`"]
 pub struct Export<'a> {
     client: &'a Client,
     dir: PathBuf,
     prefix: String,
-    progress: Option<Box<dyn FnMut(&ExportProgress) + Send + 'a>>,
+    progress: Option<ProgressFn<'a>>,
 }
 
 impl std::fmt::Debug for Export<'_> {

@@ -127,13 +127,9 @@ impl Client {
                 found,
             });
         }
-        let state = match object.metadata().get(LD_STATE) {
-            None => None,
-            Some(raw) => Some(
-                serde_json::from_str(raw)
-                    .unwrap_or_else(|_| serde_json::Value::String(raw.clone())),
-            ),
-        };
+        let state = object.metadata().get(LD_STATE).map(|raw| {
+            serde_json::from_str(raw).unwrap_or_else(|_| serde_json::Value::String(raw.clone()))
+        });
         Ok(TaskOutput {
             task_id: task_id.to_owned(),
             state,

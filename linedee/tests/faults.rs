@@ -35,7 +35,7 @@ fn client(server: &MockServer, provider: Arc<Rotating>) -> Client {
         .credentials_provider(provider)
         .initial_backoff(Duration::from_millis(10))
         .build()
-        .unwrap()
+        .expect("client builds")
 }
 
 fn s3_error(status: u16, code: &str) -> ResponseTemplate {

@@ -2,7 +2,9 @@
 //! api.heroku.com; `linedee local` serves the same endpoint for the end-to-end path) and the
 //! `heroku config -j` command (a real process: a script with the CLI's output shape).
 
-use linedee::credentials::{CredentialsCache, HerokuApiProvider, HerokuCliProvider, ProvideCredentials};
+use linedee::credentials::{
+    CredentialsCache, HerokuApiProvider, HerokuCliProvider, ProvideCredentials,
+};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -23,19 +25,34 @@ async fn heroku_api_reads_config_vars_with_the_platform_api_headers() {
         .mount(&server)
         .await;
     let provider = HerokuApiProvider::new(server.uri(), "example-app", "hk-token");
-    assert!(!format!("{provider:?}").contains("hk-token"), "Debug redacts the token");
+    assert!(
+        !format!("{provider:?}").contains("hk-token"),
+        "Debug redacts the token"
+    );
     let c = provider.provide().await.unwrap();
-    assert_eq!((c.access_key_id(), c.secret_access_key()), ("ASIAEXAMPLE", "wJalrXUtnFEMI"));
+    assert_eq!(
+        (c.access_key_id(), c.secret_access_key()),
+        ("ASIAEXAMPLE", "wJalrXUtnFEMI")
+    );
     assert_eq!(c.session_token(), Some("FwoGZXIvYXdz"));
 }
 
 #[tokio::test]
 async fn heroku_api_errors_say_what_to_check_without_secrets() {
     let server = MockServer::start().await;
-    Mock::given(method("GET")).respond_with(ResponseTemplate::new(401)).mount(&server).await;
-    let err = HerokuApiProvider::new(server.uri(), "example-app", "hk-token").provide().await.unwrap_err();
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(401))
+        .mount(&server)
+        .await;
+    let err = HerokuApiProvider::new(server.uri(), "example-app", "hk-token")
+        .provide()
+        .await
+        .unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("HTTP 401") && msg.contains("check HEROKU_API_KEY"), "{msg}");
+    assert!(
+        msg.contains("HTTP 401") && msg.contains("check HEROKU_API_KEY"),
+        "{msg}"
+    );
     assert!(!msg.contains("hk-token"), "{msg}");
 }
 
@@ -60,15 +77,35 @@ async fn heroku_cli_output_is_read_and_refreshed_on_invalidate() {
     .unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
 
-    let cache = CredentialsCache::new(HerokuCliProvider::new().program(script.to_string_lossy()).app("example-app"));
+    let cache = CredentialsCache::new(
+        HerokuCliProvider::new()
+            .program(script.to_string_lossy())
+            .app("example-app"),
+    );
     assert_eq!(cache.get().await.unwrap().access_key_id(), "ASIA1");
-    assert_eq!(cache.get().await.unwrap().access_key_id(), "ASIA1", "cached");
+    assert_eq!(
+        cache.get().await.unwrap().access_key_id(),
+        "ASIA1",
+        "cached"
+    );
     cache.invalidate().await;
-    assert_eq!(cache.get().await.unwrap().access_key_id(), "ASIA2", "refreshed");
+    assert_eq!(
+        cache.get().await.unwrap().access_key_id(),
+        "ASIA2",
+        "refreshed"
+    );
 }
 
 #[tokio::test]
 async fn a_missing_heroku_cli_is_a_clear_error() {
-    let err = HerokuCliProvider::new().program("/nonexistent/heroku").provide().await.unwrap_err().to_string();
-    assert!(err.contains("cannot run it") && err.contains("Heroku CLI installed"), "{err}");
+    let err = HerokuCliProvider::new()
+        .program("/nonexistent/heroku")
+        .provide()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cannot run it") && err.contains("Heroku CLI installed"),
+        "{err}"
+    );
 }
