@@ -78,6 +78,83 @@ pub enum Error {
     /// Serving failed: the listener could not be used.
     #[error("serving the store failed")]
     Serve(#[source] std::io::Error),
+    /// A file of the app (Procfile, `.env`, app directory) could not be read.
+    #[error("{action} {}", path.display())]
+    File {
+        /// What was being done.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Procfile text is malformed.
+    #[error("Procfile line {line}: {message}")]
+    Procfile {
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A Procfile on disk is malformed.
+    #[error("{}:{line}: {message}", path.display())]
+    ProcfileAt {
+        /// The Procfile.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// `.env` text is malformed.
+    #[error(".env line {line}: {message}")]
+    Dotenv {
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A `.env` file on disk is malformed.
+    #[error("{}:{line}: {message}", path.display())]
+    DotenvAt {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// There is no run with this id.
+    #[error("no run `{0}`")]
+    RunNotFound(String),
+    /// The run already finished, so it cannot be cancelled.
+    #[error("run `{run_id}` already finished ({status})")]
+    RunFinished {
+        /// The run.
+        run_id: String,
+        /// Its final status.
+        status: String,
+    },
+    /// Only failed or cancelled runs can be retried.
+    #[error("run `{run_id}` is {status}; only failed or cancelled runs can be retried")]
+    NotRetryable {
+        /// The run.
+        run_id: String,
+        /// Its status.
+        status: String,
+    },
+    /// The run's workflow was invalid, so there is nothing to retry; fix it and submit again.
+    #[error("run `{run_id}` has an invalid workflow; fix it and submit it again: {error}")]
+    InvalidWorkflow {
+        /// The run.
+        run_id: String,
+        /// The validation report.
+        error: String,
+    },
+    /// An internal task of the engine failed.
+    #[error("engine internal error: {0}")]
+    Internal(String),
     /// A blocking store task was cancelled or panicked.
     #[error("a blocking store task did not complete")]
     Join(#[from] tokio::task::JoinError),
@@ -87,6 +164,19 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// An [`Error::File`].
+    pub(crate) fn file(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        Self::File {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+
     /// An [`Error::Io`] for `path`.
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();

@@ -19,7 +19,20 @@
 //! # }
 //! ```
 
+mod console;
+mod diagnostic;
+mod engine;
 mod error;
+mod executor;
+mod journal;
+mod process;
+mod procfile;
+mod retry;
 pub mod store;
 
+pub use console::Console;
+pub use engine::{Engine, EngineBuilder};
 pub use error::{Error, Result};
+pub use journal::{AttemptRow, RunSummary};
+pub use procfile::{Procfile, parse_dotenv};
+pub use retry::RetryPolicy;

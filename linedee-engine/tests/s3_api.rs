@@ -924,3 +924,82 @@ async fn triggers_and_object_events_commit_with_the_write() {
     assert_eq!(get_bytes(&c, "ld-test", "in/local").await, b"{}");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn conditional_reads() {
+    let s = served().await;
+    let c = s.client();
+    let etag = put(&c, "cr", b"content").await;
+    let other = "\"0123456789abcdef0123456789abcdef\"";
+    let got = c
+        .get_object()
+        .bucket("ld-test")
+        .key("cr")
+        .if_match(&etag)
+        .send()
+        .await
+        .expect("if-match holds");
+    assert_eq!(got.e_tag(), Some(etag.as_str()));
+    let err = c
+        .get_object()
+        .bucket("ld-test")
+        .key("cr")
+        .if_match(other)
+        .send()
+        .await
+        .expect_err("if-match fails");
+    assert_eq!(status(&err), 412);
+    let err = c
+        .get_object()
+        .bucket("ld-test")
+        .key("cr")
+        .if_none_match(&etag)
+        .send()
+        .await
+        .expect_err("not modified");
+    assert_eq!(status(&err), 304);
+    c.get_object()
+        .bucket("ld-test")
+        .key("cr")
+        .if_none_match(other)
+        .send()
+        .await
+        .expect("modified");
+    let err = c
+        .head_object()
+        .bucket("ld-test")
+        .key("cr")
+        .if_none_match(&etag)
+        .send()
+        .await
+        .expect_err("head not modified");
+    assert_eq!(status(&err), 304);
+    let past = aws_sdk_s3::primitives::DateTime::from_secs(0);
+    let future = aws_sdk_s3::primitives::DateTime::from_secs(4_102_444_800);
+    c.get_object()
+        .bucket("ld-test")
+        .key("cr")
+        .if_modified_since(past)
+        .send()
+        .await
+        .expect("modified since 1970");
+    let err = c
+        .get_object()
+        .bucket("ld-test")
+        .key("cr")
+        .if_modified_since(future)
+        .send()
+        .await
+        .expect_err("not modified since 2100");
+    assert_eq!(status(&err), 304);
+    let err = c
+        .get_object()
+        .bucket("ld-test")
+        .key("cr")
+        .if_unmodified_since(past)
+        .send()
+        .await
+        .expect_err("modified since 1970");
+    assert_eq!(status(&err), 412);
+    s.stop().await;
+}

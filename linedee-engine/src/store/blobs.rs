@@ -1,6 +1,6 @@
 //! Object bodies on disk: files named by a random id (never by the key), written to
-//! `tmp/`, fsynced and renamed into `blobs/{id[..2]}/{id}`. Unreferenced files are swept
-//! at start.
+//! `tmp/`, fsynced and renamed into `blobs/{id[..2]}/{id}` (and the rename fsynced) before
+//! the index commit that makes them visible. Unreferenced files are swept at start.
 
 use std::collections::HashSet;
 use std::fs::{self, File};
@@ -73,7 +73,9 @@ impl Blobs {
         File::create_new(&path).map_err(Error::io(path))
     }
 
-    /// Makes a written temporary file durable and moves it to its final place.
+    /// Makes a written temporary file durable, renames it to its final place and makes the
+    /// rename durable (directory fsync). Nothing refers to the blob until the index commit
+    /// that follows, so a crash at any point here leaves only an orphan for the sweep.
     pub(crate) fn publish(&self, id: &str, file: File) -> Result<()> {
         let tmp = self.tmp_path(id);
         if self.fsync {

@@ -15,7 +15,8 @@ use s3s::{S3Error, S3Result, s3_error};
 use super::blobs::{Blobs, new_id};
 use crate::Error;
 
-const SPILL: usize = 4 * 1024 * 1024;
+/// Bodies up to this size stay in memory until they are published.
+pub(crate) const SPILL: usize = 4 * 1024 * 1024;
 
 /// The checksums a client declared for a body (headers; trailers are read at the end).
 #[derive(Debug, Default, Clone)]

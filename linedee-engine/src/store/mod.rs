@@ -7,17 +7,19 @@
 //!   request bodies with their checksums.
 //! - `outbox.rs`: triggers, committed in the same transaction as their object.
 //! - `auth.rs`: credentials, rotation, SigV4 enforcement.
-//! - `s3.rs`: the s3s `S3` implementation; `serve.rs`: HTTP serving;
+//! - `s3.rs`: the s3s `S3` implementation (`conditions.rs`: conditional reads); `serve.rs`: HTTP serving;
 //!   `config_vars.rs`: the Heroku-shaped config-vars endpoint.
 
 mod auth;
 mod blobs;
+mod conditions;
 mod config_vars;
 mod index;
 mod ingest;
 mod list;
 mod multipart;
 mod outbox;
+mod put_file;
 mod s3;
 mod serve;
 
@@ -136,6 +138,28 @@ where
 impl Store {
     /// Opens (creating) the store in `dir`: the SQLite index, the body files (sweeping
     /// orphans left by a crash), the credentials, and the default bucket.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> linedee_engine::Result<()> {
+    /// use linedee_engine::store::{Store, StoreOptions, TriggerKind};
+    ///
+    /// let dir = tempfile::tempdir().expect("tempdir");
+    /// let store = Store::open(dir.path(), StoreOptions {
+    ///     default_bucket: Some("ld-example".into()),
+    ///     ..StoreOptions::default()
+    /// })?;
+    /// let mut triggers = store.subscribe_triggers();
+    /// let metadata = [("ld_run".to_owned(), "true".to_owned())].into();
+    /// store.put_object("ld-example", "in/example", r#"{"run":[]}"#.into(), None, metadata).await?;
+    /// let trigger = triggers.recv().await.expect("a trigger");
+    /// assert_eq!((trigger.key.as_str(), trigger.kind), ("in/example", TriggerKind::LdRun));
+    /// assert_eq!(store.pending_triggers().await?, vec![trigger.clone()]);
+    /// store.ack_trigger(trigger.id).await?;
+    /// assert!(store.pending_triggers().await?.is_empty());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn open(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;

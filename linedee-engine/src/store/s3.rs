@@ -8,6 +8,7 @@ use s3s::dto::*;
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 use tokio::io::AsyncReadExt;
 
+use super::conditions::ReadConditions;
 use super::index::{self, NewObject, Precondition};
 use super::ingest::{self, Declared};
 use super::{Store, list, multipart, normalize_metadata, validate_key};
@@ -197,11 +198,17 @@ impl S3 for StoreS3 {
         validate_key(&input.key).map_err(to_s3)?;
         let metadata = normalize_metadata(input.metadata.unwrap_or_default()).map_err(to_s3)?;
         let cond = precondition(input.if_none_match.as_ref(), input.if_match.as_ref())?;
-        let bucket = input.bucket.clone();
-        self.store
-            .blocking(move |i| index::require_bucket(&i.db(), &bucket))
-            .await
-            .map_err(to_s3)?;
+        // Fail fast before a large body; small ones are checked by the commit alone.
+        if input
+            .content_length
+            .is_none_or(|n| n > ingest::SPILL as i64)
+        {
+            let bucket = input.bucket.clone();
+            self.store
+                .blocking(move |i| index::require_bucket(&i.db(), &bucket))
+                .await
+                .map_err(to_s3)?;
+        }
         let declared = Declared {
             algorithm: input.checksum_algorithm,
             crc32: input.checksum_crc32,
@@ -247,6 +254,12 @@ impl S3 for StoreS3 {
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let input = req.input;
         let (bucket, key, range) = (input.bucket, input.key, input.range);
+        let conditions = ReadConditions {
+            if_match: input.if_match,
+            if_none_match: input.if_none_match,
+            if_modified_since: input.if_modified_since,
+            if_unmodified_since: input.if_unmodified_since,
+        };
         let (meta, body, content_range) = self
             .store
             .blocking(move |i| {
@@ -255,6 +268,9 @@ impl S3 for StoreS3 {
                 let Some(row) = index::get_object(&db, &bucket, &key)? else {
                     return Ok(Err(s3_error!(NoSuchKey)));
                 };
+                if let Err(e) = conditions.check(&row.meta) {
+                    return Ok(Err(e));
+                }
                 let path = i.blobs.path(&row.blob)?;
                 let mut file = std::fs::File::open(&path).map_err(Error::io(&path))?;
                 drop(db);
@@ -316,7 +332,14 @@ impl S3 for StoreS3 {
         &self,
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
-        let (bucket, key) = (req.input.bucket, req.input.key);
+        let input = req.input;
+        let (bucket, key) = (input.bucket, input.key);
+        let conditions = ReadConditions {
+            if_match: input.if_match,
+            if_none_match: input.if_none_match,
+            if_modified_since: input.if_modified_since,
+            if_unmodified_since: input.if_unmodified_since,
+        };
         let meta = self
             .store
             .blocking(move |i| {
@@ -327,6 +350,7 @@ impl S3 for StoreS3 {
             .await
             .map_err(to_s3)?
             .ok_or_else(|| s3_error!(NoSuchKey))?;
+        conditions.check(&meta)?;
         ok(HeadObjectOutput {
             content_length: Some(i64::try_from(meta.size).unwrap_or(i64::MAX)),
             accept_ranges: Some("bytes".into()),

@@ -1,0 +1,281 @@
+//! Store benchmark: 4 KiB PUT and GET ops/s against s3s-fs and moto, and a 256 MiB PUT
+//! against a raw disk write of the same size, with fsync on and off.
+//!
+//! `cargo bench -p linedee-engine --bench store` (set `MOTO_PYTHON` to a Python with
+//! `moto[server]` installed to include moto). Prints a Markdown table.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{Credentials, Region};
+use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use linedee_engine::store::{Store, StoreOptions};
+
+const SMALL: usize = 4 * 1024;
+const OPS: usize = 2000;
+const CONCURRENCY: usize = 8;
+const LARGE: usize = 256 * 1024 * 1024;
+
+fn client(endpoint: &str, ak: &str, sk: &str, token: Option<String>) -> Client {
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version_latest()
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .credentials_provider(Credentials::new(ak, sk, token, None, "bench"))
+        .build();
+    Client::from_conf(conf)
+}
+
+struct Figures {
+    put_ops: f64,
+    get_ops: f64,
+    large_mbps: Option<f64>,
+}
+
+async fn small_ops(c: &Client, bucket: &str) -> (f64, f64) {
+    let body = Bytes::from(vec![b'x'; SMALL]);
+    let run = |get: bool| {
+        let t = Instant::now();
+        let tasks: Vec<_> = (0..CONCURRENCY)
+            .map(|w| {
+                let (c, body, bucket) = (c.clone(), body.clone(), bucket.to_owned());
+                tokio::spawn(async move {
+                    for i in (w..OPS).step_by(CONCURRENCY) {
+                        let key = format!("small/{i}");
+                        if get {
+                            let out = c
+                                .get_object()
+                                .bucket(&bucket)
+                                .key(&key)
+                                .send()
+                                .await
+                                .expect("get");
+                            let got = out.body.collect().await.expect("body").into_bytes();
+                            assert_eq!(got.len(), SMALL);
+                        } else {
+                            c.put_object()
+                                .bucket(&bucket)
+                                .key(&key)
+                                .body(ByteStream::from(body.clone()))
+                                .send()
+                                .await
+                                .expect("put");
+                        }
+                    }
+                })
+            })
+            .collect();
+        async move {
+            for t in tasks {
+                t.await.expect("task");
+            }
+            OPS as f64 / t.elapsed().as_secs_f64()
+        }
+    };
+    let put = run(false).await;
+    let get = run(true).await;
+    (put, get)
+}
+
+async fn large_put(c: &Client, bucket: &str) -> f64 {
+    let body = Bytes::from(vec![7u8; LARGE]);
+    let t = Instant::now();
+    c.put_object()
+        .bucket(bucket)
+        .key("large")
+        .body(ByteStream::from(body))
+        .send()
+        .await
+        .expect("large put");
+    LARGE as f64 / 1e6 / t.elapsed().as_secs_f64()
+}
+
+async fn bench(c: &Client, bucket: &str, large: bool) -> Figures {
+    c.create_bucket().bucket(bucket).send().await.ok();
+    // Warm-up: connections, credentials.
+    for i in 0..20 {
+        c.put_object()
+            .bucket(bucket)
+            .key(format!("warm/{i}"))
+            .body(ByteStream::from_static(b"w"))
+            .send()
+            .await
+            .expect("warm-up");
+    }
+    let (put_ops, get_ops) = small_ops(c, bucket).await;
+    let large_mbps = if large {
+        Some(large_put(c, bucket).await)
+    } else {
+        None
+    };
+    eprintln!("{bucket}: put {put_ops:.0}/s get {get_ops:.0}/s large {large_mbps:?} MB/s");
+    Figures {
+        put_ops,
+        get_ops,
+        large_mbps,
+    }
+}
+
+async fn linedee(dir: &Path, fsync: bool) -> Figures {
+    let store = Store::open(
+        dir,
+        StoreOptions {
+            fsync,
+            ..StoreOptions::default()
+        },
+    )
+    .expect("open");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+    let server = tokio::spawn({
+        let store = store.clone();
+        async move { store.serve(listener, std::future::pending()).await }
+    });
+    let cr = store.credentials().expect("creds");
+    let c = client(
+        &endpoint,
+        &cr.access_key_id,
+        &cr.secret_access_key,
+        Some(cr.session_token.clone()),
+    );
+    let f = bench(&c, "bench", true).await;
+    server.abort();
+    f
+}
+
+async fn s3s_fs(dir: &Path) -> Figures {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let fs = s3s_fs::FileSystem::new(dir).expect("s3s-fs");
+    let service = {
+        let mut b = s3s::service::S3ServiceBuilder::new(fs);
+        b.set_auth(s3s::auth::SimpleAuth::from_single("AKBENCH", "secretbench"));
+        b.build()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+    let server = tokio::spawn(async move {
+        let http = ConnBuilder::new(TokioExecutor::new());
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let conn = http
+                .serve_connection(TokioIo::new(stream), service.clone())
+                .into_owned();
+            tokio::spawn(conn);
+        }
+    });
+    let c = client(&endpoint, "AKBENCH", "secretbench", None);
+    let f = bench(&c, "bench", true).await;
+    server.abort();
+    f
+}
+
+async fn moto(python: &str) -> Figures {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let mut child = tokio::process::Command::new(python)
+        .args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn moto");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    // Readiness: wait until moto accepts connections.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < deadline, "moto did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let c = client(&format!("http://{addr}"), "testing", "testing", None);
+    let f = bench(&c, "bench", false).await;
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    f
+}
+
+fn raw_write(dir: &Path, fsync: bool) -> f64 {
+    use std::io::Write;
+    let path = dir.join(format!("raw-{fsync}"));
+    let chunk = vec![7u8; 1024 * 1024];
+    let t = Instant::now();
+    let mut f = std::fs::File::create(&path).expect("create");
+    for _ in 0..LARGE / chunk.len() {
+        f.write_all(&chunk).expect("write");
+    }
+    if fsync {
+        f.sync_all().expect("fsync");
+    }
+    let mbps = LARGE as f64 / 1e6 / t.elapsed().as_secs_f64();
+    std::fs::remove_file(path).expect("remove");
+    mbps
+}
+
+fn row(name: &str, f: &Figures, s3s: &Figures, moto: Option<&Figures>, raw: Option<f64>) {
+    let vs_moto = |x: f64, m: Option<f64>| m.map_or("n/a".to_owned(), |m| format!("{:.1}×", x / m));
+    println!(
+        "| {name} | {:.0} | {:.2}× | {} | {:.0} | {:.2}× | {} | {} | {} |",
+        f.put_ops,
+        f.put_ops / s3s.put_ops,
+        vs_moto(f.put_ops, moto.map(|m| m.put_ops)),
+        f.get_ops,
+        f.get_ops / s3s.get_ops,
+        vs_moto(f.get_ops, moto.map(|m| m.get_ops)),
+        f.large_mbps.map_or("n/a".into(), |x| format!("{x:.0}")),
+        match (f.large_mbps, raw) {
+            (Some(x), Some(r)) => format!("{r:.0} ({:.2}×)", x / r),
+            _ => "n/a".into(),
+        },
+    );
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo bench -- --list` / `cargo test --benches` probes
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let root = tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| ".".into())).expect("tempdir");
+        let on = linedee(&root.path().join("on"), true).await;
+        let off = linedee(&root.path().join("off"), false).await;
+        let s3s = s3s_fs(&root.path().join("s3s-fs")).await;
+        let moto = match std::env::var("MOTO_PYTHON") {
+            Ok(py) => Some(moto(&py).await),
+            Err(_) => None,
+        };
+        let raw_on = raw_write(root.path(), true);
+        let raw_off = raw_write(root.path(), false);
+        println!("| server | 4 KiB PUT ops/s | vs s3s-fs | vs moto | 4 KiB GET ops/s | vs s3s-fs | vs moto | 256 MiB PUT MB/s | raw disk write MB/s (ratio) |");
+        println!("|---|---|---|---|---|---|---|---|---|");
+        row("linedee, fsync on", &on, &s3s, moto.as_ref(), Some(raw_on));
+        row("linedee, fsync off", &off, &s3s, moto.as_ref(), Some(raw_off));
+        row("s3s-fs 0.14 (no fsync)", &s3s, &s3s, moto.as_ref(), Some(raw_off));
+        if let Some(m) = &moto {
+            row("moto server", m, &s3s, Some(m), None);
+        }
+        println!("\n{OPS} requests of 4 KiB per figure, {CONCURRENCY} concurrent clients; raw disk: 1 MiB writes, fsync {raw_on:.0} MB/s, no fsync {raw_off:.0} MB/s.");
+    });
+}

@@ -1,0 +1,393 @@
+//! [`Engine`]: the store, the executor and the journal on one machine.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use linedee::status::{RunState, RunStatus, TaskState};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::console::Console;
+use crate::error::{Error, Result};
+use crate::executor::Executor;
+use crate::journal;
+use crate::procfile::{self, Procfile};
+use crate::retry::RetryPolicy;
+use crate::store::{Store, StoreOptions};
+
+/// Builds an [`Engine`].
+///
+/// ```no_run
+/// # async fn demo() -> linedee_engine::Result<()> {
+/// let engine = linedee_engine::Engine::builder()
+///     .data_dir(".linedee")
+///     .app_dir(".")
+///     .procfile("Procfile")
+///     .concurrency(8)
+///     .build()?;
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(linedee_engine::Error::Serve)?;
+/// engine.run(listener, async { let _ = tokio::signal::ctrl_c().await; }).await
+/// # }
+/// ```
+#[derive(Debug)]
+#[must_use]
+pub struct EngineBuilder {
+    data_dir: PathBuf,
+    app_dir: PathBuf,
+    procfile: Option<PathBuf>,
+    concurrency: usize,
+    bucket: String,
+    console: Console,
+    retry: RetryPolicy,
+    shutdown_grace: Duration,
+    store: StoreOptions,
+}
+
+impl Default for EngineBuilder {
+    fn default() -> Self {
+        EngineBuilder {
+            data_dir: PathBuf::from(".linedee"),
+            app_dir: PathBuf::from("."),
+            procfile: None,
+            concurrency: 8,
+            bucket: "linedee-local".to_owned(),
+            console: Console::stdout(),
+            retry: RetryPolicy::default(),
+            shutdown_grace: Duration::from_secs(10),
+            store: StoreOptions::default(),
+        }
+    }
+}
+
+impl EngineBuilder {
+    /// Where the store, the journal and the local logs live (default `.linedee`).
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = dir.into();
+        self
+    }
+
+    /// The app's directory: task processes run there, and its `.env` is loaded (default `.`).
+    pub fn app_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.app_dir = dir.into();
+        self
+    }
+
+    /// The Procfile (default `<app_dir>/Procfile`; none is fine, then every `cmd` is a
+    /// command line). Changes are picked up at each attempt; an invalid change is refused
+    /// with a log line and the previous version stays in use.
+    pub fn procfile(mut self, path: impl Into<PathBuf>) -> Self {
+        self.procfile = Some(path.into());
+        self
+    }
+
+    /// Most task processes at once (default 8). Runs beyond it wait, first come first served.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// The bucket created at start and handed to applications (default `linedee-local`).
+    pub fn bucket(mut self, bucket: impl Into<String>) -> Self {
+        self.bucket = bucket.into();
+        self
+    }
+
+    /// Where task output is echoed (default: stdout, foreman-style).
+    pub fn console(mut self, console: Console) -> Self {
+        self.console = console;
+        self
+    }
+
+    /// The retry policy (default: 2 retries, 1 s doubling, capped at 30 s).
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// How long running attempts get to finish at shutdown (default 10 s).
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
+    /// Options of the embedded store (durability, credential lifetime, region).
+    pub fn store_options(mut self, options: StoreOptions) -> Self {
+        self.store = options;
+        self
+    }
+
+    /// Opens the store and the journal.
+    pub fn build(self) -> Result<Engine> {
+        let mut store_opts = self.store;
+        store_opts.default_bucket = Some(self.bucket.clone());
+        let store = Store::open(self.data_dir.join("store"), store_opts)?;
+        journal::init(&store.db())?;
+        let procfile_path = self
+            .procfile
+            .unwrap_or_else(|| self.app_dir.join("Procfile"));
+        let procfile = ProcfileSource::open(procfile_path)?;
+        let dotenv = procfile::load_dotenv(&self.app_dir)?;
+        let app_dir = std::fs::canonicalize(&self.app_dir)
+            .map_err(|e| Error::file("cannot open app dir", &self.app_dir, e))?;
+        let shutdown = CancellationToken::new();
+        let exec = Executor::new(
+            store.clone(),
+            app_dir,
+            self.data_dir.clone(),
+            procfile,
+            dotenv,
+            self.concurrency,
+            self.console,
+            self.retry,
+            self.shutdown_grace,
+            shutdown,
+        );
+        Ok(Engine {
+            store,
+            bucket: self.bucket,
+            exec: Arc::new(exec),
+        })
+    }
+}
+
+/// line^d on one machine: serves the embedded store and runs the workflows written to it.
+#[derive(Clone)]
+pub struct Engine {
+    store: Store,
+    bucket: String,
+    exec: Arc<Executor>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("bucket", &self.bucket)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// A builder with the defaults.
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder::default()
+    }
+
+    /// The embedded store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The bucket applications use.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// The `LD_*` variables applications need to reach this engine at `endpoint`
+    /// (the URL of the listener given to [`run`](Self::run)).
+    pub fn app_env(&self, endpoint: &str) -> Vec<(String, String)> {
+        self.exec.set_endpoint(endpoint);
+        self.exec.store_env(&self.bucket)
+    }
+
+    /// Serves the store on `listener` and runs workflows until `shutdown` completes; then stops
+    /// taking triggers, gives running attempts the grace period, and journals the rest so that
+    /// the next start resumes them.
+    pub async fn run(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<()> {
+        let addr = listener.local_addr().map_err(Error::Serve)?;
+        self.exec.set_endpoint(&format!("http://{addr}"));
+        let token = self.exec.shutdown.clone();
+        let store_stop = CancellationToken::new();
+        let serve = {
+            let stop = store_stop.clone();
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                store
+                    .serve(listener, async move { stop.cancelled().await })
+                    .await
+            })
+        };
+        let exec = Arc::clone(&self.exec);
+        let executor = tokio::spawn(exec.run());
+        shutdown.await;
+        tracing::info!(
+            "shutting down: no new runs; running attempts get {:?}",
+            self.exec.shutdown_grace
+        );
+        token.cancel();
+        let result = executor
+            .await
+            .map_err(|e| Error::Internal(format!("executor task failed: {e}")))?;
+        store_stop.cancel();
+        let served = serve
+            .await
+            .map_err(|e| Error::Internal(format!("store task failed: {e}")))?;
+        result.and(served)
+    }
+
+    /// Stops a run that has not finished: its processes are stopped and it ends `cancelled`.
+    pub async fn cancel(&self, run_id: &str) -> Result<()> {
+        let status = self.status(run_id).await?;
+        if status.status.is_finished() {
+            return Err(Error::RunFinished {
+                run_id: run_id.to_owned(),
+                status: status.status.to_string(),
+            });
+        }
+        if !self.exec.cancel(run_id) {
+            // Not driven by this engine right now (it is not running): cancel in the journal.
+            let id = run_id.to_owned();
+            self.exec
+                .db(move |c| {
+                    journal::reset_tasks(
+                        c,
+                        &id,
+                        &[TaskState::Pending, TaskState::Running],
+                        TaskState::Cancelled,
+                    )?;
+                    journal::set_run_status(
+                        c,
+                        &id,
+                        RunState::Cancelled,
+                        Some("cancelled on request"),
+                    )
+                })
+                .await?;
+            self.exec.publish(run_id).await;
+        }
+        Ok(())
+    }
+
+    /// Redrives a failed or cancelled run from its first unfinished step; succeeded tasks keep
+    /// their outputs and are not run again.
+    pub async fn retry(&self, run_id: &str) -> Result<()> {
+        let status = self.status(run_id).await?;
+        if !matches!(status.status, RunState::Failed | RunState::Cancelled) {
+            return Err(Error::NotRetryable {
+                run_id: run_id.to_owned(),
+                status: status.status.to_string(),
+            });
+        }
+        if status.steps.is_empty() {
+            return Err(Error::InvalidWorkflow {
+                run_id: run_id.to_owned(),
+                error: status.error.unwrap_or_default(),
+            });
+        }
+        let id = run_id.to_owned();
+        self.exec
+            .db(move |c| {
+                journal::reset_tasks(
+                    c,
+                    &id,
+                    &[TaskState::Failed, TaskState::Cancelled],
+                    TaskState::Pending,
+                )?;
+                journal::set_run_status(c, &id, RunState::Queued, None)
+            })
+            .await?;
+        self.exec.publish(run_id).await;
+        self.exec.spawn_drive(run_id.to_owned());
+        Ok(())
+    }
+
+    /// A run's status, from the journal.
+    pub async fn status(&self, run_id: &str) -> Result<RunStatus> {
+        let id = run_id.to_owned();
+        self.exec
+            .db(move |c| journal::render(c, &id))
+            .await?
+            .ok_or_else(|| Error::RunNotFound(run_id.to_owned()))
+    }
+
+    /// Runs, newest first: optionally only those with `status`, and only those older than the
+    /// cursor `before` (from a previous page). Returns the page and the next cursor.
+    pub async fn runs(
+        &self,
+        status: Option<RunState>,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<(Vec<journal::RunSummary>, Option<i64>)> {
+        let status = status.map(|s| s.as_str().to_owned());
+        let rows = self
+            .exec
+            .db(move |c| journal::list_runs(c, status.as_deref(), before, limit))
+            .await?;
+        let next = (rows.len() == limit)
+            .then(|| rows.last().map(|(seq, _)| *seq))
+            .flatten();
+        Ok((rows.into_iter().map(|(_, r)| r).collect(), next))
+    }
+
+    /// The attempts of a run, for a timeline.
+    pub async fn attempts(&self, run_id: &str) -> Result<Vec<journal::AttemptRow>> {
+        let id = run_id.to_owned();
+        self.exec.db(move |c| journal::attempts(c, &id)).await
+    }
+
+    /// The local log file of an attempt (also in the store as `ld/logs/{task_id}/{attempt}.log`
+    /// once the attempt ends); it grows while the attempt runs.
+    pub fn log_path(&self, task_id: &str, attempt: u32) -> PathBuf {
+        crate::process::log_path(&self.exec.data_dir, task_id, attempt)
+    }
+}
+
+/// The Procfile, re-read when it changes on disk.
+#[derive(Debug)]
+pub(crate) struct ProcfileSource {
+    path: PathBuf,
+    cached: Mutex<(Option<SystemTime>, Arc<Procfile>)>,
+}
+
+impl ProcfileSource {
+    fn open(path: PathBuf) -> Result<Self> {
+        let (mtime, procfile) = match std::fs::metadata(&path) {
+            Ok(m) => (m.modified().ok(), Procfile::load(&path)?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, Procfile::default()),
+            Err(e) => return Err(Error::file("cannot read Procfile", &path, e)),
+        };
+        Ok(ProcfileSource {
+            path,
+            cached: Mutex::new((mtime, Arc::new(procfile))),
+        })
+    }
+
+    /// The current Procfile: re-read if its modification time changed. An invalid new version
+    /// is refused (logged) and the previous one stays in use.
+    pub(crate) fn current(&self) -> Arc<Procfile> {
+        let mut cached = self
+            .cached
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mtime = std::fs::metadata(&self.path)
+            .ok()
+            .and_then(|m| m.modified().ok());
+        if mtime != cached.0 {
+            cached.0 = mtime;
+            match Procfile::load(&self.path) {
+                Ok(p) => {
+                    tracing::info!(path = %self.path.display(), "Procfile changed; using the new version");
+                    cached.1 = Arc::new(p);
+                }
+                Err(e) if mtime.is_none() => {
+                    tracing::warn!(error = %e, "Procfile removed; every cmd now runs as a command line");
+                    cached.1 = Arc::new(Procfile::default());
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "Procfile changed but is invalid; still using the previous version")
+                }
+            }
+        }
+        Arc::clone(&cached.1)
+    }
+
+    #[allow(dead_code)]
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
