@@ -258,7 +258,7 @@ impl Engine {
                     )
                 })
                 .await?;
-            self.exec.publish(run_id).await;
+            self.exec.publish(run_id);
         }
         Ok(())
     }
@@ -291,7 +291,7 @@ impl Engine {
                 journal::set_run_status(c, &id, RunState::Queued, None)
             })
             .await?;
-        self.exec.publish(run_id).await;
+        self.exec.publish(run_id);
         self.exec.spawn_drive(run_id.to_owned());
         Ok(())
     }

@@ -26,7 +26,8 @@ CREATE TABLE IF NOT EXISTS ld_runs (
     error TEXT,
     created_ms INTEGER NOT NULL,
     started_ms INTEGER,
-    finished_ms INTEGER
+    finished_ms INTEGER,
+    published TEXT
 );
 CREATE INDEX IF NOT EXISTS ld_runs_status ON ld_runs (status, seq);
 CREATE TABLE IF NOT EXISTS ld_tasks (
@@ -208,6 +209,26 @@ pub(crate) fn run(conn: &Connection, run_id: &str) -> Result<Option<RunRow>> {
             },
         )
         .optional()?)
+}
+
+/// Records that the status document now shows `status`.
+pub(crate) fn set_published(conn: &Connection, run_id: &str, status: RunState) -> Result<()> {
+    conn.execute(
+        "UPDATE ld_runs SET published = ?2 WHERE run_id = ?1",
+        params![run_id, status.as_str()],
+    )?;
+    Ok(())
+}
+
+/// Finished runs whose status document does not show their final status.
+pub(crate) fn unpublished(conn: &Connection) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare(
+        "SELECT run_id FROM ld_runs WHERE status NOT IN ('queued', 'running') AND published IS NOT status ORDER BY seq",
+    )?;
+    let ids = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(ids)
 }
 
 pub(crate) fn unfinished_runs(conn: &Connection) -> Result<Vec<String>> {

@@ -19,14 +19,18 @@
 //! # }
 //! ```
 
+mod attempt;
 mod console;
+pub mod dashboard;
 mod diagnostic;
 mod engine;
+mod environment;
 mod error;
 mod executor;
 mod journal;
 mod process;
 mod procfile;
+mod publish;
 mod retry;
 pub mod store;
 
