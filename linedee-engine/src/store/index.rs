@@ -224,7 +224,19 @@ pub(crate) fn commit_object(
     extra: impl FnOnce(&Transaction<'_>) -> Result<()>,
 ) -> Result<Committed> {
     let tx = conn.transaction()?;
-    require_bucket(&tx, &obj.bucket)?;
+    let committed = write_object(&tx, obj, cond)?;
+    extra(&tx)?;
+    tx.commit()?;
+    Ok(committed)
+}
+
+/// Writes an object row (and its trigger row) inside the caller's transaction.
+pub(crate) fn write_object(
+    tx: &Connection,
+    obj: &NewObject,
+    cond: &Precondition,
+) -> Result<Committed> {
+    require_bucket(tx, &obj.bucket)?;
     let old: Option<(String, String)> = tx
         .prepare_cached("SELECT blob, etag FROM objects WHERE bucket = ?1 AND key = ?2")?
         .query_row(params![obj.bucket, obj.key], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -261,7 +273,7 @@ pub(crate) fn commit_object(
     let etag = quote(&obj.etag);
     let trigger = match outbox::trigger_kind(&obj.key, &obj.metadata) {
         Some(kind) => Some(outbox::record(
-            &tx,
+            tx,
             &obj.bucket,
             &obj.key,
             &etag,
@@ -271,8 +283,6 @@ pub(crate) fn commit_object(
         )?),
         None => None,
     };
-    extra(&tx)?;
-    tx.commit()?;
     Ok(Committed {
         meta: ObjectMeta {
             bucket: obj.bucket.clone(),

@@ -5,7 +5,8 @@
 //!   `multipart.rs`: multipart uploads.
 //! - `blobs.rs`: body files (temporary file, fsync, rename, sweep); `ingest.rs`: receiving
 //!   request bodies with their checksums.
-//! - `outbox.rs`: triggers, committed in the same transaction as their object.
+//! - `outbox.rs`: triggers, committed in the same transaction as their object;
+//!   `group.rs`: group commit of concurrent writes.
 //! - `auth.rs`: credentials, rotation, SigV4 enforcement.
 //! - `s3.rs`: the s3s `S3` implementation (`conditions.rs`: conditional reads); `serve.rs`: HTTP serving;
 //!   `config_vars.rs`: the Heroku-shaped config-vars endpoint.
@@ -14,6 +15,7 @@ mod auth;
 mod blobs;
 mod conditions;
 mod config_vars;
+mod group;
 mod index;
 mod ingest;
 mod list;
@@ -83,6 +85,7 @@ pub(crate) struct Inner {
     auth: Arc<auth::Auth>,
     triggers: broadcast::Sender<Trigger>,
     objects: broadcast::Sender<ObjectEvent>,
+    group: group::Queue,
 }
 
 const CHANNEL: usize = 4096;
@@ -189,6 +192,7 @@ impl Store {
                 auth: Arc::new(auth),
                 triggers,
                 objects,
+                group: group::Queue::default(),
             }),
         })
     }
@@ -271,7 +275,7 @@ impl Store {
         self.blocking(move |i| {
             let mut obj = obj;
             obj.blob = i.blobs.write_all(&body)?;
-            i.commit(&obj, &index::Precondition::None, |_| Ok(()))
+            i.commit_grouped(obj, index::Precondition::None)
         })
         .await
         .map(|c| c.meta.etag)
@@ -352,6 +356,16 @@ impl Inner {
                 return Err(e);
             }
         };
+        self.announce(&committed);
+        drop(db);
+        if let Some(old) = &committed.replaced_blob {
+            self.blobs.remove(old);
+        }
+        Ok(committed)
+    }
+
+    /// Tells subscribers of a committed write; called in commit order, under the lock.
+    pub(crate) fn announce(&self, committed: &index::Committed) {
         let _ = self.objects.send(ObjectEvent {
             bucket: committed.meta.bucket.clone(),
             key: committed.meta.key.clone(),
@@ -362,10 +376,5 @@ impl Inner {
         if let Some(t) = &committed.trigger {
             let _ = self.triggers.send(t.clone());
         }
-        drop(db);
-        if let Some(old) = &committed.replaced_blob {
-            self.blobs.remove(old);
-        }
-        Ok(committed)
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::{Error, Result};
 
@@ -108,7 +108,7 @@ CREATE INDEX IF NOT EXISTS triggers_pending ON triggers(id) WHERE acked = 0;
 
 /// Records a trigger inside the object's write transaction.
 pub(crate) fn record(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     bucket: &str,
     key: &str,
     etag: &str,

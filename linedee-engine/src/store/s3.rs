@@ -238,7 +238,7 @@ impl S3 for StoreS3 {
             .store
             .blocking(move |i| {
                 obj.blob = rx.publish()?;
-                i.commit(&obj, &cond, |_| Ok(()))
+                i.commit_grouped(obj, cond)
             })
             .await
             .map_err(to_s3)?;
@@ -492,7 +492,7 @@ impl S3 for StoreS3 {
                     content_type,
                     metadata,
                 };
-                i.commit(&obj, &Precondition::None, |_| Ok(())).map(Ok)
+                i.commit_grouped(obj, Precondition::None).map(Ok)
             })
             .await
             .map_err(to_s3)??;
