@@ -135,11 +135,14 @@ pub fn binary(package: &str, bin: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"));
-    let path = target.join("debug").join(bin);
+    // Benchmarks (release) use a release build of the binary too.
+    let (profile, flag) = if cfg!(debug_assertions) { ("debug", None) } else { ("release", Some("--release")) };
+    let path = target.join(profile).join(bin);
     if !built.iter().any(|b| b == bin) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let status = std::process::Command::new(cargo)
             .args(["build", "--quiet", "-p", package, "--bin", bin])
+            .args(flag)
             .current_dir(workspace_root())
             .status()
             .expect("cargo runs");
