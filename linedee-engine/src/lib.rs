@@ -22,6 +22,7 @@
 mod attempt;
 mod console;
 pub mod dashboard;
+pub mod dashboard;
 mod diagnostic;
 mod engine;
 mod environment;

@@ -8,7 +8,6 @@ use linedee::status::{RunState, TaskState};
 use linedee::{Task, Workflow};
 use linedee_engine::Engine;
 use linedee_tests::{TestEngine, workspace_root};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -73,9 +72,7 @@ async fn succeeded_and_failed(t: &TestEngine) -> Runs {
     let task = status.tasks().next().expect("one task");
     assert_eq!((task.status, task.attempts), (TaskState::Failed, 2));
     // `no_output` succeeds once the process starts: wait for its log line to land.
-    let log = t
-        .engine
-        .log_path(&format!("{}.0.0", ok.run_id()), 1);
+    let log = t.engine.log_path(&format!("{}.0.0", ok.run_id()), 1);
     eventually(|| std::fs::read_to_string(&log).is_ok_and(|l| l.contains("hello"))).await;
     Runs {
         ok: ok.run_id().to_owned(),
@@ -180,35 +177,78 @@ async fn the_browser_shows_the_runs_and_one_timeline_bar_per_attempt() {
     let rows = tags(&dom, "tr", &["class=\"run-row\""]);
     assert_eq!(rows.len(), 2, "{dom}");
     assert_eq!(
-        tags(&dom, "tr", &[&format!("data-run-id=\"{}\"", runs.ok), "data-status=\"succeeded\""]).len(),
+        tags(
+            &dom,
+            "tr",
+            &[
+                &format!("data-run-id=\"{}\"", runs.ok),
+                "data-status=\"succeeded\""
+            ]
+        )
+        .len(),
         1,
         "{dom}"
     );
     assert_eq!(
-        tags(&dom, "tr", &[&format!("data-run-id=\"{}\"", runs.failed), "data-status=\"failed\""]).len(),
+        tags(
+            &dom,
+            "tr",
+            &[
+                &format!("data-run-id=\"{}\"", runs.failed),
+                "data-status=\"failed\""
+            ]
+        )
+        .len(),
         1,
         "{dom}"
     );
-    assert!(dom.contains("Fails on purpose") && dom.contains("in/bad"), "{dom}");
+    assert!(
+        dom.contains("Fails on purpose") && dom.contains("in/bad"),
+        "{dom}"
+    );
     assert!(!dom.contains(&d.token), "the token reached the page");
 
     let failed_task = format!("{}.0.0", runs.failed);
-    let dom = chromium(&format!("{}/#/runs/{}", d.url, runs.failed), &["--dump-dom"]).await;
+    let dom = chromium(
+        &format!("{}/#/runs/{}", d.url, runs.failed),
+        &["--dump-dom"],
+    )
+    .await;
     let bars = tags(&dom, "rect", &["class=\"attempt"]);
     assert_eq!(bars.len(), 2, "one bar per attempt: {dom}");
     for (n, bar) in bars.iter().enumerate() {
-        assert!(bar.contains(&format!("data-task-id=\"{failed_task}\"")), "{bar}");
-        assert!(bar.contains(&format!("data-attempt=\"{}\"", n + 1)), "{bar}");
+        assert!(
+            bar.contains(&format!("data-task-id=\"{failed_task}\"")),
+            "{bar}"
+        );
+        assert!(
+            bar.contains(&format!("data-attempt=\"{}\"", n + 1)),
+            "{bar}"
+        );
         assert!(bar.contains("class=\"attempt failed\""), "{bar}");
     }
     assert_eq!(
-        tags(&dom, "section", &[&format!("data-task-id=\"{failed_task}\""), "data-status=\"failed\""]).len(),
+        tags(
+            &dom,
+            "section",
+            &[
+                &format!("data-task-id=\"{failed_task}\""),
+                "data-status=\"failed\""
+            ]
+        )
+        .len(),
         1,
         "{dom}"
     );
     assert!(dom.contains("<dd class=\"exit-code\">3</dd>"), "{dom}");
-    assert!(tags(&dom, "dd", &["class=\"error-text failure\""]).len() == 1, "{dom}");
-    assert!(dom.contains("failing on purpose"), "the log is shown: {dom}");
+    assert!(
+        tags(&dom, "dd", &["class=\"error-text failure\""]).len() == 1,
+        "{dom}"
+    );
+    assert!(
+        dom.contains("failing on purpose"),
+        "the log is shown: {dom}"
+    );
 
     let dom = chromium(&format!("{}/#/runs/{}", d.url, runs.ok), &["--dump-dom"]).await;
     let bars = tags(&dom, "rect", &["class=\"attempt"]);
@@ -217,5 +257,9 @@ async fn the_browser_shows_the_runs_and_one_timeline_bar_per_attempt() {
     assert!(dom.contains("hello from the dashboard test"), "{dom}");
 
     screenshot(&format!("{}/#/", d.url), "runs.png").await;
-    screenshot(&format!("{}/#/runs/{}", d.url, runs.failed), "run-failed.png").await;
+    screenshot(
+        &format!("{}/#/runs/{}", d.url, runs.failed),
+        "run-failed.png",
+    )
+    .await;
 }

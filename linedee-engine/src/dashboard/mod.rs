@@ -1,0 +1,119 @@
+//! The dashboard served by `linedee local`: a runs list and a run page (timeline, tasks, logs
+//! with a live tail), over a small JSON API.
+//!
+//! Layout:
+//! - [`serve`]: the entry point; binds nothing itself, serves the caller's listener.
+//! - `routes.rs`: the routes and their handlers; `respond.rs`: responses, security headers,
+//!   query parsing, the token check; `logs.rs`: reading a slice of an attempt's log.
+//! - `assets/`: `index.html`, `app.js`, `style.css`, embedded with `include_str!`, so users
+//!   need no front-end build.
+//!
+//! Routes:
+//! - `GET /`, `/app.js`, `/style.css`: the app (hash routing: `#/` and `#/runs/{id}`).
+//! - `GET /api/runs?status=&before=&limit=`: `{"runs": [RunSummary…], "next": cursor|null}`,
+//!   newest first, keyset-paginated (`before` is the `next` of the previous page).
+//! - `GET /api/runs/{id}`: `{"run": RunStatus, "attempts": [AttemptRow…], "now_ms": …}`.
+//! - `GET /api/logs/{task_id}/{attempt}?offset=N`: up to 64 KiB of the attempt's log from
+//!   byte `offset`: `{"text": …, "offset": N, "next_offset": M, "size": S}`.
+//! - `POST /api/runs/{id}/cancel`, `POST /api/runs/{id}/retry`: need
+//!   `Authorization: Bearer <token>`; `{"ok": true}` or `{"error": …}`.
+//!
+//! Everything else is read-only. Errors are JSON `{"error": "…"}` with a 4xx/5xx status.
+
+mod logs;
+mod respond;
+mod routes;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use crate::{Engine, Error, Result};
+
+/// How long shutdown waits for requests in flight.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// Serves the dashboard for `engine` on `listener` until `shutdown` completes, then lets
+/// requests in flight finish (up to 5 s).
+///
+/// `token` is required (`Authorization: Bearer <token>`) by the two writing routes, cancel
+/// and retry; it never appears in a response. The dashboard is meant for loopback: a
+/// listener on another address is served, with a warning that the dashboard is exposed.
+///
+/// ```no_run
+/// # async fn demo(engine: linedee_engine::Engine) -> linedee_engine::Result<()> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await
+///     .map_err(linedee_engine::Error::Serve)?;
+/// let token = engine.store().api_token();
+/// linedee_engine::dashboard::serve(engine, listener, token, async {
+///     let _ = tokio::signal::ctrl_c().await;
+/// })
+/// .await
+/// # }
+/// ```
+pub async fn serve(
+    engine: Engine,
+    listener: TcpListener,
+    token: String,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let addr = listener.local_addr().map_err(Error::Serve)?;
+    let loopback = addr.ip().is_loopback();
+    if !loopback {
+        tracing::warn!(
+            %addr,
+            "the dashboard listens on a non-loopback address: anyone who can reach it can read \
+             every run and its logs"
+        );
+    }
+    let state = Arc::new(routes::State {
+        engine,
+        token,
+        loopback,
+    });
+    let server = ConnBuilder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            res = listener.accept() => match res {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "dashboard: accepting a connection failed");
+                    continue;
+                }
+            },
+            () = shutdown.as_mut() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let state = Arc::clone(&state);
+        let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+            let state = Arc::clone(&state);
+            async move { Ok::<_, std::convert::Infallible>(routes::handle(&state, req).await) }
+        });
+        let conn = graceful.watch(
+            server
+                .serve_connection(TokioIo::new(stream), svc)
+                .into_owned(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "dashboard connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("dashboard requests still in flight after {DRAIN:?}; stopping anyway");
+    }
+    Ok(())
+}
