@@ -85,7 +85,9 @@ pub use input::Input;
 /// The function stays as it is and callable. Next to it, a module of the same name (the
 /// function's visibility) holds `fn task() -> linedee::Task`: the task with its `cmd`
 /// and these defaults, for the workflow builder. The registration itself sits in a
-/// `const _: () = { … };` and goes through `inventory`.
+/// `const _: () = { … };` and goes through `inventory`. (A function and a module live in
+/// different namespaces, so they share the name; another item called like the function in
+/// the type namespace, e.g. a `mod` of that name, conflicts with the handle.)
 ///
 /// ```no_run
 /// use linedee_task::{ld_task, Json, TaskContext};

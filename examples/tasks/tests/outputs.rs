@@ -1,7 +1,8 @@
 //! Every kind of output body, written by a real task process to the engine's embedded store
 //! over S3 HTTP: bytes from a sync task, a file and a stream large enough to go multipart.
 //!
-//! `harness = false`: run plainly, `main` serves a store and runs the cases, each starting
+//! It lives in the example crate, which already builds the engine for its e2e test, so that
+//! linedee-task's trybuild cases stay lean. `harness = false`: run plainly, `main` serves a store and runs the cases, each starting
 //! this binary again with `LINEDEE_TASK_TEST_CHILD=1`, which makes it `linedee_task::main()`.
 
 use std::collections::BTreeMap;
@@ -40,7 +41,7 @@ fn sync_returns(ctx: TaskContext) -> anyhow::Result<Json<Value>> {
 /// A file body, large: multipart.
 #[ld_task]
 async fn big_file(ctx: TaskContext) -> anyhow::Result<Output> {
-    let path = std::env::temp_dir().join(format!("linedee-task-big-{}", ctx.task_id()));
+    let path = std::env::temp_dir().join(format!("linedee-example-big-{}", ctx.task_id()));
     let mut file = tokio::fs::File::create(&path).await?;
     tokio::io::copy(&mut tokio::io::repeat(b'f').take(BIG), &mut file).await?;
     file.sync_all().await?;
@@ -141,7 +142,7 @@ async fn sync_task_return_value_becomes_the_output(s3: &mut S3) {
 
 async fn a_large_file_goes_multipart(s3: &mut S3) {
     ok(&s3.run("big-file", "R.1.0").await);
-    let _ = std::fs::remove_file(std::env::temp_dir().join("linedee-task-big-R.1.0"));
+    let _ = std::fs::remove_file(std::env::temp_dir().join("linedee-example-big-R.1.0"));
     assert_eq!(s3.writes(), ["out/R.1.0"]);
     let (meta, ct, body) = s3.output("R.1.0").await.expect("output");
     assert_eq!(meta["ld_state"], format!(r#"{{"bytes":{BIG}}}"#));
