@@ -1,0 +1,196 @@
+//! The command line: every command and flag, with the exit codes in `--help`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const AFTER_HELP: &str = "\
+Configuration:
+  Commands other than `local` talk to a line^d bucket through LD_AWS_ACCESS_KEY_ID,
+  LD_AWS_SECRET_ACCESS_KEY, LD_AWS_SESSION_TOKEN, LD_REGION, LD_S3_BUCKET and LD_S3_ENDPOINT.
+  When <dir>/env exists (written by `linedee local`) it is read too; variables already set
+  in the environment win over the file.
+
+Exit codes:
+  0  success
+  1  the run failed or was cancelled (with --wait / --watch), or another failure
+  2  usage error or bad input (a missing file, an invalid workflow, a dir in use)
+  3  not found (an unknown run, task, attempt or log)
+  4  cannot reach the store or the dashboard (not configured, not running, refused)";
+
+/// linedee: line^d workflows on your machine and on any line^d bucket.
+#[derive(Debug, Parser)]
+#[command(name = "linedee", version, after_help = AFTER_HELP)]
+pub(crate) struct Cli {
+    /// The local engine's directory: its data, its `env` file and dashboard token.
+    #[arg(long, global = true, default_value = ".linedee", env = "LINEDEE_DIR")]
+    pub(crate) dir: PathBuf,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run the store, the engine and the dashboard in this process (Ctrl-C stops it).
+    Local(LocalArgs),
+    /// Start a workflow: write it to the bucket with `ld_run: true`.
+    Submit(SubmitArgs),
+    /// Upload a file with a workflow attached as `ld_code`; the file is the run's input.
+    Upload(UploadArgs),
+    /// List runs, newest first.
+    Runs(RunsArgs),
+    /// Show a run's steps and tasks (`--watch` follows it live).
+    Run(RunArgs),
+    /// Print a task attempt's log (stdout and stderr).
+    Logs(LogsArgs),
+    /// Cancel a run (local engine only).
+    Cancel(RunIdArg),
+    /// Redrive a failed or cancelled run from its first unfinished step (local engine only).
+    Retry(RunIdArg),
+    /// Check a workflow file, and that each `cmd` is a Procfile process type or a command line.
+    Validate(ValidateArgs),
+    /// Print the JSON Schema of workflow files.
+    Schema,
+    /// Download every object of the bucket, `ld/` run history included.
+    Export(ExportArgs),
+    /// Print a shell completion script.
+    Completions(CompletionsArgs),
+}
+
+/// `linedee local`.
+#[derive(Debug, Args)]
+pub(crate) struct LocalArgs {
+    /// The app's directory: tasks run there and its `.env` is loaded.
+    #[arg(long, default_value = ".")]
+    pub(crate) app_dir: PathBuf,
+    /// The Procfile (default: `<app-dir>/Procfile`; without one every cmd is a command line).
+    #[arg(long)]
+    pub(crate) procfile: Option<PathBuf>,
+    /// The bucket applications use.
+    #[arg(long, default_value = "linedee-local")]
+    pub(crate) bucket: String,
+    /// Port of the S3 endpoint on 127.0.0.1 (0: any free port).
+    #[arg(long, default_value_t = 9400)]
+    pub(crate) port: u16,
+    /// Port of the dashboard on 127.0.0.1 (0: any free port).
+    #[arg(long, default_value_t = 9401)]
+    pub(crate) dashboard_port: u16,
+    /// Most task processes at once; further runs wait their turn.
+    #[arg(long, default_value_t = 8)]
+    pub(crate) concurrency: usize,
+    /// Do not echo task output (it is still kept in the logs).
+    #[arg(long, short)]
+    pub(crate) quiet: bool,
+}
+
+/// `linedee submit`.
+#[derive(Debug, Args)]
+pub(crate) struct SubmitArgs {
+    /// The workflow JSON file.
+    pub(crate) workflow: PathBuf,
+    /// The trigger object's key (default: `in/<file name>`).
+    #[arg(long)]
+    pub(crate) key: Option<String>,
+    #[command(flatten)]
+    pub(crate) wait: WaitArgs,
+}
+
+/// `linedee upload`.
+#[derive(Debug, Args)]
+pub(crate) struct UploadArgs {
+    /// The file to upload (the run's input).
+    pub(crate) file: PathBuf,
+    /// The workflow JSON file to attach.
+    #[arg(long)]
+    pub(crate) workflow: PathBuf,
+    /// The object's key (default: `in/<file name>`).
+    #[arg(long)]
+    pub(crate) key: Option<String>,
+    /// The object's Content-Type.
+    #[arg(long)]
+    pub(crate) content_type: Option<String>,
+    #[command(flatten)]
+    pub(crate) wait: WaitArgs,
+}
+
+/// `--wait` and its timeout.
+#[derive(Debug, Args)]
+pub(crate) struct WaitArgs {
+    /// Wait for the run to finish; exit 1 unless it succeeded.
+    #[arg(long)]
+    pub(crate) wait: bool,
+    /// Give up waiting after this many seconds (exit 1).
+    #[arg(long, default_value_t = 3600, requires = "wait")]
+    pub(crate) timeout: u64,
+}
+
+/// `linedee runs`.
+#[derive(Debug, Args)]
+pub(crate) struct RunsArgs {
+    /// Only runs in this state: queued, running, succeeded, failed or cancelled.
+    #[arg(long, value_parser = ["queued", "running", "succeeded", "failed", "cancelled"])]
+    pub(crate) status: Option<String>,
+    /// At most this many runs.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) limit: usize,
+}
+
+/// `linedee run`.
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// The run id.
+    pub(crate) run_id: String,
+    /// Follow the run until it finishes; exit 1 unless it succeeded.
+    #[arg(long, short)]
+    pub(crate) watch: bool,
+}
+
+/// `linedee logs`.
+#[derive(Debug, Args)]
+pub(crate) struct LogsArgs {
+    /// The task id, `{run_id}.{step}.{task}`.
+    pub(crate) task_id: String,
+    /// The attempt (default: the latest).
+    #[arg(long)]
+    pub(crate) attempt: Option<u32>,
+    /// Keep printing (each attempt in turn) until the task has finished.
+    #[arg(long, short)]
+    pub(crate) follow: bool,
+}
+
+/// A run id.
+#[derive(Debug, Args)]
+pub(crate) struct RunIdArg {
+    /// The run id.
+    pub(crate) run_id: String,
+}
+
+/// `linedee validate`.
+#[derive(Debug, Args)]
+pub(crate) struct ValidateArgs {
+    /// The workflow JSON file.
+    pub(crate) workflow: PathBuf,
+    /// The Procfile whose process types a bare `cmd` must name.
+    #[arg(long)]
+    pub(crate) procfile: Option<PathBuf>,
+}
+
+/// `linedee export`.
+#[derive(Debug, Args)]
+pub(crate) struct ExportArgs {
+    /// Where to write the objects (created if missing).
+    #[arg(value_name = "DIR")]
+    pub(crate) out: PathBuf,
+    /// Only keys under this prefix.
+    #[arg(long, default_value = "")]
+    pub(crate) prefix: String,
+}
+
+/// `linedee completions`.
+#[derive(Debug, Args)]
+pub(crate) struct CompletionsArgs {
+    /// The shell.
+    pub(crate) shell: clap_complete::Shell,
+}
