@@ -37,10 +37,9 @@ impl Executor {
 
         let mut env = self.dotenv.clone();
         env.extend(self.store_env(&run.bucket));
-        env.push((
-            "DYNO".into(),
-            format!("run.{}", self.dynos.fetch_add(1, Ordering::Relaxed)),
-        ));
+        // Foreman-style: the console shows `name.N` for the process with `DYNO=run.N`.
+        let dyno = self.dynos.fetch_add(1, Ordering::Relaxed);
+        env.push(("DYNO".into(), format!("run.{dyno}")));
         env.extend(
             def.option_pairs()
                 .map(|(k, v)| (k.to_owned(), v.to_owned())),
@@ -58,7 +57,7 @@ impl Executor {
             env,
             cwd: self.app_dir.clone(),
             log_path: process::log_path(&self.data_dir, &row.task_id, attempt),
-            label: format!("{label}.{}", row.step * 100 + row.idx + 1),
+            label: format!("{label}.{dyno}"),
         }
     }
 

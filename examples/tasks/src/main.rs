@@ -8,7 +8,9 @@
 //!   records come from `data/`, compiled in (no network).
 //! - `get-data`: the parallel group's task; option `endpoint=posts|users|comments`.
 //!
-//! `linedee-example-tasks procfile` prints the committed `Procfile`.
+//! `linedee-example-tasks procfile` prints the committed `Procfile`, and
+//! `linedee-example-tasks quickstart` runs the product document's examples end to end on the
+//! embedded engine (see `quickstart.rs`).
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -111,7 +113,13 @@ fn format_of(head: &[u8]) -> &'static str {
     }
 }
 
+mod quickstart;
+
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("quickstart") {
+        std::process::exit(quickstart::main(&args[2..]));
+    }
     linedee_task::main()
 }
 
