@@ -8,6 +8,7 @@ use linedee::status::{RunState, TaskState};
 use linedee::{Task, Workflow};
 use linedee_engine::Engine;
 use linedee_tests::{TestEngine, workspace_root};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -262,4 +263,306 @@ async fn the_browser_shows_the_runs_and_one_timeline_bar_per_attempt() {
         "run-failed.png",
     )
     .await;
+}
+
+/// A request with a path sent as is (reqwest would normalise `..` away); returns the status.
+async fn raw_get(base: &str, path: &str, host: &str) -> u16 {
+    let addr = base.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).await.expect("read");
+    resp.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {resp}"))
+}
+
+async fn get_json(url: &str) -> (u16, serde_json::Value) {
+    let resp = reqwest::get(url).await.expect("GET");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.expect("a JSON body"))
+}
+
+async fn post(url: &str, auth: Option<&str>) -> (u16, serde_json::Value) {
+    let mut req = reqwest::Client::new().post(url);
+    if let Some(auth) = auth {
+        req = req.header("authorization", auth);
+    }
+    let resp = req.send().await.expect("POST");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.expect("a JSON body"))
+}
+
+/// Polls the run's JSON until `pred` holds (the run may not exist yet: the trigger is
+/// picked up asynchronously).
+async fn wait_api(
+    d: &Dashboard,
+    run_id: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (code, doc) = get_json(&format!("{}/api/runs/{run_id}", d.url)).await;
+        assert!(code == 200 || code == 404, "{code}: {doc}");
+        if code == 200 && pred(&doc) {
+            return doc;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met within {WAIT:?}: {doc}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_and_retry_need_the_local_token() {
+    let t = TestEngine::start("").await;
+    let runs = succeeded_and_failed(&t).await;
+    let d = dashboard(&t.engine).await;
+    let bearer = format!("Bearer {}", d.token);
+
+    let retry = format!("{}/api/runs/{}/retry", d.url, runs.failed);
+    let (code, body) = post(&retry, None).await;
+    assert_eq!(code, 401, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("Authorization: Bearer")),
+        "{body}"
+    );
+    let (code, _) = post(&retry, Some("Bearer not-the-token")).await;
+    assert_eq!(code, 401);
+    let (code, _) = post(&retry, Some(&d.token)).await;
+    assert_eq!(code, 401, "the scheme is required");
+    let (code, body) = post(&retry, Some(&bearer)).await;
+    assert_eq!(
+        (code, &body["ok"]),
+        (200, &serde_json::json!(true)),
+        "{body}"
+    );
+    // The redriven task runs again (two more attempts) and fails again.
+    let doc = wait_api(&d, &runs.failed, |doc| {
+        doc["run"]["status"] == "failed" && doc["attempts"].as_array().is_some_and(|a| a.len() == 4)
+    })
+    .await;
+    assert_eq!(doc["run"]["steps"][0]["tasks"][0]["attempts"], 4, "{doc}");
+
+    // The engine's refusal comes back with its message.
+    let (code, body) = post(
+        &format!("{}/api/runs/{}/retry", d.url, runs.ok),
+        Some(&bearer),
+    )
+    .await;
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("only failed or cancelled runs can be retried")),
+        "{body}"
+    );
+
+    let slow = Workflow::new()
+        .title("Sleeps")
+        .step(bash("echo started; sleep 30").name("Sleep"));
+    let slow = t.client.submit("in/slow", &slow).await.expect("submit");
+    let id = slow.run_id().to_owned();
+    wait_api(&d, &id, |doc| {
+        doc["run"]["steps"][0]["tasks"][0]["status"] == "running"
+    })
+    .await;
+    // The live tail: the log of the running attempt is served while it grows.
+    let log = format!("{}/api/logs/{id}.0.0/1", d.url);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let slice = loop {
+        let (code, slice) = get_json(&log).await;
+        if code == 200
+            && slice["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("started"))
+        {
+            break slice;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no live log: {slice}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (_, rest) = get_json(&format!("{log}?offset={}", slice["next_offset"])).await;
+    assert_eq!(rest["text"], "", "{rest}");
+    let cancel = format!("{}/api/runs/{id}/cancel", d.url);
+    let (code, _) = post(&cancel, None).await;
+    assert_eq!(code, 401);
+    let (code, doc) = get_json(&format!("{}/api/runs/{id}", d.url)).await;
+    assert_eq!(
+        (code, &doc["run"]["status"]),
+        (200, &serde_json::json!("running")),
+        "still running after a refused cancel"
+    );
+    let (code, body) = post(&cancel, Some(&bearer)).await;
+    assert_eq!(code, 200, "{body}");
+    let status = slow.wait(WAIT).await.expect("cancelled run finishes");
+    assert_eq!(status.status, RunState::Cancelled, "{status:#?}");
+
+    let (code, body) = post(
+        &format!("{}/api/runs/no-such-run/cancel", d.url),
+        Some(&bearer),
+    )
+    .await;
+    assert_eq!(code, 404, "{body}");
+    let resp = reqwest::get(&cancel).await.expect("GET");
+    assert_eq!(resp.status().as_u16(), 405);
+    assert_eq!(resp.headers()["allow"], "POST");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_read_by_offset_and_never_from_outside_the_logs() {
+    let t = TestEngine::start("").await;
+    let runs = succeeded_and_failed(&t).await;
+    let d = dashboard(&t.engine).await;
+    let task = format!("{}.0.0", runs.failed);
+
+    let (code, slice) = get_json(&format!("{}/api/logs/{task}/2", d.url)).await;
+    assert_eq!(code, 200, "{slice}");
+    let text = slice["text"].as_str().expect("text");
+    assert!(text.contains("failing on purpose"), "{slice}");
+    assert_eq!(slice["next_offset"], slice["size"], "{slice}");
+    assert_eq!(slice["next_offset"], text.len(), "{slice}");
+    let (code, tail) = get_json(&format!("{}/api/logs/{task}/2?offset=8", d.url)).await;
+    assert_eq!(
+        (code, tail["text"].as_str()),
+        (200, Some(&text[8..])),
+        "{tail}"
+    );
+
+    // Literal `..` segments, encoded slashes and anything but a task id and an attempt number
+    // are refused before any file is opened.
+    for path in [
+        "/api/logs/../1".to_owned(),
+        "/api/logs/..%2F..%2Fstore%2Fx.0.0/1".to_owned(),
+        format!("/api/logs/{task}/..%2F..%2F..%2Fetc%2Fpasswd"),
+        format!("/api/logs/{task}/1.log"),
+        format!("/api/logs/{task}/0"),
+        format!("/api/logs/{task}/1?offset=-1"),
+        format!("/api/logs/{task}/1?file=x"),
+    ] {
+        assert_eq!(raw_get(&d.url, &path, "127.0.0.1").await, 400, "{path}");
+    }
+    // Path segments past the route are no route at all.
+    assert_eq!(
+        raw_get(&d.url, "/api/logs/../../../etc/passwd", "127.0.0.1").await,
+        404
+    );
+    let (code, body) = get_json(&format!("{}/api/logs/{task}/9", d.url)).await;
+    assert_eq!(code, 404, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runs_list_pages_with_a_before_cursor_and_filters_by_status() {
+    let t = TestEngine::start("").await;
+    let runs = succeeded_and_failed(&t).await;
+    let third = Workflow::new()
+        .title("Third")
+        .step(bash("true").no_output());
+    let third = t.client.submit("in/third", &third).await.expect("submit");
+    third.wait(WAIT).await.expect("third run finishes");
+    let d = dashboard(&t.engine).await;
+    let ids = |page: &serde_json::Value| -> Vec<String> {
+        page["runs"]
+            .as_array()
+            .expect("runs")
+            .iter()
+            .map(|r| r["run_id"].as_str().expect("id").to_owned())
+            .collect()
+    };
+
+    let (code, page) = get_json(&format!("{}/api/runs?limit=2", d.url)).await;
+    assert_eq!(code, 200, "{page}");
+    assert_eq!(
+        ids(&page),
+        [third.run_id(), runs.failed.as_str()],
+        "newest first"
+    );
+    let next = page["next"].as_i64().expect("a cursor to the next page");
+    let (code, page) = get_json(&format!("{}/api/runs?limit=2&before={next}", d.url)).await;
+    assert_eq!(code, 200, "{page}");
+    assert_eq!(ids(&page), [runs.ok.as_str()]);
+    assert!(page["next"].is_null(), "{page}");
+    let row = &page["runs"][0];
+    assert_eq!(
+        (&row["status"], &row["title"], &row["trigger_key"]),
+        (
+            &serde_json::json!("succeeded"),
+            &serde_json::json!("Says hello"),
+            &serde_json::json!("in/hello")
+        )
+    );
+
+    let (_, page) = get_json(&format!("{}/api/runs?status=failed", d.url)).await;
+    assert_eq!(ids(&page), [runs.failed.as_str()]);
+    let (_, page) = get_json(&format!("{}/api/runs?status=succeeded&limit=1", d.url)).await;
+    assert_eq!(ids(&page), [third.run_id()]);
+
+    for (query, words) in [
+        ("status=bogus", "not a run status"),
+        ("limit=0", "limit"),
+        ("limit=501", "limit"),
+        ("before=x", "cursor"),
+        ("sort=asc", "unknown query parameter `sort`"),
+    ] {
+        let (code, body) = get_json(&format!("{}/api/runs?{query}", d.url)).await;
+        assert_eq!(code, 400, "{query}: {body}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| e.contains(words)),
+            "{query}: {body}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_response_is_locked_down_and_none_holds_the_token() {
+    let t = TestEngine::start("").await;
+    let runs = succeeded_and_failed(&t).await;
+    let d = dashboard(&t.engine).await;
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/app.js", "text/javascript"),
+        ("/style.css", "text/css"),
+        ("/api/runs", "application/json"),
+        (
+            &format!("/api/runs/{}", runs.failed) as &str,
+            "application/json",
+        ),
+        (
+            &format!("/api/logs/{}.0.0/1", runs.failed),
+            "application/json",
+        ),
+    ] {
+        let resp = reqwest::get(format!("{}{path}", d.url)).await.expect("GET");
+        assert_eq!(resp.status().as_u16(), 200, "{path}");
+        let h = resp.headers().clone();
+        assert!(
+            h["content-type"]
+                .to_str()
+                .is_ok_and(|c| c.starts_with(kind)),
+            "{path}: {h:?}"
+        );
+        assert!(
+            h["content-security-policy"]
+                .to_str()
+                .is_ok_and(|c| c.starts_with("default-src 'self'")),
+            "{path}"
+        );
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        let body = resp.text().await.expect("body");
+        assert!(!body.contains(&d.token), "{path} holds the token");
+    }
+    let (code, body) = get_json(&format!("{}/nope", d.url)).await;
+    assert_eq!(code, 404, "{body}");
+    // A page on another name resolving to loopback (DNS rebinding) gets nothing.
+    assert_eq!(raw_get(&d.url, "/api/runs", "evil.example:80").await, 421);
+    assert_eq!(raw_get(&d.url, "/api/runs", "localhost").await, 200);
 }
