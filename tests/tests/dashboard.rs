@@ -257,6 +257,11 @@ async fn the_browser_shows_the_runs_and_one_timeline_bar_per_attempt() {
     assert!(bars[0].contains("data-outcome=\"succeeded\""), "{dom}");
     assert!(dom.contains("hello from the dashboard test"), "{dom}");
 
+    let dom = chromium(&format!("{}/#/?status=failed", d.url), &["--dump-dom"]).await;
+    let rows = tags(&dom, "tr", &["class=\"run-row\""]);
+    assert_eq!(rows.len(), 1, "filtered by status: {dom}");
+    assert!(rows[0].contains(&runs.failed), "{dom}");
+
     screenshot(&format!("{}/#/", d.url), "runs.png").await;
     screenshot(
         &format!("{}/#/runs/{}", d.url, runs.failed),
@@ -565,4 +570,70 @@ async fn every_response_is_locked_down_and_none_holds_the_token() {
     // A page on another name resolving to loopback (DNS rebinding) gets nothing.
     assert_eq!(raw_get(&d.url, "/api/runs", "evil.example:80").await, 421);
     assert_eq!(raw_get(&d.url, "/api/runs", "localhost").await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_run_is_followed_live_in_the_browser() {
+    let t = TestEngine::start("").await;
+    let d = dashboard(&t.engine).await;
+    let slow = Workflow::new()
+        .title("Sleeps")
+        .step(bash("echo started; sleep 30").name("Sleep"));
+    let slow = t.client.submit("in/slow", &slow).await.expect("submit");
+    let id = slow.run_id().to_owned();
+    let task = format!("{id}.0.0");
+    let log = t.engine.log_path(&task, 1);
+    eventually(|| std::fs::read_to_string(&log).is_ok_and(|l| l.contains("started"))).await;
+
+    let url = format!("{}/#/runs/{id}", d.url);
+    let dom = chromium(&url, &["--dump-dom"]).await;
+    assert_eq!(
+        tags(&dom, "div", &["id=\"run\"", "data-status=\"running\""]).len(),
+        1,
+        "{dom}"
+    );
+    let bars = tags(&dom, "rect", &["class=\"attempt running\""]);
+    assert_eq!(bars.len(), 1, "{dom}");
+    assert!(
+        bars[0].contains(&format!("data-task-id=\"{task}\"")),
+        "{dom}"
+    );
+    // Still polling (the live marker shows), and the running attempt's log is tailed.
+    assert_eq!(tags(&dom, "span", &["id=\"live\""]).len(), 1, "{dom}");
+    assert!(
+        tags(&dom, "span", &["id=\"live\"", "hidden"]).is_empty(),
+        "{dom}"
+    );
+    assert!(dom.contains("started"), "{dom}");
+    assert_eq!(
+        tags(&dom, "button", &["data-action=\"cancel\""]).len(),
+        1,
+        "{dom}"
+    );
+
+    t.engine.cancel(&id).await.expect("cancel");
+    let status = slow.wait(WAIT).await.expect("cancelled run finishes");
+    assert_eq!(status.status, RunState::Cancelled);
+    let dom = chromium(&url, &["--dump-dom"]).await;
+    assert_eq!(
+        tags(&dom, "div", &["id=\"run\"", "data-status=\"cancelled\""]).len(),
+        1,
+        "{dom}"
+    );
+    assert_eq!(
+        tags(&dom, "rect", &["class=\"attempt running\""]).len(),
+        0,
+        "{dom}"
+    );
+    // Finished: no more polling.
+    assert_eq!(
+        tags(&dom, "span", &["id=\"live\"", "hidden"]).len(),
+        1,
+        "{dom}"
+    );
+    assert_eq!(
+        tags(&dom, "button", &["data-action=\"retry\""]).len(),
+        1,
+        "{dom}"
+    );
 }
