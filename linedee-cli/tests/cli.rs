@@ -86,6 +86,38 @@ fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// The lines of a child's output, read on a thread.
+fn lines_of(out: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// How many processes have exactly this command line (arguments joined by spaces).
+fn processes_running(cmdline: &str) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .filter(|raw| {
+            let args: Vec<_> = raw
+                .split(|&b| b == 0)
+                .filter(|a| !a.is_empty())
+                .map(String::from_utf8_lossy)
+                .collect();
+            args.join(" ") == cmdline
+        })
+        .count()
+}
+
 /// A running `linedee local`; SIGTERM (then SIGKILL) on drop, so no process outlives a test.
 struct Local {
     child: Child,
@@ -110,20 +142,12 @@ impl Local {
             .stderr(Stdio::null())
             .spawn()
             .expect("linedee local starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        // Drain stdout on a thread so the engine never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        // Drained on a thread so the engine never blocks on a full pipe.
+        let rest = lines_of(child.stdout.take().expect("stdout"));
         let mut local = Local {
             child,
             banner: Vec::new(),
-            rest: rx,
+            rest,
         };
         loop {
             match local.rest.recv_timeout(DEADLINE) {
@@ -251,6 +275,36 @@ fn submit_upload_runs_run_logs_and_export_against_linedee_local() {
     let out = sb.run(&["logs", &task, "--attempt", "2"]).expect(3);
     assert!(out.stderr.contains("has no attempt 2"), "{out:#?}");
 
+    // logs --follow on a running task: the lines so far (from the local engine's copy), then
+    // the rest once the attempt ends, each line once.
+    sb.file(
+        "slow.json",
+        r#"{"run":[{"cmd":"sh -c 'echo first-line; while [ ! -f release ]; do sleep 0.05; done; echo second-line'","no_output":true}]}"#,
+    );
+    let slow = run_id(&sb.run(&["submit", "slow.json"]).expect(0));
+    let mut follower = linedee_cmd(&sb.cwd())
+        .arg("--dir")
+        .arg(sb.data())
+        .args(["logs", &format!("{slow}.0.0"), "--follow"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("logs --follow starts");
+    let lines = lines_of(follower.stdout.take().expect("stdout"));
+    let first = lines
+        .recv_timeout(DEADLINE)
+        .expect("a first line while the task runs");
+    assert_eq!(first, "first-line");
+    assert!(
+        follower.try_wait().expect("wait").is_none(),
+        "--follow ended while the task ran"
+    );
+    std::fs::write(sb.app().join("release"), "").expect("release");
+    let status = eventually("logs --follow ends", || follower.try_wait().expect("wait"));
+    assert!(status.success());
+    let rest: Vec<String> = lines.iter().collect();
+    assert_eq!(rest, ["second-line"]);
+
     // upload --wait: the file is the input, the workflow rides in ld_code.
     sb.file("input.txt", "some input bytes\n");
     sb.file(
@@ -371,10 +425,12 @@ fn cancel_and_retry_through_the_local_dashboard() {
     std::fs::write(sb.app().join("Procfile"), "needs-marker: sh task.sh\n").expect("Procfile");
     let _local = sb.start();
 
-    // cancel: a task that would sleep for 10 minutes.
+    // cancel: a task that would sleep for 10 minutes (a duration no other test uses, so its
+    // process can be told apart).
+    let sleep = format!("sleep {}", 600 + std::process::id() % 10_000);
     sb.file(
         "sleep.json",
-        r#"{"run":[{"cmd":"sleep 600","timeout":900}]}"#,
+        &format!(r#"{{"run":[{{"cmd":"{sleep}","timeout":20000}}]}}"#),
     );
     let out = sb.run(&["submit", "sleep.json"]).expect(0);
     let sleeping = run_id(&out);
@@ -385,8 +441,12 @@ fn cancel_and_retry_through_the_local_dashboard() {
             .any(|l| l.contains(&format!("{sleeping}.0.0")) && l.contains(" running "))
             .then_some(())
     });
+    assert_eq!(processes_running(&sleep), 1, "{sleep} runs");
     let out = sb.run(&["cancel", &sleeping]).expect(0);
     assert_eq!(out.stdout.trim(), format!("run {sleeping} cancelled"));
+    eventually("the cancelled task's process is gone", || {
+        (processes_running(&sleep) == 0).then_some(())
+    });
     let out = sb.run(&["run", &sleeping]).expect(0);
     assert!(
         out.stdout.starts_with(&format!("run {sleeping} cancelled")),
