@@ -116,6 +116,7 @@ async fn watch(client: &Client, mut status: RunStatus) -> anyhow::Result<RunStat
         ProgressDrawTarget::hidden()
     });
     let header = multi.add(ProgressBar::new_spinner());
+    header.enable_steady_tick(Duration::from_millis(120));
     let mut bars: BTreeMap<String, ProgressBar> = BTreeMap::new();
     let mut seen: BTreeMap<String, (TaskState, u32)> = BTreeMap::new();
     loop {
@@ -129,7 +130,6 @@ async fn watch(client: &Client, mut status: RunStatus) -> anyhow::Result<RunStat
                 .map(|t| format!(" — {t}"))
                 .unwrap_or_default()
         ));
-        header.tick();
         for task in status.tasks() {
             let bar = bars.entry(task.task_id.clone()).or_insert_with(|| {
                 let bar = multi.add(ProgressBar::new_spinner());
