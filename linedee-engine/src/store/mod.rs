@@ -8,7 +8,8 @@
 //! - `outbox.rs`: triggers, committed in the same transaction as their object;
 //!   `group.rs`: group commit of concurrent writes.
 //! - `auth.rs`: credentials, rotation, SigV4 enforcement.
-//! - `s3.rs`: the s3s `S3` implementation (`conditions.rs`: conditional reads); `serve.rs`: HTTP serving;
+//! - `s3.rs`: the s3s `S3` implementation (`s3_multipart.rs`: its multipart operations,
+//!   `conditions.rs`: conditional reads); `serve.rs`: HTTP serving;
 //!   `config_vars.rs`: the Heroku-shaped config-vars endpoint.
 
 mod auth;
@@ -23,6 +24,7 @@ mod multipart;
 mod outbox;
 mod put_file;
 mod s3;
+mod s3_multipart;
 mod serve;
 
 use std::collections::BTreeMap;

@@ -11,7 +11,7 @@ use tokio::io::AsyncReadExt;
 use super::conditions::ReadConditions;
 use super::index::{self, NewObject, Precondition};
 use super::ingest::{self, Declared};
-use super::{Store, list, multipart, normalize_metadata, validate_key};
+use super::{Store, list, normalize_metadata, validate_key};
 use crate::Error;
 
 /// Bodies up to this size are read in one go; larger ones are streamed.
@@ -29,7 +29,7 @@ pub(crate) fn internal(e: Error) -> S3Error {
     S3Error::with_message(S3ErrorCode::InternalError, "the store failed; see its log")
 }
 
-fn to_s3(e: Error) -> S3Error {
+pub(crate) fn to_s3(e: Error) -> S3Error {
     let msg = e.to_string();
     let code = match &e {
         Error::NoSuchBucket(_) => S3ErrorCode::NoSuchBucket,
@@ -51,11 +51,11 @@ fn unquote(etag: &str) -> String {
     etag.trim_matches('"').to_owned()
 }
 
-fn strong(etag: &str) -> ETag {
+pub(crate) fn strong(etag: &str) -> ETag {
     ETag::Strong(unquote(etag))
 }
 
-fn precondition(
+pub(crate) fn precondition(
     if_none_match: Option<&ETagCondition>,
     if_match: Option<&ETagCondition>,
 ) -> S3Result<Precondition> {
@@ -83,7 +83,7 @@ fn s3_metadata(m: &std::collections::BTreeMap<String, String>) -> Option<Metadat
     })
 }
 
-fn ok<T>(output: T) -> S3Result<S3Response<T>> {
+pub(crate) fn ok<T>(output: T) -> S3Result<S3Response<T>> {
     Ok(S3Response::new(output))
 }
 
@@ -592,221 +592,34 @@ impl S3 for StoreS3 {
         &self,
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
-        let input = req.input;
-        validate_key(&input.key).map_err(to_s3)?;
-        let metadata = normalize_metadata(input.metadata.unwrap_or_default()).map_err(to_s3)?;
-        let (bucket, key, content_type) =
-            (input.bucket.clone(), input.key.clone(), input.content_type);
-        let upload_id = self
-            .store
-            .blocking(move |i| {
-                multipart::create(&i.db(), &bucket, &key, content_type.as_deref(), &metadata)
-            })
-            .await
-            .map_err(to_s3)?;
-        ok(CreateMultipartUploadOutput {
-            bucket: Some(input.bucket),
-            key: Some(input.key),
-            upload_id: Some(upload_id),
-            ..Default::default()
-        })
+        self.create_multipart_upload_impl(req).await
     }
 
     async fn upload_part(
         &self,
         req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
-        let input = req.input;
-        if !(1..=10_000).contains(&input.part_number) {
-            return Err(s3_error!(InvalidArgument, "part numbers are 1 to 10000"));
-        }
-        let (bucket, key, upload_id) = (
-            input.bucket.clone(),
-            input.key.clone(),
-            input.upload_id.clone(),
-        );
-        self.store
-            .blocking(move |i| multipart::get(&i.db(), &upload_id, &bucket, &key).map(drop))
-            .await
-            .map_err(to_s3)?;
-        let declared = Declared {
-            algorithm: input.checksum_algorithm,
-            crc32: input.checksum_crc32,
-            crc32c: input.checksum_crc32c,
-            sha1: input.checksum_sha1,
-            sha256: input.checksum_sha256,
-            crc64nvme: input.checksum_crc64nvme,
-            content_md5: input.content_md5,
-        };
-        let rx = ingest::receive(
-            &self.store.inner.blobs,
-            input.body,
-            declared,
-            req.trailing_headers,
-        )
-        .await?;
-        let etag = rx.md5.clone();
-        let (bucket, key, upload_id, number) =
-            (input.bucket, input.key, input.upload_id, input.part_number);
-        let e = etag.clone();
-        self.store
-            .blocking(move |i| {
-                let size = rx.size;
-                let blob = rx.publish()?;
-                let put = multipart::put_part(
-                    &mut i.db(),
-                    &upload_id,
-                    &bucket,
-                    &key,
-                    number,
-                    &blob,
-                    size,
-                    &e,
-                );
-                match put {
-                    Ok(old) => {
-                        if let Some(old) = old {
-                            i.blobs.remove(&old);
-                        }
-                        Ok(())
-                    }
-                    Err(err) => {
-                        i.blobs.remove(&blob);
-                        Err(err)
-                    }
-                }
-            })
-            .await
-            .map_err(to_s3)?;
-        ok(UploadPartOutput {
-            e_tag: Some(ETag::Strong(etag)),
-            ..Default::default()
-        })
+        self.upload_part_impl(req).await
     }
 
     async fn complete_multipart_upload(
         &self,
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
-        let input = req.input;
-        let cond = precondition(input.if_none_match.as_ref(), input.if_match.as_ref())?;
-        let wanted: Vec<(i32, String)> = input
-            .multipart_upload
-            .and_then(|m| m.parts)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|p| {
-                (
-                    p.part_number.unwrap_or(0),
-                    p.e_tag.map(|e| e.value().to_owned()).unwrap_or_default(),
-                )
-            })
-            .collect();
-        let (bucket, key, upload_id) = (input.bucket.clone(), input.key.clone(), input.upload_id);
-        let committed = self
-            .store
-            .blocking(move |i| {
-                let (upload, stored) = {
-                    let db = i.db();
-                    let upload = multipart::get(&db, &upload_id, &bucket, &key)?;
-                    (upload, multipart::parts(&db, &upload_id)?)
-                };
-                let selected = multipart::select(&stored, &wanted)?;
-                let etag = multipart::etag(&selected)?;
-                let sources: Vec<String> = selected.iter().map(|p| p.blob.clone()).collect();
-                let (blob, size) = i.blobs.concat(&sources)?;
-                let obj = NewObject {
-                    bucket,
-                    key,
-                    blob,
-                    size,
-                    etag,
-                    content_type: upload.content_type,
-                    metadata: upload.metadata,
-                };
-                let mut removed = Vec::new();
-                let committed = i.commit(&obj, &cond, |tx| {
-                    removed = multipart::remove(tx, &upload_id)?;
-                    Ok(())
-                })?;
-                for blob in &removed {
-                    i.blobs.remove(blob);
-                }
-                Ok(committed)
-            })
-            .await
-            .map_err(to_s3)?;
-        ok(CompleteMultipartUploadOutput {
-            bucket: Some(input.bucket),
-            key: Some(input.key),
-            e_tag: Some(strong(&committed.meta.etag)),
-            ..Default::default()
-        })
+        self.complete_multipart_upload_impl(req).await
     }
 
     async fn abort_multipart_upload(
         &self,
         req: S3Request<AbortMultipartUploadInput>,
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
-        let (bucket, key, upload_id) = (req.input.bucket, req.input.key, req.input.upload_id);
-        self.store
-            .blocking(move |i| {
-                let blobs = multipart::abort(&mut i.db(), &upload_id, &bucket, &key)?;
-                for blob in &blobs {
-                    i.blobs.remove(blob);
-                }
-                Ok(())
-            })
-            .await
-            .map_err(to_s3)?;
-        ok(AbortMultipartUploadOutput::default())
+        self.abort_multipart_upload_impl(req).await
     }
 
     async fn list_parts(
         &self,
         req: S3Request<ListPartsInput>,
     ) -> S3Result<S3Response<ListPartsOutput>> {
-        let input = req.input;
-        let max_parts = input.max_parts.unwrap_or(1000).clamp(0, 1000);
-        let marker = input.part_number_marker.unwrap_or(0);
-        let (bucket, key, upload_id) = (
-            input.bucket.clone(),
-            input.key.clone(),
-            input.upload_id.clone(),
-        );
-        let stored = self
-            .store
-            .blocking(move |i| {
-                let db = i.db();
-                multipart::get(&db, &upload_id, &bucket, &key)?;
-                multipart::parts(&db, &upload_id)
-            })
-            .await
-            .map_err(to_s3)?;
-        let after: Vec<_> = stored.into_iter().filter(|p| p.number > marker).collect();
-        let take = usize::try_from(max_parts).unwrap_or(0);
-        let truncated = after.len() > take;
-        let parts: Vec<Part> = after
-            .into_iter()
-            .take(take)
-            .map(|p| Part {
-                part_number: Some(p.number),
-                e_tag: Some(ETag::Strong(p.etag)),
-                size: Some(i64::try_from(p.size).unwrap_or(i64::MAX)),
-                last_modified: Some(Timestamp::from(p.modified)),
-                ..Default::default()
-            })
-            .collect();
-        ok(ListPartsOutput {
-            bucket: Some(input.bucket),
-            key: Some(input.key),
-            upload_id: Some(input.upload_id),
-            max_parts: Some(max_parts),
-            part_number_marker: input.part_number_marker,
-            next_part_number_marker: parts.last().and_then(|p| p.part_number),
-            is_truncated: Some(truncated),
-            parts: Some(parts),
-            ..Default::default()
-        })
+        self.list_parts_impl(req).await
     }
 }
