@@ -4,7 +4,7 @@
 //! other commands talk to any line^d bucket through the SDK and the `LD_*` variables, reading
 //! `<dir>/env` (written by `linedee local`) when it is present.
 //!
-//! Layout: [`cli`] (arguments), [`env`] (configuration), [`exit`] (exit codes and error
+//! Layout: [`cli`] (arguments), [`env`](mod@env) (configuration), [`exit`] (exit codes and error
 //! classes), then one module per command group: [`local`], [`submit`], [`runs`], [`logs`],
 //! [`control`], [`validate`], [`export`].
 
