@@ -626,10 +626,15 @@ pub(crate) fn list_runs(
     before_seq: Option<i64>,
     limit: usize,
 ) -> Result<Vec<(i64, RunSummary)>> {
-    let mut stmt = conn.prepare(
+    // Two statements, so that each can use its index: (status, seq) or the primary key.
+    let sql = if status.is_some() {
         "SELECT seq, run_id, title, status, trigger_key, created_ms, started_ms, finished_ms FROM ld_runs
-         WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR seq < ?2) ORDER BY seq DESC LIMIT ?3",
-    )?;
+         WHERE status = ?1 AND seq < COALESCE(?2, 9223372036854775807) ORDER BY seq DESC LIMIT ?3"
+    } else {
+        "SELECT seq, run_id, title, status, trigger_key, created_ms, started_ms, finished_ms FROM ld_runs
+         WHERE ?1 IS NULL AND seq < COALESCE(?2, 9223372036854775807) ORDER BY seq DESC LIMIT ?3"
+    };
+    let mut stmt = conn.prepare_cached(sql)?;
     let rows = stmt
         .query_map(
             params![status, before_seq, i64::try_from(limit).unwrap_or(100)],

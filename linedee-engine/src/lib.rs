@@ -1,27 +1,40 @@
-//! The line^d engine on one machine.
+//! # linedee-engine
 //!
-//! Layout:
-//! - [`store`]: the embedded S3 store. Object bodies live in files named by an id, the
-//!   index and the trigger outbox in SQLite; it serves the S3 protocol (SigV4 required) and
-//!   a Heroku-shaped config-vars endpoint, and pushes committed triggers and object writes
-//!   to the engine in process.
-//! - [`Error`], [`Result`]: the crate's errors.
+//! line^d on one machine: an S3-compatible store on loopback that knows when a workflow is
+//! triggered, an executor that runs the workflow's tasks as Procfile processes, a durable
+//! SQLite journal, and a dashboard.
 //!
 //! ```no_run
 //! # async fn demo() -> linedee_engine::Result<()> {
-//! use linedee_engine::store::{Store, StoreOptions};
-//!
-//! let store = Store::open("/tmp/linedee-data", StoreOptions::default())?;
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await
+//! let engine = linedee_engine::Engine::builder()
+//!     .data_dir(".linedee")
+//!     .app_dir(".")
+//!     .concurrency(8)
+//!     .build()?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+//!     .await
 //!     .map_err(linedee_engine::Error::Serve)?;
-//! store.serve(listener, std::future::pending()).await?;
-//! # Ok(())
+//! engine.run(listener, async { let _ = tokio::signal::ctrl_c().await; }).await
 //! # }
 //! ```
+//!
+//! ## Layout
+//! - [`Engine`] / [`EngineBuilder`]: the store and the executor together; `run(listener,
+//!   shutdown)`, cancel, redrive, run listings. The executor's parts are internal: intake and
+//!   driving runs (`executor`), one task's attempts (`attempt`), its environment
+//!   (`environment`), process groups (`process`), the journal (`journal`), and what it
+//!   writes to the store (`publish`).
+//! - [`store`]: the embedded S3 store. Object bodies live in files named by an id, the index
+//!   and the trigger outbox in SQLite; it serves the S3 protocol (SigV4 required) and a
+//!   Heroku-shaped config-vars endpoint, and pushes committed triggers and object writes to
+//!   the engine in process.
+//! - [`dashboard`]: the read-only web dashboard (cancel and retry need the local token).
+//! - [`Procfile`], [`parse_dotenv`]: the app's process types and `.env`.
+//! - [`Console`]: foreman-style task output. [`RetryPolicy`]: retries and backoff.
+//! - [`Error`], [`Result`]: the crate's errors.
 
 mod attempt;
 mod console;
-pub mod dashboard;
 pub mod dashboard;
 mod diagnostic;
 mod engine;

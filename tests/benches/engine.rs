@@ -16,7 +16,10 @@ fn quick() -> bool {
 }
 
 fn now_ns() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -36,7 +39,11 @@ fn peak_rss_mb() -> f64 {
 
 async fn wait_lines(path: &Path, n: usize) {
     loop {
-        if std::fs::read_to_string(path).map(|s| s.lines().count()).unwrap_or(0) >= n {
+        if std::fs::read_to_string(path)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+            >= n
+        {
             return;
         }
         tokio::time::sleep(Duration::from_micros(200)).await;
@@ -47,14 +54,22 @@ async fn wait_lines(path: &Path, n: usize) {
 async fn latency(runs: usize) -> (f64, f64, f64) {
     let t = TestEngine::start("").await;
     let starts = t.app_dir.join("starts");
-    let wf = Workflow::new().step(Task::new(format!("date +%s%N >> {}", starts.display())).no_output());
+    let wf =
+        Workflow::new().step(Task::new(format!("date +%s%N >> {}", starts.display())).no_output());
     let mut samples = Vec::with_capacity(runs);
     for i in 0..runs {
-        t.client.submit(format!("in/lat/{i}"), &wf).await.expect("submit");
+        t.client
+            .submit(format!("in/lat/{i}"), &wf)
+            .await
+            .expect("submit");
         let acked = now_ns();
         wait_lines(&starts, i + 1).await;
         let text = std::fs::read_to_string(&starts).expect("starts");
-        let started: u128 = text.lines().nth(i).and_then(|l| l.trim().parse().ok()).expect("a timestamp");
+        let started: u128 = text
+            .lines()
+            .nth(i)
+            .and_then(|l| l.trim().parse().ok())
+            .expect("a timestamp");
         samples.push(started.saturating_sub(acked) as f64 / 1e6);
     }
     samples.sort_by(f64::total_cmp);
@@ -70,28 +85,50 @@ async fn latency(runs: usize) -> (f64, f64, f64) {
             .expect("spawn");
         let _ = child.wait().await;
         let text = std::fs::read_to_string(&base_file).expect("base");
-        let started: u128 = text.lines().nth(i).and_then(|l| l.trim().parse().ok()).expect("a timestamp");
+        let started: u128 = text
+            .lines()
+            .nth(i)
+            .and_then(|l| l.trim().parse().ok())
+            .expect("a timestamp");
         base.push(started.saturating_sub(t0) as f64 / 1e6);
     }
     base.sort_by(f64::total_cmp);
-    (percentile(&samples, 0.5), percentile(&samples, 0.99), percentile(&base, 0.5))
+    (
+        percentile(&samples, 0.5),
+        percentile(&samples, 0.99),
+        percentile(&base, 0.5),
+    )
 }
 
 /// 1,000 one-task runs whose task writes its output, against spawning the same processes.
 async fn throughput(runs: usize, concurrency: usize) -> (f64, f64) {
     let bin = example_tasks();
-    let t = TestEngine::start_with(&format!("get-json: {} get-json\n", bin.display()), |b| b.concurrency(concurrency)).await;
+    let t = TestEngine::start_with(&format!("get-json: {} get-json\n", bin.display()), |b| {
+        b.concurrency(concurrency)
+    })
+    .await;
     let wf = Workflow::new().step(Task::new("get_json"));
     let start = Instant::now();
     for i in 0..runs {
-        t.client.submit(format!("in/tp/{i}"), &wf).await.expect("submit");
+        t.client
+            .submit(format!("in/tp/{i}"), &wf)
+            .await
+            .expect("submit");
     }
     loop {
-        let (done, _) = t.engine.runs(Some(RunState::Succeeded), None, runs).await.expect("runs");
+        let (done, _) = t
+            .engine
+            .runs(Some(RunState::Succeeded), None, runs)
+            .await
+            .expect("runs");
         if done.len() >= runs {
             break;
         }
-        let (failed, _) = t.engine.runs(Some(RunState::Failed), None, 1).await.expect("runs");
+        let (failed, _) = t
+            .engine
+            .runs(Some(RunState::Failed), None, 1)
+            .await
+            .expect("runs");
         assert!(failed.is_empty(), "a benchmark run failed: {failed:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -134,10 +171,17 @@ async fn queued_rss(runs: usize) -> (f64, f64) {
     t.client.submit("in/hold", &hold).await.expect("submit");
     let wf = Workflow::new().step(Task::new("true").no_output());
     for i in 0..runs {
-        t.client.submit(format!("in/q/{i}"), &wf).await.expect("submit");
+        t.client
+            .submit(format!("in/q/{i}"), &wf)
+            .await
+            .expect("submit");
     }
     loop {
-        let (queued, _) = t.engine.runs(Some(RunState::Queued), None, runs).await.expect("runs");
+        let (queued, _) = t
+            .engine
+            .runs(Some(RunState::Queued), None, runs)
+            .await
+            .expect("runs");
         if queued.len() >= runs {
             break;
         }
@@ -148,7 +192,11 @@ async fn queued_rss(runs: usize) -> (f64, f64) {
 
 #[tokio::main]
 async fn main() {
-    let (lat_runs, tp_runs, queued) = if quick() { (100, 100, 1000) } else { (500, 1000, 10_000) };
+    let (lat_runs, tp_runs, queued) = if quick() {
+        (100, 100, 1000)
+    } else {
+        (500, 1000, 10_000)
+    };
     let (p50, p99, base_p50) = latency(lat_runs).await;
     let (engine_secs, base_secs) = throughput(tp_runs, 8).await;
     let (rss_before, rss_peak) = queued_rss(queued).await;

@@ -136,7 +136,11 @@ pub fn binary(package: &str, bin: &str) -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"));
     // Benchmarks (release) use a release build of the binary too.
-    let (profile, flag) = if cfg!(debug_assertions) { ("debug", None) } else { ("release", Some("--release")) };
+    let (profile, flag) = if cfg!(debug_assertions) {
+        ("debug", None)
+    } else {
+        ("release", Some("--release"))
+    };
     let path = target.join(profile).join(bin);
     if !built.iter().any(|b| b == bin) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());

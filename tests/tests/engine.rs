@@ -306,8 +306,14 @@ async fn a_parallel_group_of_three_with_options() {
     // Each task read its own option: the example data has 5 posts, 3 users and 6 comments.
     for (task, expected) in step.tasks.iter().zip([5, 3, 6]) {
         let out = t.client.task_output(&task.task_id).await.unwrap();
-        let records: serde_json::Value = serde_json::from_slice(&out.bytes().await.unwrap()).unwrap();
-        assert_eq!(records.as_array().map(Vec::len), Some(expected), "{}", task.task_id);
+        let records: serde_json::Value =
+            serde_json::from_slice(&out.bytes().await.unwrap()).unwrap();
+        assert_eq!(
+            records.as_array().map(Vec::len),
+            Some(expected),
+            "{}",
+            task.task_id
+        );
     }
     // All three ran at the same time: each started before any finished.
     let last_start = step
