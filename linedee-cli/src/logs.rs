@@ -125,7 +125,8 @@ async fn follow(
             }
             tokio::time::sleep(POLL).await;
         }
-        follow_attempt(client, &local_log(dir, task_id, attempt), task_id, attempt).await?;
+        let local = local_log(dir, task_id, attempt);
+        follow_attempt(client, &local, run_id, task_id, attempt).await?;
         // The attempt has ended: is there another one?
         loop {
             let status = runs::fetch(client, run_id).await?;
@@ -143,14 +144,26 @@ async fn follow(
 }
 
 /// Tails the local copy while the attempt runs, then prints the rest of the uploaded log.
+/// Gives up on an attempt whose log never lands (an engine that died mid-attempt) once a
+/// later attempt has started.
 async fn follow_attempt(
     client: &Client,
     local: &Path,
+    run_id: &str,
     task_id: &str,
     attempt: u32,
 ) -> anyhow::Result<()> {
     let mut printed = 0usize;
-    loop {
+    for poll in 1u64.. {
+        if poll % 10 == 0 {
+            let status = runs::fetch(client, run_id).await?;
+            if find_task(&status, task_id)?.attempts > attempt
+                && read_log(client, task_id, attempt).await?.is_none()
+            {
+                eprintln!("(the log of attempt {attempt} was never uploaded)");
+                return Ok(());
+            }
+        }
         if let Some(bytes) = read_log(client, task_id, attempt).await? {
             write_out(bytes.get(printed..).unwrap_or_default())?;
             return Ok(());
@@ -168,6 +181,7 @@ async fn follow_attempt(
         }
         tokio::time::sleep(POLL).await;
     }
+    Ok(())
 }
 
 async fn read_log(client: &Client, task_id: &str, attempt: u32) -> anyhow::Result<Option<Vec<u8>>> {
