@@ -300,7 +300,7 @@ impl Engine {
     pub async fn status(&self, run_id: &str) -> Result<RunStatus> {
         let id = run_id.to_owned();
         self.exec
-            .db(move |c| journal::render(c, &id))
+            .db(move |c| crate::views::render(c, &id))
             .await?
             .ok_or_else(|| Error::RunNotFound(run_id.to_owned()))
     }
@@ -312,11 +312,11 @@ impl Engine {
         status: Option<RunState>,
         before: Option<i64>,
         limit: usize,
-    ) -> Result<(Vec<journal::RunSummary>, Option<i64>)> {
+    ) -> Result<(Vec<crate::views::RunSummary>, Option<i64>)> {
         let status = status.map(|s| s.as_str().to_owned());
         let rows = self
             .exec
-            .db(move |c| journal::list_runs(c, status.as_deref(), before, limit))
+            .db(move |c| crate::views::list_runs(c, status.as_deref(), before, limit))
             .await?;
         let next = (rows.len() == limit)
             .then(|| rows.last().map(|(seq, _)| *seq))
@@ -325,9 +325,9 @@ impl Engine {
     }
 
     /// The attempts of a run, for a timeline.
-    pub async fn attempts(&self, run_id: &str) -> Result<Vec<journal::AttemptRow>> {
+    pub async fn attempts(&self, run_id: &str) -> Result<Vec<crate::views::AttemptRow>> {
         let id = run_id.to_owned();
-        self.exec.db(move |c| journal::attempts(c, &id)).await
+        self.exec.db(move |c| crate::views::attempts(c, &id)).await
     }
 
     /// The local log file of an attempt (also in the store as `ld/logs/{task_id}/{attempt}.log`

@@ -47,10 +47,11 @@ mod procfile;
 mod publish;
 mod retry;
 pub mod store;
+mod views;
 
 pub use console::Console;
 pub use engine::{Engine, EngineBuilder};
 pub use error::{Error, Result};
-pub use journal::{AttemptRow, RunSummary};
 pub use procfile::{Procfile, parse_dotenv};
 pub use retry::RetryPolicy;
+pub use views::{AttemptRow, RunSummary};

@@ -67,7 +67,7 @@ impl Executor {
     /// restart can rewrite documents a crash left behind.
     pub(crate) async fn write_status(&self, run_id: &str) {
         let id = run_id.to_owned();
-        let doc = match self.db(move |c| journal::render(c, &id)).await {
+        let doc = match self.db(move |c| crate::views::render(c, &id)).await {
             Ok(Some(doc)) => doc,
             Ok(None) => return,
             Err(e) => {
