@@ -73,6 +73,7 @@ impl Executor {
                             run,
                             &task_id,
                             attempt,
+                            Outcome::Failed,
                             None,
                             &reason,
                             failures + 1 >= max_attempts,
@@ -136,7 +137,7 @@ impl Executor {
                     _ = self.shutdown.cancelled() => break Event::Shutdown,
                 }
             };
-            let (reason, code) = match event {
+            let (outcome, reason, code) = match event {
                 Event::Landed(state) => {
                     self.succeed(run, &task_id, attempt, state.as_deref(), None)
                         .await?;
@@ -154,11 +155,12 @@ impl Executor {
                         Some(d) => format!("{how} without writing out/{task_id}: {d}"),
                         None => format!("{how} without writing out/{task_id}"),
                     };
-                    (reason, code)
+                    (Outcome::Failed, reason, code)
                 }
                 Event::TimedOut => {
                     let status = proc.stop(KILL_GRACE).await.ok();
                     (
+                        Outcome::TimedOut,
                         format!(
                             "timed out: no out/{task_id} within {} s; its process group was stopped",
                             def.timeout
@@ -183,7 +185,7 @@ impl Executor {
             drop(permit);
             let last = failures + 1 >= max_attempts;
             if let Some(end) = self
-                .fail_attempt(run, &task_id, attempt, code, &reason, last)
+                .fail_attempt(run, &task_id, attempt, outcome, code, &reason, last)
                 .await?
             {
                 return Ok(end);
@@ -196,20 +198,17 @@ impl Executor {
     }
 
     /// Records a failed attempt; returns the task's end when it was the last one.
+    #[allow(clippy::too_many_arguments)] // the attempt's identity plus how it ended
     async fn fail_attempt(
         &self,
         run: &RunRow,
         task_id: &str,
         attempt: u32,
+        outcome: Outcome,
         code: Option<i32>,
         reason: &str,
         last: bool,
     ) -> Result<Option<TaskEnd>> {
-        let outcome = if reason.starts_with("timed out") {
-            Outcome::TimedOut
-        } else {
-            Outcome::Failed
-        };
         let state = if last {
             TaskState::Failed
         } else {
