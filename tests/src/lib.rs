@@ -1,5 +1,9 @@
 //! Support for the end-to-end tests in `tests/tests/`: an engine on `127.0.0.1:0` in a
-//! temporary directory, a client for it, and the example task binary.
+//! temporary directory, a client for it, the example task binary, and `linedee local` as a
+//! child process ([`LinedeeLocal`]).
+
+mod local;
+pub use local::LinedeeLocal;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
