@@ -71,10 +71,14 @@ pub(crate) struct LocalArgs {
     /// The bucket applications use.
     #[arg(long, default_value = "linedee-local")]
     pub(crate) bucket: String,
-    /// Port of the S3 endpoint on 127.0.0.1 (0: any free port).
+    /// The address both servers listen on. Anything but loopback exposes the store and the
+    /// dashboard to the network, and is warned about.
+    #[arg(long, default_value = "127.0.0.1", value_name = "IP")]
+    pub(crate) bind: std::net::IpAddr,
+    /// Port of the S3 endpoint (0: any free port).
     #[arg(long, default_value_t = 9400)]
     pub(crate) port: u16,
-    /// Port of the dashboard on 127.0.0.1 (0: any free port).
+    /// Port of the dashboard (0: any free port).
     #[arg(long, default_value_t = 9401)]
     pub(crate) dashboard_port: u16,
     /// Most task processes at once; further runs wait their turn.

@@ -59,8 +59,15 @@ pub(crate) async fn run(dir: &Path, args: LocalArgs) -> anyhow::Result<u8> {
     }
     let engine = builder.build().context("cannot start the engine")?;
 
-    let store_listener = bind(args.port, "--port").await?;
-    let dashboard_listener = bind(args.dashboard_port, "--dashboard-port").await?;
+    if !args.bind.is_loopback() {
+        eprintln!(
+            "warning: --bind {} exposes the S3 endpoint and the dashboard beyond this machine: \
+             anyone who can reach them can read every run and its logs",
+            args.bind
+        );
+    }
+    let store_listener = bind(args.bind, args.port, "--port").await?;
+    let dashboard_listener = bind(args.bind, args.dashboard_port, "--dashboard-port").await?;
     let endpoint = format!("http://{}", store_listener.local_addr()?);
     let dashboard_url = format!("http://{}", dashboard_listener.local_addr()?);
     let mut env = engine.app_env(&endpoint);
@@ -189,14 +196,17 @@ fn lock_dir(dir: &Path) -> anyhow::Result<Flock<File>> {
     }
 }
 
-async fn bind(port: u16, flag: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(("127.0.0.1", port)).await.map_err(|e| {
+async fn bind(ip: std::net::IpAddr, port: u16, flag: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind((ip, port)).await.map_err(|e| {
         if e.kind() == std::io::ErrorKind::AddrInUse {
             exit::bad_input(format!(
                 "port {port} is in use; pass another {flag}, or {flag} 0 for any free port"
             ))
         } else {
-            anyhow::Error::new(e).context(format!("cannot listen on 127.0.0.1:{port}"))
+            anyhow::Error::new(e).context(format!(
+                "cannot listen on {}",
+                std::net::SocketAddr::new(ip, port)
+            ))
         }
     })
 }

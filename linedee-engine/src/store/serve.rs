@@ -23,7 +23,8 @@ const DRAIN: Duration = Duration::from_secs(10);
 
 impl Store {
     /// Serves S3 and `GET /apps/{app}/config-vars` on `listener` until `shutdown`
-    /// completes, then lets requests in flight finish (up to 10 s).
+    /// completes, then lets requests in flight finish (up to 10 s). The store is meant for
+    /// loopback: a listener on another address is served, with a warning.
     ///
     /// ```no_run
     /// # async fn demo(store: linedee_engine::store::Store) -> linedee_engine::Result<()> {
@@ -45,6 +46,13 @@ impl Store {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<()> {
         let addr = listener.local_addr().map_err(Error::Serve)?;
+        if !addr.ip().is_loopback() {
+            tracing::warn!(
+                %addr,
+                "the store listens on a non-loopback address: anyone who can reach it can try \
+                 its credentials"
+            );
+        }
         let endpoint: Arc<str> = format!("http://{addr}").into();
         let s3 = {
             let mut b = S3ServiceBuilder::new(StoreS3 {
