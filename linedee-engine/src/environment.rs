@@ -35,15 +35,18 @@ impl Executor {
         line_d.trigger_etag = run.trigger_etag.clone();
         line_d.output_key = Some(linedee::line_d::output_key(&row.task_id));
 
+        // Later entries win: `.env`, then the options, then the reserved variables, so even
+        // an option that slipped past validation cannot override `LD_*`, `DYNO` or `line_D`.
         let mut env = self.dotenv.clone();
+        env.extend(
+            def.option_pairs()
+                .filter(|(k, _)| !linedee::validate::is_reserved_name(k))
+                .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        );
         env.extend(self.store_env(&run.bucket));
         // Foreman-style: the console shows `name.N` for the process with `DYNO=run.N`.
         let dyno = self.dynos.fetch_add(1, Ordering::Relaxed);
         env.push(("DYNO".into(), format!("run.{dyno}")));
-        env.extend(
-            def.option_pairs()
-                .map(|(k, v)| (k.to_owned(), v.to_owned())),
-        );
         env.push((linedee::line_d::VAR.into(), line_d.to_json()));
         let label = def.name.clone().unwrap_or_else(|| {
             def.cmd
