@@ -370,6 +370,9 @@ impl Client {
     }
 
     /// Lists every object under `prefix` (all pages), with size and ETag.
+    ///
+    /// Keys are listed URL-encoded (`encoding-type=url`) and decoded here, so keys with
+    /// characters XML cannot carry (control characters) list correctly.
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectSummary>> {
         let s3 = &self.inner.s3;
         let mut out = Vec::new();
@@ -380,13 +383,14 @@ impl Client {
                     s3.list_objects_v2()
                         .bucket(&self.inner.bucket)
                         .prefix(prefix)
+                        .encoding_type(aws_sdk_s3::types::EncodingType::Url)
                         .set_continuation_token(token.clone())
                         .send()
                 })
                 .await?;
             out.extend(page.contents().iter().filter_map(|o| {
                 Some(ObjectSummary {
-                    key: o.key()?.to_owned(),
+                    key: url_decode(o.key()?),
                     size: u64::try_from(o.size().unwrap_or(0)).unwrap_or(0),
                     etag: o.e_tag().map(str::to_owned),
                 })
@@ -417,6 +421,35 @@ pub struct ObjectSummary {
     pub etag: Option<String>,
 }
 
+/// Decodes a key of an `encoding-type=url` listing: `%XX` escapes and `+` for a space (as
+/// S3 writes them). Text that does not decode to UTF-8 is returned as it came.
+fn url_decode(key: &str) -> String {
+    let bytes = key.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).unwrap_or_else(|_| key.to_owned())
+}
+
 fn needs_refresh<E: ProvideErrorMetadata>(
     operation: &str,
     e: &SdkError<E, aws_smithy_runtime_api::http::Response>,
@@ -443,6 +476,17 @@ mod tests {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         Client::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn listed_keys_are_url_decoded() {
+        assert_eq!(url_decode("in/a%20b+c%2Bd"), "in/a b c+d");
+        assert_eq!(url_decode("in/%00/x"), "in/\u{0}/x");
+        assert_eq!(url_decode("%C3%A9t%C3%A9"), "été");
+        // Not an escape, or not UTF-8 once decoded: kept as it came.
+        assert_eq!(url_decode("100%"), "100%");
+        assert_eq!(url_decode("%zz"), "%zz");
+        assert_eq!(url_decode("%FF"), "%FF");
     }
 
     #[test]
