@@ -57,6 +57,11 @@ mod procfile;
 mod registry;
 mod runtime;
 
+/// Not public API: invariants for the fuzz targets and their corpus replay test.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
+
 pub use cli::main;
 pub use context::{LINE_D, TaskContext};
 pub use error::{Error, Result};

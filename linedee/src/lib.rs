@@ -42,6 +42,11 @@ pub mod status;
 pub mod validate;
 pub mod workflow;
 
+/// Not public API: invariants for the fuzz targets and their corpus replay test.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
+
 mod body;
 mod client;
 mod decode;

@@ -16,6 +16,8 @@ mod auth;
 mod blobs;
 mod conditions;
 mod config_vars;
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzzing;
 mod group;
 mod index;
 mod ingest;
