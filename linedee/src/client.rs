@@ -8,6 +8,7 @@ use std::time::Duration;
 use aws_sdk_s3::config::{BehaviorVersion, IdentityCache, Region};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_smithy_types::retry::RetryConfig;
+use aws_smithy_types::timeout::TimeoutConfig;
 
 use crate::credentials::{
     ACCESS_KEY_VAR, CredentialsCache, EnvProvider, ProvideCredentials, SECRET_KEY_VAR, SdkBridge,
@@ -61,6 +62,7 @@ pub(crate) struct Inner {
     pub(crate) credentials: CredentialsCache,
     pub(crate) multipart_threshold: usize,
     pub(crate) part_size: usize,
+    pub(crate) attempt_timeout: Duration,
 }
 
 /// Builds a [`Client`]: bucket, region, endpoint and credential provider.
@@ -87,10 +89,18 @@ pub struct ClientBuilder {
     initial_backoff: Option<Duration>,
     multipart_threshold: Option<usize>,
     part_size: Option<usize>,
+    attempt_timeout: Option<Duration>,
+    connect_timeout: Option<Duration>,
 }
 
 /// Smallest multipart part S3 accepts (except the last).
 pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
+
+/// How long one HTTP attempt may take by default; see [`ClientBuilder::attempt_timeout`].
+pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How long connecting may take by default; see [`ClientBuilder::connect_timeout`].
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(3100);
 
 impl ClientBuilder {
     /// The bucket (`LD_S3_BUCKET`). Required.
@@ -135,6 +145,24 @@ impl ClientBuilder {
         self
     }
 
+    /// How long one HTTP attempt may take, from sending the request (its body included) to
+    /// receiving the whole response, except a download's body, which streams (default
+    /// [`DEFAULT_ATTEMPT_TIMEOUT`], 5 minutes). A server slower than this fails the attempt;
+    /// it is retried like any transient error (see [`max_attempts`](Self::max_attempts)), and
+    /// when retries run out the error says the server did not answer in time. Keep it well
+    /// above the time one part (or one single-request body) takes to send.
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = Some(timeout);
+        self
+    }
+
+    /// How long opening a connection may take (default [`DEFAULT_CONNECT_TIMEOUT`], 3.1 s, as
+    /// the AWS SDK).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = Some(timeout);
+        self
+    }
+
     /// Bodies larger than this go multipart (default 16 MiB).
     pub fn multipart_threshold(mut self, bytes: usize) -> Self {
         self.multipart_threshold = Some(bytes);
@@ -166,12 +194,18 @@ impl ClientBuilder {
         let retry = RetryConfig::standard()
             .with_max_attempts(self.max_attempts.unwrap_or(3))
             .with_initial_backoff(self.initial_backoff.unwrap_or(Duration::from_secs(1)));
+        let attempt_timeout = self.attempt_timeout.unwrap_or(DEFAULT_ATTEMPT_TIMEOUT);
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT))
+            .operation_attempt_timeout(attempt_timeout)
+            .build();
         let mut config = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(region.clone()))
             .credentials_provider(SdkBridge(credentials.clone()))
             .identity_cache(IdentityCache::no_cache())
-            .retry_config(retry);
+            .retry_config(retry)
+            .timeout_config(timeouts);
         if let Some(endpoint) = &self.endpoint {
             if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
                 return Err(Error::Config(format!(
@@ -191,6 +225,7 @@ impl ClientBuilder {
                 credentials,
                 multipart_threshold: self.multipart_threshold.unwrap_or(16 * 1024 * 1024).max(1),
                 part_size,
+                attempt_timeout,
             }),
         })
     }
@@ -306,7 +341,13 @@ impl Client {
             };
         }
         let message = match (&e, code.as_deref()) {
-            (SdkError::DispatchFailure(_) | SdkError::TimeoutError(_), _) => format!(
+            (SdkError::TimeoutError(_), _) => format!(
+                "no answer from {} within {:?} (the attempt timeout), on every attempt; the server \
+                 is slow or stuck (raise `ClientBuilder::attempt_timeout` for slow links)",
+                self.inner.endpoint.as_deref().unwrap_or("AWS S3"),
+                self.inner.attempt_timeout
+            ),
+            (SdkError::DispatchFailure(_), _) => format!(
                 "cannot reach {} ({}); check LD_S3_ENDPOINT and that the server is running",
                 self.inner.endpoint.as_deref().unwrap_or("AWS S3"),
                 DisplayErrorContext(&e)

@@ -60,8 +60,8 @@ mod submission;
 
 pub use body::Body;
 pub use client::{
-    BUCKET_VAR, Client, ClientBuilder, DEFAULT_REGION, ENDPOINT_VAR, MIN_PART_SIZE, ObjectSummary,
-    REGION_VAR,
+    BUCKET_VAR, Client, ClientBuilder, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_REGION, ENDPOINT_VAR, MIN_PART_SIZE, ObjectSummary, REGION_VAR,
 };
 pub use error::{Error, Result};
 pub use export::{Export, ExportProgress, ExportReport};

@@ -1,0 +1,385 @@
+//! Uploads under faults a real server will not produce on demand, injected with wiremock: a 500
+//! on a PUT, throttling and expired tokens in the middle of a multipart upload, retries that run
+//! out (the upload is aborted, never completed), and a server slower than the attempt timeout.
+//! (`faults.rs` covers the single-request cases of refresh, throttling and access denied.)
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use linedee::credentials::{Credentials, CredentialsFuture, ProvideCredentials};
+use linedee::{Client, ClientBuilder, Error, MIN_PART_SIZE};
+use wiremock::matchers::{method, path, query_param};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+const BUCKET: &str = "ld-private-test";
+const KEY: &str = "big/object.bin";
+const UPLOAD_ID: &str = "upload-1";
+
+/// Hands out `AKIA0`, `AKIA1`, … and counts the calls.
+#[derive(Debug, Default)]
+struct Rotating(AtomicUsize);
+
+impl ProvideCredentials for Rotating {
+    fn provide(&self) -> CredentialsFuture<'_> {
+        let n = self.0.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move {
+            Ok(Credentials::new(
+                format!("AKIA{n}"),
+                "secret-key-value",
+                Some(format!("token{n}")),
+                None,
+            ))
+        })
+    }
+}
+
+fn builder(server: &MockServer, provider: Arc<Rotating>) -> ClientBuilder {
+    Client::builder()
+        .bucket(BUCKET)
+        .endpoint(server.uri())
+        .credentials_provider(provider)
+        .initial_backoff(Duration::from_millis(10))
+        .multipart_threshold(MIN_PART_SIZE)
+        .part_size(MIN_PART_SIZE)
+}
+
+fn s3_error(status: u16, code: &str) -> ResponseTemplate {
+    ResponseTemplate::new(status).insert_header("content-type", "application/xml").set_body_string(format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><Message>{code} happened</Message><RequestId>r1</RequestId></Error>"#
+    ))
+}
+
+fn xml(body: String) -> ResponseTemplate {
+    ResponseTemplate::new(200)
+        .insert_header("content-type", "application/xml")
+        .set_body_string(body)
+}
+
+/// A body of two full parts and a short third one.
+fn body() -> Vec<u8> {
+    (0..2 * MIN_PART_SIZE + 1234)
+        .map(|i| (i % 251) as u8)
+        .collect()
+}
+
+/// Mounts CreateMultipartUpload, UploadPart (any part), CompleteMultipartUpload and
+/// AbortMultipartUpload, all succeeding. Faults are mounted with a higher priority on top.
+async fn mount_multipart(server: &MockServer) {
+    let object = format!("/{BUCKET}/{KEY}");
+    Mock::given(method("POST"))
+        .and(path(object.clone()))
+        .and(query_param("uploads", ""))
+        .respond_with(xml(format!(
+            "<InitiateMultipartUploadResult><Bucket>{BUCKET}</Bucket><Key>{KEY}</Key>\
+             <UploadId>{UPLOAD_ID}</UploadId></InitiateMultipartUploadResult>"
+        )))
+        .with_priority(5)
+        .mount(server)
+        .await;
+    Mock::given(method("PUT"))
+        .and(path(object.clone()))
+        .and(query_param("uploadId", UPLOAD_ID))
+        .respond_with(|req: &Request| {
+            let n = part_number(req).unwrap_or(0);
+            ResponseTemplate::new(200).insert_header("etag", format!("\"part-etag-{n}\"").as_str())
+        })
+        .with_priority(5)
+        .mount(server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(object.clone()))
+        .and(query_param("uploadId", UPLOAD_ID))
+        .respond_with(xml(format!(
+            "<CompleteMultipartUploadResult><Bucket>{BUCKET}</Bucket><Key>{KEY}</Key>\
+             <ETag>\"final-etag-3\"</ETag></CompleteMultipartUploadResult>"
+        )))
+        .with_priority(5)
+        .mount(server)
+        .await;
+    Mock::given(method("DELETE"))
+        .and(path(object))
+        .and(query_param("uploadId", UPLOAD_ID))
+        .respond_with(ResponseTemplate::new(204))
+        .with_priority(5)
+        .mount(server)
+        .await;
+}
+
+fn part_number(req: &Request) -> Option<u32> {
+    req.url
+        .query_pairs()
+        .find(|(k, _)| k == "partNumber")
+        .and_then(|(_, v)| v.parse().ok())
+}
+
+/// What the server received, in order: `Create`, `Part n`, `Complete`, `Abort`, `Put` …, each
+/// with the access key id its signature names.
+async fn received(server: &MockServer) -> Vec<(String, String)> {
+    let reqs = server.received_requests().await.unwrap_or_default();
+    reqs.iter()
+        .map(|r| {
+            let has = |q: &str| r.url.query_pairs().any(|(k, _)| k == q);
+            let what = match r.method.as_str() {
+                "POST" if has("uploads") => "Create".to_owned(),
+                "POST" if has("uploadId") => "Complete".to_owned(),
+                "PUT" if has("partNumber") => format!("Part {}", part_number(r).unwrap_or(0)),
+                "PUT" => "Put".to_owned(),
+                "DELETE" => "Abort".to_owned(),
+                other => other.to_owned(),
+            };
+            let auth = r
+                .headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let key = auth
+                .split("Credential=")
+                .nth(1)
+                .and_then(|c| c.split('/').next())
+                .unwrap_or("")
+                .to_owned();
+            (what, key)
+        })
+        .collect()
+}
+
+fn names(log: &[(String, String)]) -> Vec<&str> {
+    log.iter().map(|(w, _)| w.as_str()).collect()
+}
+
+#[tokio::test]
+async fn a_500_on_a_put_is_retried_and_the_put_succeeds() {
+    let server = MockServer::start().await;
+    Mock::given(method("PUT"))
+        .and(path(format!("/{BUCKET}/etl/users.json")))
+        .respond_with(s3_error(500, "InternalError"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("PUT"))
+        .and(path(format!("/{BUCKET}/etl/users.json")))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("etag", "\"0123456789abcdef0123456789abcdef\""),
+        )
+        .mount(&server)
+        .await;
+
+    let provider = Arc::new(Rotating::default());
+    let out = builder(&server, provider.clone())
+        .build()
+        .unwrap()
+        .put("etl/users.json", r#"[{"id":1}]"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        out.etag.as_deref(),
+        Some("\"0123456789abcdef0123456789abcdef\"")
+    );
+    assert!(!out.multipart);
+    let reqs = server.received_requests().await.unwrap();
+    assert_eq!(reqs.len(), 2, "one 500, then the retry that succeeded");
+    assert_eq!(
+        reqs[0].body, reqs[1].body,
+        "the retry sends the same body again"
+    );
+    assert_eq!(
+        provider.0.load(Ordering::SeqCst),
+        1,
+        "a 500 does not refresh credentials"
+    );
+}
+
+#[tokio::test]
+async fn slow_down_on_an_upload_part_is_retried_and_the_upload_completes() {
+    let server = MockServer::start().await;
+    mount_multipart(&server).await;
+    Mock::given(method("PUT"))
+        .and(query_param("partNumber", "2"))
+        .respond_with(s3_error(503, "SlowDown"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+
+    let provider = Arc::new(Rotating::default());
+    let client = builder(&server, provider.clone()).build().unwrap();
+    let out = client.put(KEY, body()).send().await.unwrap();
+    assert!(out.multipart);
+    assert_eq!(out.etag.as_deref(), Some("\"final-etag-3\""));
+    let log = received(&server).await;
+    assert_eq!(
+        names(&log),
+        ["Create", "Part 1", "Part 2", "Part 2", "Part 3", "Complete"],
+        "part 2 is sent again after SlowDown; nothing is aborted"
+    );
+    assert_eq!(provider.0.load(Ordering::SeqCst), 1);
+    // Complete lists every part, with the ETag each part returned.
+    let reqs = server.received_requests().await.unwrap();
+    let complete = String::from_utf8_lossy(&reqs.last().unwrap().body).into_owned();
+    for n in 1..=3 {
+        assert!(
+            complete.contains(&format!("<PartNumber>{n}</PartNumber>"))
+                && complete.contains(&format!("part-etag-{n}")),
+            "{complete}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn retries_that_run_out_on_a_part_abort_the_upload_with_a_clear_error() {
+    let server = MockServer::start().await;
+    mount_multipart(&server).await;
+    Mock::given(method("PUT"))
+        .and(query_param("partNumber", "2"))
+        .respond_with(s3_error(503, "SlowDown"))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+
+    let client = builder(&server, Arc::default()).build().unwrap();
+    let err = client.put(KEY, body()).send().await.unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(
+            &err,
+            Error::S3 { operation: "UploadPart", key, status: Some(503), code: Some(code), .. }
+                if key == KEY && code == "SlowDown"
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        msg,
+        format!(
+            "S3 UploadPart on `{KEY}` failed: the server is throttling requests (SlowDown) and \
+             retries ran out; try again later"
+        )
+    );
+    let log = received(&server).await;
+    assert_eq!(
+        names(&log),
+        ["Create", "Part 1", "Part 2", "Part 2", "Part 2", "Abort"],
+        "three attempts at part 2, then AbortMultipartUpload and never Complete"
+    );
+    let reqs = server.received_requests().await.unwrap();
+    let abort = reqs.last().unwrap();
+    assert_eq!(abort.method.as_str(), "DELETE");
+    assert!(
+        abort
+            .url
+            .query_pairs()
+            .any(|(k, v)| k == "uploadId" && v == UPLOAD_ID),
+        "{}",
+        abort.url
+    );
+}
+
+#[tokio::test]
+async fn an_expired_token_on_the_second_part_refreshes_and_resends_that_part() {
+    let server = MockServer::start().await;
+    mount_multipart(&server).await;
+    Mock::given(method("PUT"))
+        .and(query_param("partNumber", "2"))
+        .respond_with(s3_error(400, "ExpiredToken"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+
+    let provider = Arc::new(Rotating::default());
+    let client = builder(&server, provider.clone()).build().unwrap();
+    let out = client.put(KEY, body()).send().await.unwrap();
+    assert_eq!(out.etag.as_deref(), Some("\"final-etag-3\""));
+    assert_eq!(
+        provider.0.load(Ordering::SeqCst),
+        2,
+        "the provider is asked again after ExpiredToken"
+    );
+    let log = received(&server).await;
+    let expected = [
+        ("Create", "AKIA0"),
+        ("Part 1", "AKIA0"),
+        ("Part 2", "AKIA0"),
+        ("Part 2", "AKIA1"),
+        ("Part 3", "AKIA1"),
+        ("Complete", "AKIA1"),
+    ];
+    let got: Vec<(&str, &str)> = log.iter().map(|(w, k)| (w.as_str(), k.as_str())).collect();
+    assert_eq!(
+        got, expected,
+        "part 2 is re-sent signed with the new key, and the rest of the upload uses it"
+    );
+    // Part 2 was sent whole both times.
+    let reqs = server.received_requests().await.unwrap();
+    assert_eq!(reqs[2].body.len(), reqs[3].body.len());
+}
+
+#[tokio::test]
+async fn a_server_slower_than_the_attempt_timeout_is_a_clear_timeout_error() {
+    let server = MockServer::start().await;
+    Mock::given(method("PUT"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(10)))
+        .mount(&server)
+        .await;
+    let client = builder(&server, Arc::default())
+        .attempt_timeout(Duration::from_millis(300))
+        .max_attempts(2)
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let err = client.put("slow/key", "x").send().await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "gave up at the timeout, not when the server answered ({:?})",
+        started.elapsed()
+    );
+    let msg = err.to_string();
+    assert!(
+        matches!(
+            &err,
+            Error::S3 {
+                status: None,
+                code: None,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        msg,
+        format!(
+            "S3 PutObject on `slow/key` failed: no answer from {} within 300ms (the attempt \
+             timeout), on every attempt; the server is slow or stuck (raise \
+             `ClientBuilder::attempt_timeout` for slow links)",
+            server.uri()
+        )
+    );
+    assert_eq!(
+        server.received_requests().await.unwrap().len(),
+        2,
+        "a timed-out attempt is retried like a transient error"
+    );
+}
+
+#[tokio::test]
+async fn a_server_slower_than_usual_but_within_the_timeout_succeeds() {
+    let server = MockServer::start().await;
+    Mock::given(method("PUT"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("etag", "\"slow-but-fine\"")
+                .set_delay(Duration::from_millis(200)),
+        )
+        .mount(&server)
+        .await;
+    let client = builder(&server, Arc::default())
+        .attempt_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let out = client.put("slow/key", "x").send().await.unwrap();
+    assert_eq!(out.etag.as_deref(), Some("\"slow-but-fine\""));
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+}
