@@ -3,6 +3,7 @@
 //! child process ([`LinedeeLocal`]).
 
 mod local;
+pub mod proxy;
 pub use local::LinedeeLocal;
 
 use std::path::{Path, PathBuf};
