@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 use crate::machine::Machine;
-use crate::validate::Problem;
+use crate::validate::{self, Problem};
 use crate::workflow::{Step, Task, TaskGroup, Workflow};
 
 const WORKFLOW_FIELDS: &[&str] = &["title", "run"];
@@ -23,6 +23,19 @@ const TASK_FIELDS: &[&str] = &[
     "retries",
 ];
 const GROUP_FIELDS: &[&str] = &["name", "parallel"];
+/// A step with neither `cmd` nor `parallel` could be either: its other fields are checked
+/// against both, so a typo such as `paralel` gets its suggestion.
+const STEP_FIELDS: &[&str] = &[
+    "name",
+    "cmd",
+    "machine",
+    "timeout",
+    "options",
+    "no_output",
+    "wait_for",
+    "retries",
+    "parallel",
+];
 
 /// Parses text, failing only on a JSON syntax error.
 pub(crate) fn decode_str(json: &str) -> Result<(Workflow, Vec<Problem>)> {
@@ -32,6 +45,23 @@ pub(crate) fn decode_str(json: &str) -> Result<(Workflow, Vec<Problem>)> {
         message: syntax_message(&e),
     })?;
     Ok(decode_value(&value))
+}
+
+/// Parses text and checks the semantic rules too: the structural problems, then the semantic
+/// ones. The semantic rules are checked on each step and task where it stands in the
+/// document, so a step dropped for a structural problem does not shift the paths of the
+/// others (nor make a non-empty `run` look empty).
+pub(crate) fn decode_and_check_str(json: &str) -> Result<(Workflow, Vec<Problem>)> {
+    let value: Value = serde_json::from_str(json).map_err(|e| Error::Json {
+        line: e.line(),
+        column: e.column(),
+        message: syntax_message(&e),
+    })?;
+    let mut d = Decoder::default();
+    let wf = d.workflow(&value);
+    let mut problems = d.problems;
+    problems.extend(d.semantic);
+    Ok((wf, problems))
 }
 
 fn syntax_message(e: &serde_json::Error) -> String {
@@ -53,6 +83,8 @@ pub(crate) fn decode_value(value: &Value) -> (Workflow, Vec<Problem>) {
 #[derive(Default)]
 struct Decoder {
     problems: Vec<Problem>,
+    /// Semantic problems, at the paths of the document (used by `decode_and_check_str`).
+    semantic: Vec<Problem>,
 }
 
 fn type_name(v: &Value) -> &'static str {
@@ -195,6 +227,7 @@ impl Decoder {
         wf.title = self.string(m, "", "title");
         match self.list(m, "", "run", "steps") {
             Some(steps) => {
+                validate::check_run_len(steps.len(), &mut self.semantic);
                 for (i, step) in steps.iter().enumerate() {
                     if let Some(step) = self.step(step, &format!("run[{i}]")) {
                         wf.run.push(step);
@@ -215,7 +248,11 @@ impl Decoder {
         let has = |k: &str| m.get(k).is_some_and(|v| !v.is_null());
         match (has("cmd"), has("parallel")) {
             (false, true) => Some(Step::Group(self.group(m, path))),
-            (true, false) => self.task_fields(m, path).map(Step::Task),
+            (true, false) => {
+                let task = self.task_fields(m, path)?;
+                validate::check_task(&task, path, &mut self.semantic);
+                Some(Step::Task(task))
+            }
             (true, true) => {
                 self.problem(
                     path,
@@ -228,6 +265,7 @@ impl Decoder {
                     path,
                     "expected a task (with `cmd`) or a task group (with `parallel`), found neither",
                 );
+                self.unknown_fields(m, path, STEP_FIELDS, "task or task group");
                 None
             }
         }
@@ -240,6 +278,7 @@ impl Decoder {
             parallel: Vec::new(),
         };
         if let Some(tasks) = self.list(m, path, "parallel", "tasks") {
+            validate::check_group_len(tasks.len(), path, &mut self.semantic);
             for (i, t) in tasks.iter().enumerate() {
                 let tpath = format!("{path}.parallel[{i}]");
                 if let Some(tm) = self.object(t, &tpath, "a task") {
@@ -249,6 +288,7 @@ impl Decoder {
                             "task groups cannot be nested; a group holds tasks only",
                         );
                     } else if let Some(task) = self.task_fields(tm, &tpath) {
+                        validate::check_task(&task, &tpath, &mut self.semantic);
                         group.parallel.push(task);
                     }
                 }
@@ -370,10 +410,11 @@ mod tests {
             "run[1].parallel[1].nope: unknown field",
             "run[1].parallel[1].cmd: missing required field `cmd`",
             "run[2]: expected a task (with `cmd`) or a task group (with `parallel`)",
+            "run[2].x: unknown field `x`; task or task group fields are: name, cmd,",
         ] {
             assert!(joined.contains(needle), "missing {needle:?} in:\n{joined}");
         }
-        assert_eq!(p.len(), 6, "{joined}");
+        assert_eq!(p.len(), 7, "{joined}");
     }
 
     #[test]
@@ -428,6 +469,51 @@ mod tests {
         assert!(
             p.contains("run[0].wait_for: expected a whole number of seconds, got 1.5"),
             "{p}"
+        );
+    }
+
+    fn checked(json: &str) -> Vec<String> {
+        decode_and_check_str(json)
+            .unwrap()
+            .1
+            .into_iter()
+            .map(|p| p.to_string())
+            .collect()
+    }
+
+    /// Regression (bad-workflow corpus): a step or task dropped for a structural problem
+    /// shifted the semantic problems of the ones after it to the wrong path, and made a
+    /// non-empty `run` or group look empty.
+    #[test]
+    fn semantic_problems_keep_their_document_paths() {
+        assert_eq!(
+            checked(r#"{"run":[{"x":1},{"cmd":"a","timeout":0}]}"#),
+            [
+                "run[0]: expected a task (with `cmd`) or a task group (with `parallel`), found neither",
+                "run[0].x: unknown field `x`; task or task group fields are: name, cmd, machine, timeout, options, no_output, wait_for, retries, parallel",
+                "run[1].timeout: expected 1 to 86400 seconds, got 0",
+            ]
+        );
+        let p = checked(r#"{"run":[{"parallel":[7,{"cmd":"b","options":["PORT=1"]}]}]}"#);
+        assert_eq!(p.len(), 2, "{p:#?}");
+        assert!(p[0].starts_with("run[0].parallel[0]: expected a task (an object)"));
+        assert!(p[1].starts_with("run[0].parallel[1].options[0]: option name `PORT`"));
+        // Without structural problems, the same as `validate::check`.
+        let json = r#"{"run":[{"cmd":" ","retries":101},{"parallel":[]},{"parallel":[{"cmd":"c","wait_for":86401}]}]}"#;
+        let (wf, problems) = decode_and_check_str(json).unwrap();
+        assert_eq!(problems, crate::validate::check(&wf));
+        assert_eq!(problems.len(), 4, "{problems:#?}");
+    }
+
+    /// Regression (bad-workflow corpus): `{"paralel": […]}` said only "found neither".
+    #[test]
+    fn a_step_with_neither_gets_typo_suggestions() {
+        let p = checked(r#"{"run":[{"name":"Fetch","paralel":[{"cmd":"x"}]}]}"#);
+        assert_eq!(p.len(), 2, "{p:#?}");
+        assert!(p[0].ends_with("found neither"), "{p:#?}");
+        assert!(
+            p[1].starts_with("run[0].paralel: unknown field `paralel` (did you mean `parallel`?)"),
+            "{p:#?}"
         );
     }
 

@@ -83,23 +83,13 @@ pub fn is_reserved_name(name: &str) -> bool {
 /// The semantic rules; structural rules live in the decoder.
 pub(crate) fn check(wf: &Workflow) -> Vec<Problem> {
     let mut out = Vec::new();
-    if wf.run.is_empty() {
-        out.push(Problem::new(
-            "run",
-            "expected at least one step, got an empty list",
-        ));
-    }
+    check_run_len(wf.run.len(), &mut out);
     for (i, step) in wf.run.iter().enumerate() {
         let path = format!("run[{i}]");
         match step {
             Step::Task(t) => check_task(t, &path, &mut out),
             Step::Group(g) => {
-                if g.parallel.is_empty() {
-                    out.push(Problem::new(
-                        format!("{path}.parallel"),
-                        "expected at least one task in a parallel group, got an empty list",
-                    ));
-                }
+                check_group_len(g.parallel.len(), &path, &mut out);
                 for (j, t) in g.parallel.iter().enumerate() {
                     check_task(t, &format!("{path}.parallel[{j}]"), &mut out);
                 }
@@ -109,7 +99,28 @@ pub(crate) fn check(wf: &Workflow) -> Vec<Problem> {
     out
 }
 
-fn check_task(t: &Task, path: &str, out: &mut Vec<Problem>) {
+/// `run` needs at least one step (`len` is the length of the list as written).
+pub(crate) fn check_run_len(len: usize, out: &mut Vec<Problem>) {
+    if len == 0 {
+        out.push(Problem::new(
+            "run",
+            "expected at least one step, got an empty list",
+        ));
+    }
+}
+
+/// A group at `path` needs at least one task (`len` is the length of the list as written).
+pub(crate) fn check_group_len(len: usize, path: &str, out: &mut Vec<Problem>) {
+    if len == 0 {
+        out.push(Problem::new(
+            format!("{path}.parallel"),
+            "expected at least one task in a parallel group, got an empty list",
+        ));
+    }
+}
+
+/// The semantic rules of one task at `path`.
+pub(crate) fn check_task(t: &Task, path: &str, out: &mut Vec<Problem>) {
     if t.cmd.trim().is_empty() {
         out.push(Problem::new(
             format!("{path}.cmd"),

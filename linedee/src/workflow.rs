@@ -165,8 +165,7 @@ impl Workflow {
     /// Parses and validates in one go, reporting every structural and semantic problem at once.
     /// This is what the engine does with a trigger.
     pub fn parse(json: &str) -> Result<Self> {
-        let (workflow, mut problems) = crate::decode::decode_str(json)?;
-        problems.extend(crate::validate::check(&workflow));
+        let (workflow, problems) = crate::decode::decode_and_check_str(json)?;
         if problems.is_empty() {
             Ok(workflow)
         } else {
