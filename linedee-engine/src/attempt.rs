@@ -151,10 +151,17 @@ impl Executor {
                     let how = code.map_or("was killed by a signal".to_owned(), |c| {
                         format!("exited with code {c}")
                     });
-                    let reason = match detail {
+                    let mut reason = match detail {
                         Some(d) => format!("{how} without writing out/{task_id}: {d}"),
                         None => format!("{how} without writing out/{task_id}"),
                     };
+                    // 127: command not found; say when that is a process type gone missing.
+                    if code == Some(127)
+                        && let Some(note) = self.procfile.current().not_a_type(&def.cmd)
+                    {
+                        reason.push_str("; ");
+                        reason.push_str(&note);
+                    }
                     (Outcome::Failed, reason, code)
                 }
                 Event::TimedOut => {

@@ -1,5 +1,6 @@
 //! Task processes: spawned in their own process group, output pumped to a log file and the
-//! console, stopped as a group (SIGTERM, then SIGKILL after a grace period).
+//! console, stopped as a group (SIGTERM, then SIGKILL after a grace period), together with any
+//! descendant that left the group (`setsid`) but still carries the attempt's `line_D`.
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -10,11 +11,16 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::console::Console;
 
 /// Longest line kept whole on the console; longer lines are split. Bounds memory per stream.
 const MAX_LINE: usize = 16 * 1024;
+
+/// How long the output pipes may stay open once the attempt's processes are gone: a process
+/// that escaped unrecognised may hold them; its further output is then not logged.
+const PUMP_GRACE: Duration = Duration::from_secs(5);
 
 /// What to run.
 #[derive(Debug)]
@@ -37,6 +43,9 @@ pub(crate) struct Running {
     child: Child,
     pgid: Option<i32>,
     pumps: Vec<JoinHandle<()>>,
+    stop_pumps: CancellationToken,
+    /// The `line_D=…` entry of the attempt's environment, inherited by its descendants.
+    marker: Vec<u8>,
 }
 
 /// Starts `spec` in a new process group.
@@ -45,6 +54,13 @@ pub(crate) async fn spawn(spec: Spec, console: &Console) -> std::io::Result<Runn
         tokio::fs::create_dir_all(parent).await?;
     }
     let log = tokio::fs::File::create(&spec.log_path).await?;
+    let marker = spec
+        .env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == linedee::line_d::VAR)
+        .map(|(k, v)| format!("{k}={v}").into_bytes())
+        .unwrap_or_default();
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-c")
         .arg(&spec.script)
@@ -59,11 +75,13 @@ pub(crate) async fn spawn(spec: Spec, console: &Console) -> std::io::Result<Runn
     let pgid = child.id().and_then(|id| i32::try_from(id).ok());
     let log = std::sync::Arc::new(tokio::sync::Mutex::new(log));
     let mut pumps = Vec::new();
+    let stop_pumps = CancellationToken::new();
     if let Some(out) = child.stdout.take() {
         pumps.push(tokio::spawn(pump(
             out,
             log.clone(),
             console.stream(&spec.label, false),
+            stop_pumps.clone(),
         )));
     }
     if let Some(err) = child.stderr.take() {
@@ -71,9 +89,16 @@ pub(crate) async fn spawn(spec: Spec, console: &Console) -> std::io::Result<Runn
             err,
             log,
             console.stream(&spec.label, true),
+            stop_pumps.clone(),
         )));
     }
-    Ok(Running { child, pgid, pumps })
+    Ok(Running {
+        child,
+        pgid,
+        pumps,
+        stop_pumps,
+        marker,
+    })
 }
 
 impl Running {
@@ -87,9 +112,7 @@ impl Running {
     pub(crate) async fn wait(&mut self) -> std::io::Result<ExitStatus> {
         let status = self.child.wait().await?;
         self.reap_group().await;
-        for p in self.pumps.drain(..) {
-            let _ = p.await;
-        }
+        self.finish_pumps().await;
         Ok(status)
     }
 
@@ -104,24 +127,76 @@ impl Running {
             }
         };
         self.reap_group().await;
-        for p in self.pumps.drain(..) {
-            let _ = p.await;
-        }
+        self.finish_pumps().await;
         Ok(status)
     }
 
-    /// Kills any process left in the group after its leader exited (forked children).
+    /// Kills any process left in the group after its leader exited (forked children), and
+    /// any descendant that left the group but still carries the attempt's `line_D`.
     async fn reap_group(&self) {
-        if group_alive(self.pgid) {
+        let alive = || group_alive(self.pgid) || !escaped(&self.marker).is_empty();
+        if alive() {
             signal_group(self.pgid, Signal::SIGTERM);
+            signal_escaped(&self.marker, Signal::SIGTERM);
             for _ in 0..50 {
-                if !group_alive(self.pgid) {
+                if !alive() {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             signal_group(self.pgid, Signal::SIGKILL);
+            signal_escaped(&self.marker, Signal::SIGKILL);
         }
+    }
+
+    /// Waits for the output to be logged; after [`PUMP_GRACE`] a pipe still held open (by a
+    /// process that escaped unrecognised) is let go, so the attempt does not hang on it.
+    async fn finish_pumps(&mut self) {
+        let drained = tokio::time::timeout(PUMP_GRACE, async {
+            while let Some(p) = self.pumps.first_mut() {
+                let _ = p.await;
+                self.pumps.remove(0);
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                pgid = self.pgid,
+                "a process outside the task's process group still holds its output open; \
+                 its further output is not logged"
+            );
+            self.stop_pumps.cancel();
+            for p in self.pumps.drain(..) {
+                let _ = p.await;
+            }
+        }
+    }
+}
+
+/// Pids of processes (other than this one) whose environment has exactly `marker`.
+fn escaped(marker: &[u8]) -> Vec<i32> {
+    if marker.is_empty() {
+        return Vec::new();
+    }
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != me)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == marker))
+        })
+        .filter_map(|pid| i32::try_from(pid).ok())
+        .collect()
+}
+
+fn signal_escaped(marker: &[u8], signal: Signal) {
+    for pid in escaped(marker) {
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), signal);
     }
 }
 
@@ -159,13 +234,17 @@ async fn pump(
     mut from: impl AsyncRead + Unpin,
     log: std::sync::Arc<tokio::sync::Mutex<tokio::fs::File>>,
     mut console: crate::console::Stream,
+    stop: CancellationToken,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
     let mut line: Vec<u8> = Vec::with_capacity(1024);
     loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
+        let n = tokio::select! {
+            read = from.read(&mut buf) => match read {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            },
+            () = stop.cancelled() => break,
         };
         let chunk = &buf[..n];
         if log.lock().await.write_all(chunk).await.is_err() {

@@ -86,6 +86,24 @@ impl Procfile {
         self.order.iter().map(String::as_str)
     }
 
+    /// When the first word of `cmd` is not a process type (so `cmd` ran as a command line),
+    /// a note naming it and the types there are; for a command that was not found (exit 127).
+    pub(crate) fn not_a_type(&self, cmd: &str) -> Option<String> {
+        let first = cmd.split_whitespace().next()?;
+        if self.command(first).is_some() || self.command(&first.replace('_', "-")).is_some() {
+            return None;
+        }
+        let known: Vec<&str> = self.names().collect();
+        let has = if known.is_empty() {
+            "it has none".to_owned()
+        } else {
+            format!("it has: {}", known.join(", "))
+        };
+        Some(format!(
+            "`{first}` is not a process type of the Procfile ({has}), so it ran as a command line"
+        ))
+    }
+
     /// The shell script that runs `cmd` (protocol §2.5): when its first word is a process type
     /// (exactly, or with `_` read as `-`), that type's command with the rest of `cmd` appended
     /// (as `heroku run` does); otherwise `cmd` itself, as a command line.
@@ -183,6 +201,25 @@ pub(crate) fn load_dotenv(dir: &Path) -> Result<Vec<(String, String)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_process_type_is_named_with_the_known_ones() {
+        let p = Procfile::parse("posts: bin/app get-data\nweb: bin/web\n").unwrap();
+        assert_eq!(p.not_a_type("posts x"), None);
+        assert_eq!(
+            p.not_a_type("users_data --x").as_deref(),
+            Some(
+                "`users_data` is not a process type of the Procfile (it has: posts, web), so it \
+                 ran as a command line"
+            )
+        );
+        assert_eq!(
+            Procfile::default().not_a_type("nope").as_deref(),
+            Some(
+                "`nope` is not a process type of the Procfile (it has none), so it ran as a command line"
+            )
+        );
+    }
 
     #[test]
     fn procfile_rules() {
