@@ -1,0 +1,15 @@
+//! Interop: linedee against peers no one here wrote (issue 7).
+//!
+//! - `local`: the product document's Python examples (boto3) and the AWS CLI against a real
+//!   `linedee local`, with only `endpoint_url` and path-style addressing added.
+//! - `moto`: the SDK against moto's S3 server: submit, multipart with `ld_code`, task output
+//!   and state, export, refreshing credentials.
+//!
+//! The Python tools are pinned in `requirements.txt` and installed into a venv by `setup-venv`
+//! (`.ci/test` runs it first; the tests run it too, so a bare `cargo test` works).
+
+#![allow(clippy::unwrap_used)]
+
+mod local;
+mod moto;
+mod support;
