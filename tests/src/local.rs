@@ -53,6 +53,16 @@ impl LinedeeLocal {
     /// Starts `linedee --dir <data_dir> local --app-dir <app_dir> --port 0 --dashboard-port 0`
     /// plus `extra` arguments, and waits for its ready line.
     pub fn start(data_dir: &Path, app_dir: &Path, extra: &[&str]) -> LinedeeLocal {
+        Self::start_with_env(data_dir, app_dir, extra, &[])
+    }
+
+    /// [`LinedeeLocal::start`] with extra environment variables (e.g. `RUST_LOG`).
+    pub fn start_with_env(
+        data_dir: &Path,
+        app_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> LinedeeLocal {
         let bin = crate::binary("linedee-cli", "linedee");
         let mut cmd = Command::new(bin);
         for v in CLEARED {
@@ -65,6 +75,7 @@ impl LinedeeLocal {
             .arg("--app-dir")
             .arg(app_dir)
             .args(extra)
+            .envs(env.iter().copied())
             .current_dir(app_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
