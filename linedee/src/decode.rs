@@ -98,11 +98,20 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
+/// The path of `field` in the object at `path`: `path.field`, or `path["field"]` (`$[""]` at
+/// the root) when the name is not a plain identifier, so that every path is non-empty and
+/// unambiguous even for keys such as `""` or `a.b`.
 fn join(path: &str, field: &str) -> String {
-    if path.is_empty() {
-        field.to_owned()
+    if validate::is_option_name(field) {
+        if path.is_empty() {
+            field.to_owned()
+        } else {
+            format!("{path}.{field}")
+        }
     } else {
-        format!("{path}.{field}")
+        let root = if path.is_empty() { "$" } else { path };
+        let quoted = serde_json::to_string(field).unwrap_or_default();
+        format!("{root}[{quoted}]")
     }
 }
 
@@ -503,6 +512,24 @@ mod tests {
         let (wf, problems) = decode_and_check_str(json).unwrap();
         assert_eq!(problems, crate::validate::check(&wf));
         assert_eq!(problems.len(), 4, "{problems:#?}");
+    }
+
+    /// Regression (fuzz target `workflow`): an unknown field named `""` had the empty path;
+    /// a name that is not an identifier is quoted, so no path is empty or ambiguous.
+    #[test]
+    fn odd_field_names_get_quoted_paths() {
+        // serde_json orders an object's keys.
+        let p = problems(r#"{"":7,"run":[{"cmd":"x","a.b":1,"[0]":2}]}"#);
+        assert_eq!(p.len(), 3, "{p:#?}");
+        assert!(p[0].starts_with(r#"$[""]: unknown field ``"#), "{p:#?}");
+        assert!(
+            p[1].starts_with(r#"run[0]["[0]"]: unknown field `[0]`"#),
+            "{p:#?}"
+        );
+        assert!(
+            p[2].starts_with(r#"run[0]["a.b"]: unknown field `a.b`"#),
+            "{p:#?}"
+        );
     }
 
     /// Regression (bad-workflow corpus): `{"paralel": […]}` said only "found neither".
