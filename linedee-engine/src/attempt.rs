@@ -341,6 +341,7 @@ impl Executor {
         let (task_id, run) = (task_id.to_owned(), run.clone());
         let data_dir = self.data_dir.clone();
         let shutdown = self.shutdown.clone();
+        let publisher = Arc::clone(&self.publisher);
         self.tracker.spawn(async move {
             let status = tokio::select! {
                 s = proc.wait() => s.ok(),
@@ -350,10 +351,14 @@ impl Executor {
             let code = status.and_then(|s| s.code());
             let id = task_id.clone();
             let db = store.clone();
-            let _ = tokio::task::spawn_blocking(move || {
+            let recorded = tokio::task::spawn_blocking(move || {
                 journal::set_exit_code(&db.db(), &id, attempt, code)
             })
             .await;
+            if matches!(recorded, Ok(Ok(_))) {
+                // The status document shows the exit code too, not only the journal.
+                publisher.mark(&run.run_id);
+            }
             crate::publish::upload_log(&store, &data_dir, &run.bucket, &task_id, attempt).await;
         });
     }

@@ -43,7 +43,7 @@ pub(crate) struct Executor {
     pub(crate) shutdown_grace: Duration,
     pub(crate) shutdown: CancellationToken,
     pub(crate) waiters: Mutex<HashMap<(String, String), Vec<Wake>>>,
-    pub(crate) publisher: crate::publish::Publisher,
+    pub(crate) publisher: Arc<crate::publish::Publisher>,
     active: std::sync::Mutex<HashMap<String, CancellationToken>>,
     pub(crate) dynos: AtomicU64,
     pub(crate) tracker: tokio_util::task::TaskTracker,

@@ -20,7 +20,8 @@ pub(crate) struct Publisher {
 }
 
 impl Publisher {
-    fn mark(&self, run_id: &str) {
+    /// Schedules `ld/runs/{run_id}.json` to be rewritten from the journal.
+    pub(crate) fn mark(&self, run_id: &str) {
         self.dirty
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -251,6 +251,23 @@ async fn wait_for_pauses_before_the_next_step() {
 }
 
 #[tokio::test]
+async fn an_exit_after_the_attempt_is_decided_reaches_the_status_document() {
+    let t = TestEngine::start("").await;
+    // no_output: the attempt succeeds once the process starts; it exits later, with 7.
+    let wf = Workflow::new().step(bash("sleep 0.5; exit 7").no_output());
+    let run = t.client.submit("in/late-exit", &wf).await.unwrap();
+    let status = run.wait(WAIT).await.unwrap();
+    assert_eq!(status.status, RunState::Succeeded, "{status:#?}");
+    // Nothing else changes in the run: only the exit can make the document be rewritten.
+    let code = eventually(|| async {
+        let s = t.client.run(run.run_id()).await.ok()?;
+        s.steps[0].tasks[0].exit_code
+    })
+    .await;
+    assert_eq!(code, 7);
+}
+
+#[tokio::test]
 async fn the_media_upload_runs_process_image_and_records_its_state() {
     let bin = example_tasks();
     let t = TestEngine::start(&format!("process-image: {} process-image\n", bin.display())).await;
