@@ -41,16 +41,16 @@ mod engine;
 mod environment;
 mod error;
 mod executor;
+/// Not public API: invariants for the fuzz targets and their corpus replay test.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod journal;
 mod process;
 mod procfile;
 mod publish;
 mod retry;
 pub mod store;
-/// Not public API: invariants for the fuzz targets and their corpus replay test.
-#[cfg(feature = "fuzzing")]
-#[doc(hidden)]
-pub mod fuzzing;
 mod views;
 
 pub use console::Console;
