@@ -93,10 +93,11 @@ pub(crate) async fn run(dir: &Path, args: LocalArgs) -> anyhow::Result<u8> {
         "load it in a shell with: set -a; . {}; set +a",
         env_path.display()
     );
+    let signals = listen_for_signals()?;
     println!("{READY_LINE}");
 
     let stop = CancellationToken::new();
-    tokio::spawn(on_signal(stop.clone()));
+    tokio::spawn(on_signal(signals, stop.clone()));
     let (ran, served) = tokio::join!(
         async {
             let r = engine.run(store_listener, stop.cancelled()).await;
@@ -121,23 +122,28 @@ pub(crate) async fn run(dir: &Path, args: LocalArgs) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-/// Cancels `stop` on the first Ctrl-C or SIGTERM; a second one exits at once.
-async fn on_signal(stop: CancellationToken) {
+/// SIGINT (Ctrl-C) and SIGTERM, listened for from the moment this returns.
+type Signals = (tokio::signal::unix::Signal, tokio::signal::unix::Signal);
+
+/// Installs the handlers before the ready line is printed, so a signal sent as soon as it
+/// appears stops the engine gracefully instead of killing it.
+fn listen_for_signals() -> anyhow::Result<Signals> {
     use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        eprintln!("warning: cannot listen for SIGTERM; use Ctrl-C to stop");
-        let _ = tokio::signal::ctrl_c().await;
-        stop.cancel();
-        return;
-    };
+    let int = signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?;
+    let term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    Ok((int, term))
+}
+
+/// Cancels `stop` on the first Ctrl-C or SIGTERM; a second one exits at once.
+async fn on_signal((mut int, mut term): Signals, stop: CancellationToken) {
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
+        _ = int.recv() => {}
         _ = term.recv() => {}
     }
     eprintln!("shutting down: running tasks get a grace period (Ctrl-C again to stop at once)");
     stop.cancel();
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
+        _ = int.recv() => {}
         _ = term.recv() => {}
     }
     eprintln!("stopping at once; unfinished tasks resume at the next start");
