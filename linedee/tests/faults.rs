@@ -1,47 +1,17 @@
 //! The client under faults a real server will not produce on demand, injected with wiremock:
 //! expired tokens, bodiless HEAD 403s, throttling and access denied.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+mod common;
 
-use linedee::credentials::{Credentials, CredentialsFuture, ProvideCredentials};
+use std::sync::Arc;
+
+use common::{Rotating, builder, s3_error};
 use linedee::{Client, Error, Task, Workflow};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-/// Hands out `AKIA0`, `AKIA1`, … and counts the calls.
-#[derive(Debug, Default)]
-struct Rotating(AtomicUsize);
-
-impl ProvideCredentials for Rotating {
-    fn provide(&self) -> CredentialsFuture<'_> {
-        let n = self.0.fetch_add(1, Ordering::SeqCst);
-        Box::pin(async move {
-            Ok(Credentials::new(
-                format!("AKIA{n}"),
-                "secret-key-value",
-                Some(format!("token{n}")),
-                None,
-            ))
-        })
-    }
-}
-
 fn client(server: &MockServer, provider: Arc<Rotating>) -> Client {
-    Client::builder()
-        .bucket("ld-private-test")
-        .endpoint(server.uri())
-        .credentials_provider(provider)
-        .initial_backoff(Duration::from_millis(10))
-        .build()
-        .expect("client builds")
-}
-
-fn s3_error(status: u16, code: &str) -> ResponseTemplate {
-    ResponseTemplate::new(status).insert_header("content-type", "application/xml").set_body_string(format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><Message>{code} happened</Message><RequestId>r1</RequestId></Error>"#
-    ))
+    builder(server, provider).build().expect("client builds")
 }
 
 fn ok_put() -> ResponseTemplate {
@@ -94,7 +64,7 @@ async fn expired_token_refreshes_credentials_and_retries_once() {
         .unwrap();
 
     assert_eq!(
-        provider.0.load(Ordering::SeqCst),
+        provider.calls(),
         2,
         "the provider is asked again after ExpiredToken"
     );
@@ -148,7 +118,7 @@ async fn a_bodiless_403_to_a_head_refreshes_credentials() {
         .head("out/R.0.0")
         .await
         .unwrap();
-    assert_eq!(provider.0.load(Ordering::SeqCst), 2);
+    assert_eq!(provider.calls(), 2);
     assert_eq!(info.metadata["ld_task_id"], "R.0.0");
     // Readers decode RFC 2047 values.
     assert_eq!(info.metadata["ld_state"], r#"{"city":"Zürich"}"#);
@@ -184,7 +154,7 @@ async fn slow_down_is_retried_with_backoff() {
         "two throttled attempts, then success"
     );
     assert_eq!(
-        provider.0.load(Ordering::SeqCst),
+        provider.calls(),
         1,
         "throttling does not refresh credentials"
     );
@@ -241,11 +211,7 @@ async fn access_denied_is_surfaced_with_a_clear_message() {
         "S3 GetObject on `in/example` failed: access denied; check that the credentials are current and may use bucket `ld-private-test`"
     );
     assert!(!msg.contains("secret-key-value") && !msg.contains("token0"));
-    assert_eq!(
-        provider.0.load(Ordering::SeqCst),
-        1,
-        "AccessDenied is not a refresh case"
-    );
+    assert_eq!(provider.calls(), 1, "AccessDenied is not a refresh case");
     assert_eq!(
         server.received_requests().await.unwrap().len(),
         1,

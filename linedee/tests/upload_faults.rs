@@ -3,51 +3,23 @@
 //! out (the upload is aborted, never completed), and a server slower than the attempt timeout.
 //! (`faults.rs` covers the single-request cases of refresh, throttling and access denied.)
 
+mod common;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use linedee::credentials::{Credentials, CredentialsFuture, ProvideCredentials};
-use linedee::{Client, ClientBuilder, Error, MIN_PART_SIZE};
+use common::{BUCKET, Rotating, s3_error};
+use linedee::{ClientBuilder, Error, MIN_PART_SIZE};
 use wiremock::matchers::{method, path, query_param};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
-const BUCKET: &str = "ld-private-test";
 const KEY: &str = "big/object.bin";
 const UPLOAD_ID: &str = "upload-1";
 
-/// Hands out `AKIA0`, `AKIA1`, … and counts the calls.
-#[derive(Debug, Default)]
-struct Rotating(AtomicUsize);
-
-impl ProvideCredentials for Rotating {
-    fn provide(&self) -> CredentialsFuture<'_> {
-        let n = self.0.fetch_add(1, Ordering::SeqCst);
-        Box::pin(async move {
-            Ok(Credentials::new(
-                format!("AKIA{n}"),
-                "secret-key-value",
-                Some(format!("token{n}")),
-                None,
-            ))
-        })
-    }
-}
-
 fn builder(server: &MockServer, provider: Arc<Rotating>) -> ClientBuilder {
-    Client::builder()
-        .bucket(BUCKET)
-        .endpoint(server.uri())
-        .credentials_provider(provider)
-        .initial_backoff(Duration::from_millis(10))
+    common::builder(server, provider)
         .multipart_threshold(MIN_PART_SIZE)
         .part_size(MIN_PART_SIZE)
-}
-
-fn s3_error(status: u16, code: &str) -> ResponseTemplate {
-    ResponseTemplate::new(status).insert_header("content-type", "application/xml").set_body_string(format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><Message>{code} happened</Message><RequestId>r1</RequestId></Error>"#
-    ))
 }
 
 fn xml(body: String) -> ResponseTemplate {
@@ -186,11 +158,7 @@ async fn a_500_on_a_put_is_retried_and_the_put_succeeds() {
         reqs[0].body, reqs[1].body,
         "the retry sends the same body again"
     );
-    assert_eq!(
-        provider.0.load(Ordering::SeqCst),
-        1,
-        "a 500 does not refresh credentials"
-    );
+    assert_eq!(provider.calls(), 1, "a 500 does not refresh credentials");
 }
 
 #[tokio::test]
@@ -216,7 +184,7 @@ async fn slow_down_on_an_upload_part_is_retried_and_the_upload_completes() {
         ["Create", "Part 1", "Part 2", "Part 2", "Part 3", "Complete"],
         "part 2 is sent again after SlowDown; nothing is aborted"
     );
-    assert_eq!(provider.0.load(Ordering::SeqCst), 1);
+    assert_eq!(provider.calls(), 1);
     // Complete lists every part, with the ETag each part returned.
     let reqs = server.received_requests().await.unwrap();
     let complete = String::from_utf8_lossy(&reqs.last().unwrap().body).into_owned();
@@ -294,7 +262,7 @@ async fn an_expired_token_on_the_second_part_refreshes_and_resends_that_part() {
     let out = client.put(KEY, body()).send().await.unwrap();
     assert_eq!(out.etag.as_deref(), Some("\"final-etag-3\""));
     assert_eq!(
-        provider.0.load(Ordering::SeqCst),
+        provider.calls(),
         2,
         "the provider is asked again after ExpiredToken"
     );
