@@ -243,7 +243,9 @@ async fn a_multipart_output_that_fails_is_aborted_and_the_task_fails() {
     let d = diagnostic(&out);
     assert_eq!(
         d["error_message"],
-        format!("S3 UploadPart on `{KEY}` failed: InternalError: InternalError happened")
+        format!(
+            "S3 UploadPart on `{KEY}` failed: InternalError (HTTP 500): InternalError happened"
+        )
     );
     assert_eq!(
         received(&server).await,

@@ -350,7 +350,7 @@ impl Client {
             (SdkError::DispatchFailure(_), _) => format!(
                 "cannot reach {} ({}); check LD_S3_ENDPOINT and that the server is running",
                 self.inner.endpoint.as_deref().unwrap_or("AWS S3"),
-                DisplayErrorContext(&e)
+                root_cause(&e)
             ),
             (_, Some("AccessDenied")) => format!(
                 "access denied; check that the credentials are current and may use bucket `{}`",
@@ -369,10 +369,13 @@ impl Client {
                 "the server is throttling requests (SlowDown) and retries ran out; try again later"
                     .to_owned()
             }
-            (_, Some(c)) => match e.message() {
-                Some(m) => format!("{c}: {m}"),
-                None => c.to_owned(),
-            },
+            (_, Some(c)) => {
+                let http = status.map(|s| format!(" (HTTP {s})")).unwrap_or_default();
+                match e.message() {
+                    Some(m) => format!("{c}{http}: {m}"),
+                    None => format!("{c}{http}"),
+                }
+            }
             (_, None) => match status {
                 Some(s) => format!("HTTP {s} without an S3 error code"),
                 None => DisplayErrorContext(&e).to_string(),
@@ -460,6 +463,16 @@ pub struct ObjectSummary {
     pub size: u64,
     /// ETag, quotes included.
     pub etag: Option<String>,
+}
+
+/// The innermost cause of an error, the part a user can act on ("Connection refused (os error
+/// 111)"), rather than every layer's debug form.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut e = e;
+    while let Some(source) = e.source() {
+        e = source;
+    }
+    e.to_string()
 }
 
 /// Decodes a key of an `encoding-type=url` listing: `%XX` escapes and `+` for a space (as

@@ -276,8 +276,11 @@ async fn an_unreachable_endpoint_says_what_to_check() {
         .build()
         .unwrap();
     let err = client.check().await.unwrap_err().to_string();
-    assert!(
-        err.contains(&format!("cannot reach http://{addr}")) && err.contains("LD_S3_ENDPOINT"),
-        "{err}"
+    assert_eq!(
+        err,
+        format!(
+            "S3 HeadBucket on `b` failed: cannot reach http://{addr} (Connection refused (os error \
+             111)); check LD_S3_ENDPOINT and that the server is running"
+        )
     );
 }
