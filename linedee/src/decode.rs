@@ -6,7 +6,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::machine::Machine;
 use crate::validate::{self, Problem};
 use crate::workflow::{Step, Task, TaskGroup, Workflow};
@@ -39,11 +39,7 @@ const STEP_FIELDS: &[&str] = &[
 
 /// Parses text, failing only on a JSON syntax error.
 pub(crate) fn decode_str(json: &str) -> Result<(Workflow, Vec<Problem>)> {
-    let value: Value = serde_json::from_str(json).map_err(|e| Error::Json {
-        line: e.line(),
-        column: e.column(),
-        message: syntax_message(&e),
-    })?;
+    let value = crate::json::parse(json)?;
     Ok(decode_value(&value))
 }
 
@@ -52,25 +48,12 @@ pub(crate) fn decode_str(json: &str) -> Result<(Workflow, Vec<Problem>)> {
 /// document, so a step dropped for a structural problem does not shift the paths of the
 /// others (nor make a non-empty `run` look empty).
 pub(crate) fn decode_and_check_str(json: &str) -> Result<(Workflow, Vec<Problem>)> {
-    let value: Value = serde_json::from_str(json).map_err(|e| Error::Json {
-        line: e.line(),
-        column: e.column(),
-        message: syntax_message(&e),
-    })?;
+    let value = crate::json::parse(json)?;
     let mut d = Decoder::default();
     let wf = d.workflow(&value);
     let mut problems = d.problems;
     problems.extend(d.semantic);
     Ok((wf, problems))
-}
-
-fn syntax_message(e: &serde_json::Error) -> String {
-    // serde_json appends " at line L column C"; we report those separately.
-    let full = e.to_string();
-    match full.rfind(" at line ") {
-        Some(i) => full[..i].to_owned(),
-        None => full,
-    }
 }
 
 /// Decodes a JSON value into a workflow plus the structural problems found.
@@ -456,7 +439,7 @@ mod tests {
     #[test]
     fn syntax_errors_give_line_and_column() {
         match decode_str("{\n  \"run\": [,]\n}") {
-            Err(Error::Json {
+            Err(crate::Error::Json {
                 line,
                 column,
                 message,

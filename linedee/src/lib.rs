@@ -52,6 +52,7 @@ mod client;
 mod decode;
 mod error;
 mod export;
+mod json;
 mod machine;
 mod object;
 mod put;

@@ -214,7 +214,7 @@ impl Workflow {
 impl<'de> Deserialize<'de> for Workflow {
     /// Deserialises strictly, with the same rules and messages as [`Workflow::from_json`].
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let value = serde_json::Value::deserialize(d)?;
+        let value = crate::json::StrictValue::deserialize(d)?.0;
         let (workflow, problems) = crate::decode::decode_value(&value);
         if problems.is_empty() {
             Ok(workflow)
