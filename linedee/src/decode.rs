@@ -341,14 +341,23 @@ impl Decoder {
     }
 }
 
-/// The allowed name closest to a typo, if it is close enough to be a likely typo.
+/// The allowed name closest to a typo, if it is close enough to be a likely typo. A name the
+/// given one shortens or lengthens (`retry` → `retries`, `wait` → `wait_for`, `timeout_secs` →
+/// `timeout`) beats a match two edits away (`time` → `name`).
 fn closest<'a>(given: &str, allowed: &[&'a str]) -> Option<&'a str> {
-    allowed
+    let given = given.to_ascii_lowercase();
+    let stem = given.trim_end_matches('y');
+    let (distance, nearest) = allowed
         .iter()
-        .map(|a| (edit_distance(&given.to_ascii_lowercase(), a), *a))
-        .filter(|(d, a)| *d <= 2.max(a.len() / 4))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, a)| a)
+        .map(|a| (edit_distance(&given, a), *a))
+        .min_by_key(|(d, _)| *d)?;
+    let affix = allowed.iter().copied().find(|a| {
+        (stem.len() >= 4 && a.starts_with(stem)) || (a.len() >= 3 && given.starts_with(a))
+    });
+    match affix {
+        Some(a) if distance > 1 => Some(a),
+        _ => (distance <= 2.max(nearest.len() / 4)).then_some(nearest),
+    }
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {
@@ -387,6 +396,21 @@ mod tests {
             p[0].starts_with("run[0].timout: unknown field `timout` (did you mean `timeout`?)"),
             "{p:?}"
         );
+    }
+
+    #[test]
+    fn shortened_and_lengthened_names_get_suggestions() {
+        for (given, expected) in [
+            ("retry", Some("retries")),
+            ("wait", Some("wait_for")),
+            ("time", Some("timeout")),
+            ("timeout_secs", Some("timeout")),
+            ("Machine", Some("machine")),
+            ("env", None),
+            ("x", None),
+        ] {
+            assert_eq!(closest(given, TASK_FIELDS), expected, "{given}");
+        }
     }
 
     #[test]
