@@ -7,12 +7,14 @@ use std::sync::OnceLock;
 
 use super::{blobs, index, list, validate_key};
 
-/// Body files: one `Blobs` under the temporary directory, opened once per process.
+/// Body files: one `Blobs`, opened once per process. Only its path mapping is checked, which
+/// never touches the disk, so the directories `open` makes are removed straight away.
 fn blobs_root() -> &'static (PathBuf, blobs::Blobs) {
     static BLOBS: OnceLock<(PathBuf, blobs::Blobs)> = OnceLock::new();
     BLOBS.get_or_init(|| {
-        let dir = std::env::temp_dir().join("linedee-fuzz-store");
+        let dir = std::env::temp_dir().join(format!("linedee-fuzz-store-{}", std::process::id()));
         let b = blobs::Blobs::open(&dir, false).expect("open the fuzzing blob directory");
+        std::fs::remove_dir_all(&dir).expect("remove the fuzzing blob directory");
         (dir.join("blobs"), b)
     })
 }
