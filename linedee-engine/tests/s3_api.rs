@@ -663,6 +663,95 @@ async fn multipart_abort_and_small_parts() {
 }
 
 #[tokio::test]
+async fn list_multipart_uploads_shows_open_uploads_by_key_with_prefixes_and_pages() {
+    let s = served().await;
+    let c = s.client();
+    let mut ids = Vec::new();
+    for key in ["out", "in/x/1", "in/a b"] {
+        let id = c
+            .create_multipart_upload()
+            .bucket("ld-test")
+            .key(key)
+            .send()
+            .await
+            .expect("create")
+            .upload_id
+            .expect("id");
+        ids.push((key.to_owned(), id));
+    }
+    ids.sort();
+
+    let rolled = c
+        .list_multipart_uploads()
+        .bucket("ld-test")
+        .prefix("in/")
+        .delimiter("/")
+        .send()
+        .await
+        .expect("list with a delimiter");
+    let keys: Vec<_> = rolled.uploads().iter().filter_map(|u| u.key()).collect();
+    let prefixes: Vec<_> = rolled
+        .common_prefixes()
+        .iter()
+        .filter_map(|p| p.prefix())
+        .collect();
+    assert_eq!((keys, prefixes), (vec!["in/a b"], vec!["in/x/"]));
+
+    // One upload a page, following NextKeyMarker and NextUploadIdMarker.
+    let (mut seen, mut key_marker, mut id_marker) = (Vec::new(), None, None);
+    loop {
+        let page = c
+            .list_multipart_uploads()
+            .bucket("ld-test")
+            .max_uploads(1)
+            .set_key_marker(key_marker)
+            .set_upload_id_marker(id_marker)
+            .send()
+            .await
+            .expect("list a page");
+        for u in page.uploads() {
+            assert!(u.initiated().is_some(), "{u:?}");
+            seen.push((
+                u.key().unwrap().to_owned(),
+                u.upload_id().unwrap().to_owned(),
+            ));
+        }
+        if page.is_truncated() != Some(true) {
+            break;
+        }
+        key_marker = page.next_key_marker().map(str::to_owned);
+        id_marker = page.next_upload_id_marker().map(str::to_owned);
+    }
+    assert_eq!(seen, ids);
+
+    let (key, id) = &ids[2];
+    c.abort_multipart_upload()
+        .bucket("ld-test")
+        .key(key)
+        .upload_id(id)
+        .send()
+        .await
+        .expect("abort");
+    let left = c
+        .list_multipart_uploads()
+        .bucket("ld-test")
+        .send()
+        .await
+        .expect("list");
+    let left: Vec<_> = left.uploads().iter().filter_map(|u| u.key()).collect();
+    assert_eq!(left, ["in/a b", "in/x/1"]);
+
+    let err = c
+        .list_multipart_uploads()
+        .bucket("no-such-bucket")
+        .send()
+        .await
+        .expect_err("no bucket");
+    assert_eq!(code(&err), "NoSuchBucket");
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn conditional_writes() {
     let s = served().await;
     let c = s.client();

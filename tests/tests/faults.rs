@@ -56,7 +56,8 @@ async fn assert_absent(t: &TestEngine, key: &str) {
     assert!(matches!(err, Error::NotFound { .. }), "{key}: {err:?}");
 }
 
-/// The upload is gone from the store: ListParts answers NoSuchUpload.
+/// The upload is gone from the store (ListParts answers NoSuchUpload), and no other upload
+/// was left open in the bucket (ListMultipartUploads is empty).
 async fn assert_no_upload(t: &TestEngine, key: &str, upload_id: &str) {
     let err = t
         .client
@@ -70,6 +71,15 @@ async fn assert_no_upload(t: &TestEngine, key: &str, upload_id: &str) {
         .expect_err("the upload was aborted");
     let err = format!("{err:?}");
     assert!(err.contains("NoSuchUpload"), "{err}");
+    let open = t
+        .client
+        .s3()
+        .list_multipart_uploads()
+        .bucket(t.engine.bucket())
+        .send()
+        .await
+        .expect("list the open uploads");
+    assert!(open.uploads().is_empty(), "left open: {:?}", open.uploads());
 }
 
 #[tokio::test]

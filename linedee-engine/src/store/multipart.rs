@@ -169,6 +169,83 @@ pub(crate) fn abort(
     Ok(blobs)
 }
 
+/// An open upload, as ListMultipartUploads shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OpenUpload {
+    pub(crate) key: String,
+    pub(crate) upload_id: String,
+    pub(crate) initiated: OffsetDateTime,
+}
+
+/// One page of open uploads.
+#[derive(Debug, Default)]
+pub(crate) struct UploadPage {
+    pub(crate) uploads: Vec<OpenUpload>,
+    /// With a delimiter: the distinct key prefixes up to and including it, after `prefix`.
+    pub(crate) common_prefixes: Vec<String>,
+    /// Whether more entries follow.
+    pub(crate) truncated: bool,
+    /// When truncated, the key and upload id to pass as the next page's markers (none when
+    /// the page is empty because `max` was 0).
+    pub(crate) next: Option<(String, String)>,
+}
+
+/// The open uploads of `bucket` whose keys start with `prefix`, in S3's order (key, then
+/// initiation), after the markers: keys after `key_marker`, or with `upload_id_marker`, also
+/// the uploads of `key_marker` initiated after that upload. With a delimiter, keys that have
+/// it after the prefix roll up into common prefixes. `max` counts uploads and prefixes.
+pub(crate) fn list_open(
+    conn: &Connection,
+    bucket: &str,
+    prefix: &str,
+    delimiter: Option<&str>,
+    key_marker: &str,
+    upload_id_marker: Option<&str>,
+    max: usize,
+) -> Result<UploadPage> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT key, upload_id, created_ms FROM uploads
+         WHERE bucket = ?1 AND key >= ?2 AND (key > ?3 OR (key = ?3 AND (created_ms, upload_id)
+             > (SELECT created_ms, upload_id FROM uploads WHERE upload_id = ?4)))
+         ORDER BY key, created_ms, upload_id",
+    )?;
+    let rows = stmt.query_map(params![bucket, prefix, key_marker, upload_id_marker], |r| {
+        Ok(OpenUpload {
+            key: r.get(0)?,
+            upload_id: r.get(1)?,
+            initiated: from_ms(r.get(2)?),
+        })
+    })?;
+    let mut page = UploadPage::default();
+    let mut entries = 0;
+    let mut last: Option<(String, String)> = None;
+    for row in rows {
+        let upload = row?;
+        let Some(rest) = upload.key.strip_prefix(prefix) else {
+            break; // Sorted, and no key before this one was out of the prefix.
+        };
+        let rolled = delimiter
+            .and_then(|d| rest.find(d).map(|i| prefix.len() + i + d.len()))
+            .map(|end| upload.key[..end].to_owned());
+        let repeat = rolled.is_some() && rolled.as_ref() == page.common_prefixes.last();
+        if !repeat {
+            if entries == max {
+                page.truncated = true;
+                page.next = last;
+                break;
+            }
+            entries += 1;
+        }
+        last = Some((upload.key.clone(), upload.upload_id.clone()));
+        match rolled {
+            Some(_) if repeat => {}
+            Some(p) => page.common_prefixes.push(p),
+            None => page.uploads.push(upload),
+        }
+    }
+    Ok(page)
+}
+
 /// Checks the client's part list against the stored parts and picks them, in order.
 /// `wanted` is `(part number, unquoted etag)`.
 pub(crate) fn select(stored: &[PartRow], wanted: &[(i32, String)]) -> Result<Vec<PartRow>> {
@@ -213,4 +290,118 @@ pub(crate) fn etag(parts: &[PartRow]) -> Result<String> {
         md5.update(&raw);
     }
     Ok(format!("{}-{}", hex::encode(md5.finalize()), parts.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::index;
+
+    /// A store index with bucket `b` and one open upload per key, initiated in this order.
+    fn setup(keys: &[&str]) -> (tempfile::TempDir, Connection, Vec<String>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conn = index::open(&dir.path().join("db"), false).expect("open");
+        index::create_bucket(&conn, "b").expect("bucket");
+        let mut ids = Vec::new();
+        for (ms, key) in (1_i64..).zip(keys) {
+            let id = create(&conn, "b", key, None, &BTreeMap::new()).expect("create");
+            conn.execute(
+                "UPDATE uploads SET created_ms = ?1 WHERE upload_id = ?2",
+                params![ms, id],
+            )
+            .expect("initiated");
+            ids.push(id);
+        }
+        (dir, conn, ids)
+    }
+
+    /// Every page of a listing, following the next markers; entries as `key` or `prefix/`.
+    fn pages(
+        conn: &Connection,
+        prefix: &str,
+        delimiter: Option<&str>,
+        max: usize,
+    ) -> Vec<Vec<String>> {
+        let (mut key_marker, mut id_marker) = (String::new(), None::<String>);
+        let mut out = Vec::new();
+        loop {
+            let page = list_open(
+                conn,
+                "b",
+                prefix,
+                delimiter,
+                &key_marker,
+                id_marker.as_deref(),
+                max,
+            )
+            .expect("list");
+            let mut entries: Vec<String> = page.uploads.iter().map(|u| u.key.clone()).collect();
+            entries.extend(page.common_prefixes);
+            out.push(entries);
+            if !page.truncated {
+                return out;
+            }
+            let (k, id) = page.next.expect("a truncated page has next markers");
+            (key_marker, id_marker) = (k, Some(id));
+        }
+    }
+
+    #[test]
+    fn uploads_list_by_key_then_initiation_and_page_through_markers() {
+        let (_dir, conn, ids) = setup(&["b/2", "a", "b/1", "c", "a"]);
+        let all = list_open(&conn, "b", "", None, "", None, 1000).expect("list");
+        let got: Vec<_> = all
+            .uploads
+            .iter()
+            .map(|u| (u.key.as_str(), u.upload_id.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a", &*ids[1]),
+                ("a", &*ids[4]),
+                ("b/1", &*ids[2]),
+                ("b/2", &*ids[0]),
+                ("c", &*ids[3])
+            ]
+        );
+        assert!(!all.truncated && all.next.is_none());
+        assert_eq!(
+            pages(&conn, "", None, 2),
+            [vec!["a", "a"], vec!["b/1", "b/2"], vec!["c"]]
+        );
+        assert_eq!(pages(&conn, "b/", None, 1), [vec!["b/1"], vec!["b/2"]]);
+        assert_eq!(pages(&conn, "d", None, 1000), [Vec::<String>::new()]);
+    }
+
+    #[test]
+    fn a_key_marker_alone_skips_that_key_entirely() {
+        let (_dir, conn, _) = setup(&["a", "a", "b"]);
+        let page = list_open(&conn, "b", "", None, "a", None, 1000).expect("list");
+        let keys: Vec<_> = page.uploads.iter().map(|u| u.key.as_str()).collect();
+        assert_eq!(keys, ["b"]);
+    }
+
+    #[test]
+    fn a_delimiter_rolls_keys_into_prefixes_that_count_once() {
+        let (_dir, conn, _) = setup(&["in/x/1", "in/x/2", "in/y", "in/x/3", "out"]);
+        let whole = list_open(&conn, "b", "in/", Some("/"), "", None, 1000).expect("list");
+        let keys: Vec<_> = whole.uploads.iter().map(|u| u.key.as_str()).collect();
+        assert_eq!(
+            (keys, whole.common_prefixes),
+            (vec!["in/y"], vec!["in/x/".to_owned()])
+        );
+        assert_eq!(pages(&conn, "", Some("/"), 1), [vec!["in/"], vec!["out"]]);
+        assert_eq!(
+            pages(&conn, "in/", Some("/"), 1),
+            [vec!["in/x/"], vec!["in/y"]]
+        );
+    }
+
+    #[test]
+    fn max_zero_is_an_empty_truncated_page() {
+        let (_dir, conn, _) = setup(&["a"]);
+        let page = list_open(&conn, "b", "", None, "", None, 0).expect("list");
+        assert!(page.uploads.is_empty() && page.truncated);
+    }
 }

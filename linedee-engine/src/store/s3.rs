@@ -622,4 +622,11 @@ impl S3 for StoreS3 {
     ) -> S3Result<S3Response<ListPartsOutput>> {
         self.list_parts_impl(req).await
     }
+
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        self.list_multipart_uploads_impl(req).await
+    }
 }

@@ -1,5 +1,6 @@
 //! The multipart operations of [`StoreS3`]: create, upload part, complete (the upload's
-//! content type and metadata go to the final object), abort, list parts.
+//! content type and metadata go to the final object), abort, list parts, list the open
+//! uploads.
 
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
@@ -7,7 +8,7 @@ use s3s::{S3Request, S3Response, S3Result, s3_error};
 use super::index::NewObject;
 use super::ingest::{self, Declared};
 use super::s3::{StoreS3, ok, precondition, strong, to_s3};
-use super::{multipart, normalize_metadata, validate_key};
+use super::{index, list, multipart, normalize_metadata, validate_key};
 
 impl StoreS3 {
     pub(crate) async fn create_multipart_upload_impl(
@@ -228,6 +229,86 @@ impl StoreS3 {
             next_part_number_marker: parts.last().and_then(|p| p.part_number),
             is_truncated: Some(truncated),
             parts: Some(parts),
+            ..Default::default()
+        })
+    }
+
+    pub(crate) async fn list_multipart_uploads_impl(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        let input = req.input;
+        let max_uploads = input.max_uploads.unwrap_or(1000);
+        if max_uploads < 0 {
+            return Err(s3_error!(
+                InvalidArgument,
+                "max-uploads must not be negative"
+            ));
+        }
+        let max_uploads = max_uploads.min(1000);
+        let (bucket, prefix, delimiter) = (
+            input.bucket.clone(),
+            input.prefix.clone().unwrap_or_default(),
+            input.delimiter.clone().filter(|d| !d.is_empty()),
+        );
+        let (key_marker, upload_id_marker) = (
+            input.key_marker.clone().unwrap_or_default(),
+            input.upload_id_marker.clone(),
+        );
+        let page = self
+            .store
+            .blocking(move |i| {
+                let db = i.db();
+                index::require_bucket(&db, &bucket)?;
+                multipart::list_open(
+                    &db,
+                    &bucket,
+                    &prefix,
+                    delimiter.as_deref(),
+                    &key_marker,
+                    upload_id_marker.as_deref(),
+                    usize::try_from(max_uploads).unwrap_or(0),
+                )
+            })
+            .await
+            .map_err(to_s3)?;
+        let url = input
+            .encoding_type
+            .as_ref()
+            .is_some_and(|e| e.as_str() == EncodingType::URL);
+        let enc = |s: String| if url { list::url_encode(&s) } else { s };
+        let uploads = page
+            .uploads
+            .into_iter()
+            .map(|u| MultipartUpload {
+                key: Some(enc(u.key)),
+                upload_id: Some(u.upload_id),
+                initiated: Some(Timestamp::from(u.initiated)),
+                storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
+                ..Default::default()
+            })
+            .collect();
+        let common_prefixes = page
+            .common_prefixes
+            .into_iter()
+            .map(|p| CommonPrefix {
+                prefix: Some(enc(p)),
+            })
+            .collect();
+        let (next_key_marker, next_upload_id_marker) = page.next.unzip();
+        ok(ListMultipartUploadsOutput {
+            bucket: Some(input.bucket),
+            prefix: Some(enc(input.prefix.unwrap_or_default())),
+            delimiter: input.delimiter.map(enc),
+            key_marker: Some(enc(input.key_marker.unwrap_or_default())),
+            upload_id_marker: Some(input.upload_id_marker.unwrap_or_default()),
+            max_uploads: Some(max_uploads),
+            is_truncated: Some(page.truncated),
+            next_key_marker: next_key_marker.map(enc),
+            next_upload_id_marker,
+            uploads: Some(uploads),
+            common_prefixes: Some(common_prefixes),
+            encoding_type: input.encoding_type,
             ..Default::default()
         })
     }
