@@ -56,6 +56,7 @@ mod json;
 mod machine;
 mod object;
 mod put;
+mod request;
 mod schema;
 mod submission;
 
