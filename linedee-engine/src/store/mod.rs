@@ -26,6 +26,7 @@ mod multipart;
 mod outbox;
 mod put_file;
 mod s3;
+mod s3_list;
 mod s3_multipart;
 mod serve;
 

@@ -8,7 +8,8 @@ use s3s::{S3Request, S3Response, S3Result, s3_error};
 use super::index::NewObject;
 use super::ingest::{self, Declared};
 use super::s3::{StoreS3, ok, precondition, strong, to_s3};
-use super::{index, list, multipart, normalize_metadata, validate_key};
+use super::s3_list::encoder;
+use super::{index, multipart, normalize_metadata, validate_key};
 
 impl StoreS3 {
     pub(crate) async fn create_multipart_upload_impl(
@@ -272,11 +273,7 @@ impl StoreS3 {
             })
             .await
             .map_err(to_s3)?;
-        let url = input
-            .encoding_type
-            .as_ref()
-            .is_some_and(|e| e.as_str() == EncodingType::URL);
-        let enc = |s: String| if url { list::url_encode(&s) } else { s };
+        let enc = encoder(input.encoding_type.as_ref());
         let uploads = page
             .uploads
             .into_iter()
