@@ -134,18 +134,29 @@ impl Running {
     /// Kills any process left in the group after its leader exited (forked children), and
     /// any descendant that left the group but still carries the attempt's `line_D`.
     async fn reap_group(&self) {
-        let alive = || group_alive(self.pgid) || !escaped(&self.marker).is_empty();
-        if alive() {
-            signal_group(self.pgid, Signal::SIGTERM);
-            signal_escaped(&self.marker, Signal::SIGTERM);
-            for _ in 0..50 {
-                if !alive() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
+        if !self.alive().await {
+            return;
+        }
+        self.signal_all(Signal::SIGTERM).await;
+        for _ in 0..50 {
+            if !self.alive().await {
+                return;
             }
-            signal_group(self.pgid, Signal::SIGKILL);
-            signal_escaped(&self.marker, Signal::SIGKILL);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.signal_all(Signal::SIGKILL).await;
+    }
+
+    /// Whether a process of the attempt is left, in its group or escaped from it.
+    async fn alive(&self) -> bool {
+        group_alive(self.pgid) || !escaped(&self.marker).await.is_empty()
+    }
+
+    /// Signals the attempt's group and every process that escaped it.
+    async fn signal_all(&self, signal: Signal) {
+        signal_group(self.pgid, signal);
+        for pid in escaped(&self.marker).await {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), signal);
         }
     }
 
@@ -173,11 +184,19 @@ impl Running {
     }
 }
 
-/// Pids of processes (other than this one) whose environment has exactly `marker`.
-fn escaped(marker: &[u8]) -> Vec<i32> {
+/// Pids of processes (other than this one) whose environment has exactly `marker`. The scan
+/// of `/proc` runs on the blocking pool.
+async fn escaped(marker: &[u8]) -> Vec<i32> {
     if marker.is_empty() {
         return Vec::new();
     }
+    let marker = marker.to_vec();
+    tokio::task::spawn_blocking(move || scan_environs(&marker))
+        .await
+        .unwrap_or_default()
+}
+
+fn scan_environs(marker: &[u8]) -> Vec<i32> {
     let me = std::process::id();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -192,12 +211,6 @@ fn escaped(marker: &[u8]) -> Vec<i32> {
         })
         .filter_map(|pid| i32::try_from(pid).ok())
         .collect()
-}
-
-fn signal_escaped(marker: &[u8], signal: Signal) {
-    for pid in escaped(marker) {
-        let _ = nix::sys::signal::kill(Pid::from_raw(pid), signal);
-    }
 }
 
 fn signal_group(pgid: Option<i32>, signal: Signal) {
