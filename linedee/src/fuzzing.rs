@@ -14,11 +14,13 @@ use crate::workflow::Workflow;
 /// Workflow decoding and validation: never panics; a workflow that decodes serialises
 /// (compact, pretty and ASCII metadata forms) and decodes again to the same value;
 /// [`Workflow::parse`] agrees with [`Workflow::from_json`] plus [`Workflow::validate`];
-/// serde's `Deserialize` agrees with `from_json`; every problem has a path.
+/// serde's `Deserialize` agrees with `from_json`; every problem has a path; the strict JSON
+/// reader agrees with serde_json (see [`strict_json`]).
 pub fn workflow(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
+    strict_json(text);
     let decoded = Workflow::from_json(text);
     let parsed = Workflow::parse(text);
     let via_serde = serde_json::from_str::<Workflow>(text);
@@ -63,6 +65,24 @@ pub fn workflow(data: &[u8]) {
             assert!(!p.message.is_empty(), "a problem without a reason: {p:?}");
             assert!(shown.contains(&p.path));
         }
+    }
+}
+
+/// The strict JSON reader that workflow text goes through: what it accepts, serde_json reads
+/// as the same value; what it refuses but serde_json accepts (which keeps the last of two
+/// fields with one name) is a field given twice, and the message says so.
+fn strict_json(text: &str) {
+    let ours = crate::json::parse(text);
+    let theirs = serde_json::from_str::<serde_json::Value>(text);
+    match (ours, theirs) {
+        (Ok(ours), Ok(theirs)) => assert_eq!(ours, theirs, "the strict reader changed a value"),
+        (Ok(ours), Err(e)) => panic!("the strict reader accepted {ours} but serde_json: {e}"),
+        (Err(Error::Json { message, .. }), Ok(_)) => assert!(
+            message.contains("appears twice"),
+            "refused for no stated reason: {message}"
+        ),
+        (Err(Error::Json { line, .. }), Err(_)) => assert!(line >= 1),
+        (Err(other), _) => panic!("the strict reader gave a non-JSON error: {other:?}"),
     }
 }
 
