@@ -15,7 +15,7 @@ use crate::workflow::Workflow;
 /// (compact, pretty and ASCII metadata forms) and decodes again to the same value;
 /// [`Workflow::parse`] agrees with [`Workflow::from_json`] plus [`Workflow::validate`];
 /// serde's `Deserialize` agrees with `from_json`; every problem has a path; the strict JSON
-/// reader agrees with serde_json (see [`strict_json`]).
+/// reader agrees with serde_json.
 pub fn workflow(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
