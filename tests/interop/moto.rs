@@ -239,24 +239,22 @@ async fn moto_export_downloads_every_object_with_the_ld_history() {
 }
 
 /// Credentials that expire `lifetime` after each fetch, each with a new key id; records when
-/// each was fetched and until when the previous one was valid.
+/// each was fetched.
 #[derive(Debug)]
 struct Expiring {
     lifetime: Duration,
     calls: AtomicUsize,
-    /// (fetched at, expiry of the credentials in use before).
-    fetches: Mutex<Vec<(SystemTime, Option<SystemTime>)>>,
+    fetches: Mutex<Vec<SystemTime>>,
 }
 
 impl ProvideCredentials for Expiring {
     fn provide(&self) -> CredentialsFuture<'_> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst);
         let now = SystemTime::now();
-        let expires = now + self.lifetime;
         if let Ok(mut f) = self.fetches.lock() {
-            let before = f.last().map(|(at, _)| *at + self.lifetime);
-            f.push((now, before));
+            f.push(now);
         }
+        let expires = now + self.lifetime;
         Box::pin(async move {
             Ok(Credentials::new(
                 format!("AKIAMOTO{n}"),
@@ -268,55 +266,82 @@ impl ProvideCredentials for Expiring {
     }
 }
 
+/// The last fetch at or before `t`.
+fn fetched_before(fetches: &[SystemTime], t: SystemTime) -> Option<SystemTime> {
+    fetches.iter().rev().find(|f| **f <= t).copied()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn moto_credentials_refresh_ahead_of_expiry_and_every_request_succeeds() {
+    const LIFETIME: Duration = Duration::from_millis(1500);
+    const AHEAD: Duration = Duration::from_secs(1);
     let moto = Moto::start().await;
     let provider = std::sync::Arc::new(Expiring {
-        lifetime: Duration::from_millis(1500),
+        lifetime: LIFETIME,
         calls: AtomicUsize::new(0),
         fetches: Mutex::new(Vec::new()),
     });
-    // Refreshed 1 s before expiry: new credentials about every 0.5 s.
-    let cache = CredentialsCache::with_timing(
-        provider.clone(),
-        Duration::from_secs(900),
-        Duration::from_secs(1),
-    );
+    // Refreshed 1 s before expiry: credentials come due 0.5 s after each fetch.
+    let cache = CredentialsCache::with_timing(provider.clone(), Duration::from_secs(900), AHEAD);
     let client = client_with(&moto, cache, false).await;
-    let start = Instant::now();
-    let mut requests = 0;
-    while start.elapsed() < Duration::from_millis(2500) {
-        let key = format!("etl/{requests}.json");
-        client
-            .put(&key, format!("{{\"n\":{requests}}}"))
-            .send()
-            .await
-            .expect("put");
-        let body = client
+    // Every request, with when it started and ended. The claims below hold however slowly moto
+    // answers, so the loop runs until the credentials have rotated a few times, not for a time.
+    let mut calls: Vec<(&str, SystemTime, SystemTime)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut n = 0;
+    while provider.calls.load(Ordering::SeqCst) < 5 || calls.len() < 30 {
+        assert!(
+            Instant::now() < deadline,
+            "credentials did not rotate: {} fetches in {} requests",
+            provider.calls.load(Ordering::SeqCst),
+            calls.len()
+        );
+        let key = format!("etl/{n}.json");
+        let body = format!("{{\"n\":{n}}}");
+        let t0 = SystemTime::now();
+        client.put(&key, body.clone()).send().await.expect("put");
+        let t1 = SystemTime::now();
+        calls.push(("put", t0, t1));
+        let got = client
             .get(&key)
             .await
             .expect("get")
             .bytes()
             .await
             .expect("body");
-        assert_eq!(body, format!("{{\"n\":{requests}}}").as_bytes());
+        let t2 = SystemTime::now();
+        calls.push(("get", t1, t2));
+        assert_eq!(got, body.as_bytes());
         client.list("etl/").await.expect("list");
-        requests += 3;
+        calls.push(("list", t2, SystemTime::now()));
+        n += 1;
         // Time must pass for credentials to come due; this is not waiting for anything.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let calls = provider.calls.load(Ordering::SeqCst);
-    assert!(calls >= 4, "{calls} provider calls for {requests} requests");
-    assert!(
-        calls < requests / 2,
-        "{calls} provider calls for {requests} requests: not cached"
-    );
     let fetches = provider.fetches.lock().expect("fetches").clone();
-    for (at, previous_expiry) in fetches.iter().skip(1) {
-        let previous_expiry = previous_expiry.expect("a previous fetch");
+    let due = |fetched: SystemTime| fetched + LIFETIME - AHEAD;
+    // Cached: no credentials are replaced before they come due (so a request that ends before
+    // then fetches nothing).
+    for pair in fetches.windows(2) {
         assert!(
-            *at < previous_expiry,
-            "a refresh came after the expiry: {fetches:?}"
+            pair[1] >= due(pair[0]),
+            "fetched again {:?} after the last fetch, before the {:?} it is due",
+            pair[1].duration_since(pair[0]).unwrap_or_default(),
+            LIFETIME - AHEAD
         );
+    }
+    // Refreshed ahead of expiry: a request that starts when the credentials are due is signed
+    // with fresh ones, fetched while it runs, so no request goes out with expiring credentials.
+    for (op, t0, t1) in &calls {
+        let current = fetched_before(&fetches, *t0).expect("credentials before the first request");
+        if *t0 >= due(current) {
+            assert!(
+                fetches.iter().any(|f| f >= t0 && f <= t1),
+                "a {op} started {:?} after its credentials were fetched (due after {:?}) \
+                 and was signed without a refresh",
+                t0.duration_since(current).unwrap_or_default(),
+                LIFETIME - AHEAD
+            );
+        }
     }
 }
