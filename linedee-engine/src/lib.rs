@@ -29,6 +29,7 @@
 //!   Heroku-shaped config-vars endpoint, and pushes committed triggers and object writes to
 //!   the engine in process.
 //! - [`dashboard`]: the read-only web dashboard (cancel and retry need the local token).
+//!   The store and the dashboard share one accept loop with graceful shutdown (`http`).
 //! - [`Procfile`], [`parse_dotenv`]: the app's process types and `.env`.
 //! - [`Console`]: foreman-style task output. [`RetryPolicy`]: retries and backoff.
 //! - [`Error`], [`Result`]: the crate's errors.
@@ -45,6 +46,7 @@ mod executor;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod http;
 mod journal;
 mod process;
 mod procfile;

@@ -28,10 +28,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder as ConnBuilder;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::{Engine, Error, Result};
@@ -77,43 +73,10 @@ pub async fn serve(
         token,
         loopback,
     });
-    let server = ConnBuilder::new(TokioExecutor::new());
-    let graceful = GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            res = listener.accept() => match res {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!(error = %e, "dashboard: accepting a connection failed");
-                    continue;
-                }
-            },
-            () = shutdown.as_mut() => break,
-        };
-        let _ = stream.set_nodelay(true);
+    crate::http::serve("dashboard", listener, DRAIN, shutdown, move |req| {
         let state = Arc::clone(&state);
-        let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-            let state = Arc::clone(&state);
-            async move { Ok::<_, std::convert::Infallible>(routes::handle(&state, req).await) }
-        });
-        let conn = graceful.watch(
-            server
-                .serve_connection(TokioIo::new(stream), svc)
-                .into_owned(),
-        );
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "dashboard connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(DRAIN, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("dashboard requests still in flight after {DRAIN:?}; stopping anyway");
-    }
+        async move { Ok::<_, std::convert::Infallible>(routes::handle(&state, req).await) }
+    })
+    .await;
     Ok(())
 }

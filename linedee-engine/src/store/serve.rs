@@ -5,10 +5,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder as ConnBuilder;
-use hyper_util::server::graceful::GracefulShutdown;
 use s3s::service::S3ServiceBuilder;
 use tokio::net::TcpListener;
 
@@ -62,47 +58,18 @@ impl Store {
             b.set_access(StoreAccess(Arc::clone(&self.inner.auth)));
             b.build()
         };
-        let server = ConnBuilder::new(TokioExecutor::new());
-        let graceful = GracefulShutdown::new();
-        let mut shutdown = std::pin::pin!(shutdown);
-        loop {
-            let stream = tokio::select! {
-                res = listener.accept() => match res {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accepting a connection failed");
-                        continue;
-                    }
-                },
-                () = shutdown.as_mut() => break,
-            };
-            let _ = stream.set_nodelay(true);
-            let (s3, store, endpoint) = (s3.clone(), self.clone(), Arc::clone(&endpoint));
-            let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-                let (s3, store, endpoint) = (s3.clone(), store.clone(), Arc::clone(&endpoint));
-                async move {
-                    if config_vars::matches(&req) {
-                        Ok(config_vars::handle(&store, &req, &endpoint))
-                    } else {
-                        s3.call(req.map(s3s::Body::from)).await
-                    }
+        let store = self.clone();
+        crate::http::serve("store", listener, DRAIN, shutdown, move |req| {
+            let (s3, store, endpoint) = (s3.clone(), store.clone(), Arc::clone(&endpoint));
+            async move {
+                if config_vars::matches(&req) {
+                    Ok(config_vars::handle(&store, &req, &endpoint))
+                } else {
+                    s3.call(req.map(s3s::Body::from)).await
                 }
-            });
-            let conn = server.serve_connection(TokioIo::new(stream), svc);
-            let conn = graceful.watch(conn.into_owned());
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "connection ended with an error");
-                }
-            });
-        }
-        drop(listener);
-        if tokio::time::timeout(DRAIN, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!("requests still in flight after {DRAIN:?}; stopping anyway");
-        }
+            }
+        })
+        .await;
         Ok(())
     }
 }
