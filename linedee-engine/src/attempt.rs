@@ -14,6 +14,22 @@ use crate::executor::{Executor, KILL_GRACE, TaskEnd};
 use crate::journal::{self, Outcome, RunRow, TaskRow};
 use crate::process::{self, Running};
 
+/// How an attempt ended.
+enum Attempted {
+    /// It decided the task: succeeded, cancelled or interrupted.
+    Ended(TaskEnd),
+    /// It failed; the task may try again.
+    Failed(Failure),
+}
+
+/// A failed attempt, as the journal records it.
+struct Failure {
+    attempt: u32,
+    outcome: Outcome,
+    reason: String,
+    code: Option<i32>,
+}
+
 impl Executor {
     /// The `ld_state` of a landed output (`Some(None)`: landed without state), or `None`.
     async fn landed(&self, bucket: &str, task_id: &str) -> Result<Option<Option<String>>> {
@@ -55,146 +71,12 @@ impl Executor {
                 p = Arc::clone(&self.permits).acquire_owned() => p.map_err(|_| Error::Internal("semaphore closed".into()))?,
                 _ = cancel.cancelled() => return self.cancel_task(&run.run_id, &task_id, None).await,
             };
-            let mut waiter = self.wait_output(&run.bucket, &task_id).await;
-            let (id, rid) = (task_id.clone(), run.run_id.clone());
-            let attempt = self
-                .db(move |c| {
-                    journal::set_run_status(c, &rid, RunState::Running, None)?;
-                    journal::start_attempt(c, &id, None)
-                })
-                .await?;
-            let spec = self.spec(run, wf, row, def, attempt);
-            let mut proc = match process::spawn(spec, &self.console).await {
-                Ok(p) => p,
-                Err(e) => {
-                    let reason = format!("cannot start the process: {e}");
-                    match self
-                        .fail_attempt(
-                            run,
-                            &task_id,
-                            attempt,
-                            Outcome::Failed,
-                            None,
-                            &reason,
-                            failures + 1 >= max_attempts,
-                        )
-                        .await?
-                    {
-                        Some(end) => return Ok(end),
-                        None => {
-                            failures += 1;
-                            drop(permit);
-                            if !self.backoff(failures, &cancel).await {
-                                return self.cancel_task(&run.run_id, &task_id, None).await;
-                            }
-                            continue;
-                        }
-                    }
-                }
+            let failure = match self.attempt(run, wf, row, def, &cancel, permit).await? {
+                Attempted::Ended(end) => return Ok(end),
+                Attempted::Failed(failure) => failure,
             };
-            let (id, pgid) = (task_id.clone(), proc.pgid());
-            self.db(move |c| journal::set_attempt_pgid(c, &id, attempt, pgid))
-                .await?;
-            self.publish(&run.run_id);
-
-            if def.no_output {
-                self.succeed(run, &task_id, attempt, None, None).await?;
-                self.finish_in_background(run, &task_id, attempt, proc, permit);
-                self.pause(def, &cancel).await;
-                return Ok(TaskEnd::Succeeded);
-            }
-
-            let deadline = tokio::time::sleep(def.timeout_duration());
-            tokio::pin!(deadline);
-            enum Event {
-                Landed(Option<String>),
-                Exited(Option<i32>),
-                TimedOut,
-                Cancelled,
-                Shutdown,
-            }
-            let event = loop {
-                tokio::select! {
-                    _ = &mut waiter => match self.landed(&run.bucket, &task_id).await? {
-                        Some(state) => break Event::Landed(state),
-                        None => waiter = self.wait_output(&run.bucket, &task_id).await,
-                    },
-                    status = proc.wait() => {
-                        let code = status.ok().and_then(|s| s.code());
-                        match self.landed(&run.bucket, &task_id).await? {
-                            Some(state) => {
-                                self.succeed(run, &task_id, attempt, state.as_deref(), code).await?;
-                                self.publish_log(run, &task_id, attempt).await;
-                                drop(permit);
-                                self.pause(def, &cancel).await;
-                                return Ok(TaskEnd::Succeeded);
-                            }
-                            None => break Event::Exited(code),
-                        }
-                    }
-                    _ = &mut deadline => break Event::TimedOut,
-                    _ = cancel.cancelled() => break Event::Cancelled,
-                    _ = self.shutdown.cancelled() => break Event::Shutdown,
-                }
-            };
-            let (outcome, reason, code) = match event {
-                Event::Landed(state) => {
-                    self.succeed(run, &task_id, attempt, state.as_deref(), None)
-                        .await?;
-                    self.finish_in_background(run, &task_id, attempt, proc, permit);
-                    self.pause(def, &cancel).await;
-                    return Ok(TaskEnd::Succeeded);
-                }
-                Event::Exited(code) => {
-                    let log = process::log_path(&self.data_dir, &task_id, attempt);
-                    let detail = crate::diagnostic::from_log(&log).await;
-                    let how = code.map_or("was killed by a signal".to_owned(), |c| {
-                        format!("exited with code {c}")
-                    });
-                    let mut reason = match detail {
-                        Some(d) => format!("{how} without writing out/{task_id}: {d}"),
-                        None => format!("{how} without writing out/{task_id}"),
-                    };
-                    // 127: command not found; say when that is a process type gone missing.
-                    if code == Some(127)
-                        && let Some(note) = self.procfile.current().not_a_type(&def.cmd)
-                    {
-                        reason.push_str("; ");
-                        reason.push_str(&note);
-                    }
-                    (Outcome::Failed, reason, code)
-                }
-                Event::TimedOut => {
-                    let status = proc.stop(KILL_GRACE).await.ok();
-                    (
-                        Outcome::TimedOut,
-                        format!(
-                            "timed out: no out/{task_id} within {} s; its process group was stopped",
-                            def.timeout
-                        ),
-                        status.and_then(|s| s.code()),
-                    )
-                }
-                Event::Cancelled => {
-                    let status = proc.stop(KILL_GRACE).await.ok();
-                    self.publish_log(run, &task_id, attempt).await;
-                    return self
-                        .cancel_task(
-                            &run.run_id,
-                            &task_id,
-                            Some((attempt, status.and_then(|s| s.code()))),
-                        )
-                        .await;
-                }
-                Event::Shutdown => return self.interrupt(run, &task_id, attempt, proc, def).await,
-            };
-            self.publish_log(run, &task_id, attempt).await;
-            drop(permit);
             let last = failures + 1 >= max_attempts;
-            if let Some(end) = self
-                .fail_attempt(run, &task_id, attempt, outcome, code, &reason, last)
-                .await?
-            {
+            if let Some(end) = self.fail_attempt(run, &task_id, &failure, last).await? {
                 return Ok(end);
             }
             failures += 1;
@@ -204,16 +86,167 @@ impl Executor {
         }
     }
 
+    /// One attempt, holding `permit` (a slot of the engine's concurrency) until it is decided.
+    async fn attempt(
+        &self,
+        run: &RunRow,
+        wf: &Workflow,
+        row: &TaskRow,
+        def: &Task,
+        cancel: &CancellationToken,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<Attempted> {
+        let task_id = row.task_id.clone();
+        let mut waiter = self.wait_output(&run.bucket, &task_id).await;
+        let (id, rid) = (task_id.clone(), run.run_id.clone());
+        let attempt = self
+            .db(move |c| {
+                journal::set_run_status(c, &rid, RunState::Running, None)?;
+                journal::start_attempt(c, &id, None)
+            })
+            .await?;
+        let spec = self.spec(run, wf, row, def, attempt);
+        let mut proc = match process::spawn(spec, &self.console).await {
+            Ok(p) => p,
+            Err(e) => {
+                return Ok(Attempted::Failed(Failure {
+                    attempt,
+                    outcome: Outcome::Failed,
+                    reason: format!("cannot start the process: {e}"),
+                    code: None,
+                }));
+            }
+        };
+        let (id, pgid) = (task_id.clone(), proc.pgid());
+        self.db(move |c| journal::set_attempt_pgid(c, &id, attempt, pgid))
+            .await?;
+        self.publish(&run.run_id);
+
+        if def.no_output {
+            self.succeed(run, &task_id, attempt, None, None).await?;
+            self.finish_in_background(run, &task_id, attempt, proc, permit);
+            self.pause(def, cancel).await;
+            return Ok(Attempted::Ended(TaskEnd::Succeeded));
+        }
+
+        let deadline = tokio::time::sleep(def.timeout_duration());
+        tokio::pin!(deadline);
+        enum Event {
+            Landed(Option<String>),
+            Exited(Option<i32>),
+            TimedOut,
+            Cancelled,
+            Shutdown,
+        }
+        let event = loop {
+            tokio::select! {
+                _ = &mut waiter => match self.landed(&run.bucket, &task_id).await? {
+                    Some(state) => break Event::Landed(state),
+                    None => waiter = self.wait_output(&run.bucket, &task_id).await,
+                },
+                status = proc.wait() => {
+                    let code = status.ok().and_then(|s| s.code());
+                    match self.landed(&run.bucket, &task_id).await? {
+                        Some(state) => {
+                            self.succeed(run, &task_id, attempt, state.as_deref(), code).await?;
+                            self.publish_log(run, &task_id, attempt).await;
+                            drop(permit);
+                            self.pause(def, cancel).await;
+                            return Ok(Attempted::Ended(TaskEnd::Succeeded));
+                        }
+                        None => break Event::Exited(code),
+                    }
+                }
+                _ = &mut deadline => break Event::TimedOut,
+                _ = cancel.cancelled() => break Event::Cancelled,
+                _ = self.shutdown.cancelled() => break Event::Shutdown,
+            }
+        };
+        let (outcome, reason, code) = match event {
+            Event::Landed(state) => {
+                self.succeed(run, &task_id, attempt, state.as_deref(), None)
+                    .await?;
+                self.finish_in_background(run, &task_id, attempt, proc, permit);
+                self.pause(def, cancel).await;
+                return Ok(Attempted::Ended(TaskEnd::Succeeded));
+            }
+            Event::Exited(code) => (
+                Outcome::Failed,
+                self.exit_reason(def, &task_id, attempt, code).await,
+                code,
+            ),
+            Event::TimedOut => {
+                let status = proc.stop(KILL_GRACE).await.ok();
+                (
+                    Outcome::TimedOut,
+                    format!(
+                        "timed out: no out/{task_id} within {} s; its process group was stopped",
+                        def.timeout
+                    ),
+                    status.and_then(|s| s.code()),
+                )
+            }
+            Event::Cancelled => {
+                let status = proc.stop(KILL_GRACE).await.ok();
+                self.publish_log(run, &task_id, attempt).await;
+                let end = self
+                    .cancel_task(
+                        &run.run_id,
+                        &task_id,
+                        Some((attempt, status.and_then(|s| s.code()))),
+                    )
+                    .await?;
+                return Ok(Attempted::Ended(end));
+            }
+            Event::Shutdown => {
+                let end = self.interrupt(run, &task_id, attempt, proc, def).await?;
+                return Ok(Attempted::Ended(end));
+            }
+        };
+        self.publish_log(run, &task_id, attempt).await;
+        Ok(Attempted::Failed(Failure {
+            attempt,
+            outcome,
+            reason,
+            code,
+        }))
+    }
+
+    /// Why an attempt whose process exited without writing its output failed: the exit code,
+    /// the end of its log, and whether a missing command is a process type gone from the
+    /// Procfile.
+    async fn exit_reason(
+        &self,
+        def: &Task,
+        task_id: &str,
+        attempt: u32,
+        code: Option<i32>,
+    ) -> String {
+        let log = process::log_path(&self.data_dir, task_id, attempt);
+        let detail = crate::diagnostic::from_log(&log).await;
+        let how = code.map_or("was killed by a signal".to_owned(), |c| {
+            format!("exited with code {c}")
+        });
+        let mut reason = match detail {
+            Some(d) => format!("{how} without writing out/{task_id}: {d}"),
+            None => format!("{how} without writing out/{task_id}"),
+        };
+        // 127: command not found; say when that is a process type gone missing.
+        if code == Some(127)
+            && let Some(note) = self.procfile.current().not_a_type(&def.cmd)
+        {
+            reason.push_str("; ");
+            reason.push_str(&note);
+        }
+        reason
+    }
+
     /// Records a failed attempt; returns the task's end when it was the last one.
-    #[allow(clippy::too_many_arguments)] // the attempt's identity plus how it ended
     async fn fail_attempt(
         &self,
         run: &RunRow,
         task_id: &str,
-        attempt: u32,
-        outcome: Outcome,
-        code: Option<i32>,
-        reason: &str,
+        failure: &Failure,
         last: bool,
     ) -> Result<Option<TaskEnd>> {
         let state = if last {
@@ -221,12 +254,18 @@ impl Executor {
         } else {
             TaskState::Running
         };
-        let (id, r) = (task_id.to_owned(), reason.to_owned());
+        let Failure {
+            attempt,
+            outcome,
+            ref reason,
+            code,
+        } = *failure;
+        let (id, r) = (task_id.to_owned(), reason.clone());
         self.db(move |c| journal::finish_attempt(c, &id, attempt, outcome, code, Some(&r), state))
             .await?;
         tracing::warn!(task_id, attempt, reason, "attempt failed");
         self.publish(&run.run_id);
-        Ok(last.then(|| TaskEnd::Failed(reason.to_owned())))
+        Ok(last.then(|| TaskEnd::Failed(reason.clone())))
     }
 
     async fn succeed(
