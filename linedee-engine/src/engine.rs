@@ -231,6 +231,9 @@ impl Engine {
     }
 
     /// Stops a run that has not finished: its processes are stopped and it ends `cancelled`.
+    /// A run this engine is driving ends when its processes have stopped; one it is not
+    /// driving is cancelled in the journal and its status document rewritten before this
+    /// returns.
     pub async fn cancel(&self, run_id: &str) -> Result<()> {
         let status = self.status(run_id).await?;
         if status.status.is_finished() {
@@ -258,13 +261,14 @@ impl Engine {
                     )
                 })
                 .await?;
-            self.exec.publish(run_id);
+            self.exec.publish_now(run_id).await;
         }
         Ok(())
     }
 
     /// Redrives a failed or cancelled run from its first unfinished step; succeeded tasks keep
-    /// their outputs and are not run again.
+    /// their outputs and are not run again. When it returns, the run's status document
+    /// (`ld/runs/{run_id}.json`) already shows it queued.
     pub async fn retry(&self, run_id: &str) -> Result<()> {
         let status = self.status(run_id).await?;
         if !matches!(status.status, RunState::Failed | RunState::Cancelled) {
@@ -291,7 +295,9 @@ impl Engine {
                 journal::set_run_status(c, &id, RunState::Queued, None)
             })
             .await?;
-        self.exec.publish(run_id);
+        // Written before returning: a caller that reads the document next sees the run queued,
+        // not still failed.
+        self.exec.publish_now(run_id).await;
         self.exec.spawn_drive(run_id.to_owned());
         Ok(())
     }

@@ -13,10 +13,15 @@ use crate::store::{ObjectEvent, Store};
 
 /// Runs whose status document must be rewritten. Marking is cheap and coalesces: however many
 /// transitions happen while a document is being written, the next write renders the latest.
+///
+/// One document is written at a time (`writing`), each rendered from the journal as it is
+/// then: whichever write lands last shows the latest state, so a document written at once
+/// ([`Executor::publish_now`]) and one from the background loop cannot leave a stale one behind.
 #[derive(Debug, Default)]
 pub(crate) struct Publisher {
     dirty: Mutex<HashSet<String>>,
     wake: Notify,
+    writing: tokio::sync::Mutex<()>,
 }
 
 impl Publisher {
@@ -36,12 +41,28 @@ impl Publisher {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         dirty.drain().collect()
     }
+
+    /// Takes `run_id` off the pending writes (it is about to be written).
+    fn unmark(&self, run_id: &str) {
+        self.dirty
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(run_id);
+    }
 }
 
 impl Executor {
     /// Schedules `ld/runs/{run_id}.json` to be rewritten from the journal.
     pub(crate) fn publish(&self, run_id: &str) {
         self.publisher.mark(run_id);
+    }
+
+    /// Rewrites `ld/runs/{run_id}.json` from the journal before returning, for requests (retry,
+    /// cancel) whose callers read the document next and must not see the state before them.
+    pub(crate) async fn publish_now(&self, run_id: &str) {
+        let _writing = self.publisher.writing.lock().await;
+        self.publisher.unmark(run_id);
+        self.render_and_write(run_id).await;
     }
 
     /// The publisher's loop: writes dirty documents until `stop` and nothing is left.
@@ -64,9 +85,15 @@ impl Executor {
         }
     }
 
+    /// Writes one status document, one at a time with [`publish_now`](Self::publish_now).
+    async fn write_status(&self, run_id: &str) {
+        let _writing = self.publisher.writing.lock().await;
+        self.render_and_write(run_id).await;
+    }
+
     /// Renders and writes one status document, and records which status it shows so that a
     /// restart can rewrite documents a crash left behind.
-    pub(crate) async fn write_status(&self, run_id: &str) {
+    async fn render_and_write(&self, run_id: &str) {
         let id = run_id.to_owned();
         let doc = match self.db(move |c| crate::views::render(c, &id)).await {
             Ok(Some(doc)) => doc,

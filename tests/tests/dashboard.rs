@@ -139,6 +139,15 @@ async fn cancel_and_retry_need_the_local_token() {
         (200, &serde_json::json!(true)),
         "{body}"
     );
+    // Once the retry is answered, the status document no longer shows the failure before it
+    // (it shows the run queued, or already further on), so `linedee run --watch` follows the
+    // redrive instead of printing the old result.
+    let doc = t.client.run(&runs.failed).await.expect("status document");
+    let task = doc.tasks().next().expect("a task");
+    assert!(
+        !(doc.status == RunState::Failed && task.attempts == 2),
+        "the document still shows the run before the retry: {doc:#?}"
+    );
     // The redriven task runs again (two more attempts) and fails again.
     let doc = wait_api(&d, &runs.failed, |doc| {
         doc["run"]["status"] == "failed" && doc["attempts"].as_array().is_some_and(|a| a.len() == 4)
