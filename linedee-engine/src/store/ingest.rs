@@ -120,7 +120,7 @@ fn check(name: &str, declared: Option<&String>, computed: Option<&String>) -> S3
 }
 
 fn io_err(e: Error) -> S3Error {
-    super::s3::internal(e)
+    super::s3_types::internal(e)
 }
 
 /// Reads `body` to its end into a new (unpublished) blob and verifies its digests.

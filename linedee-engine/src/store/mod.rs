@@ -8,8 +8,9 @@
 //! - `outbox.rs`: triggers, committed in the same transaction as their object;
 //!   `group.rs`: group commit of concurrent writes.
 //! - `auth.rs`: credentials, rotation, SigV4 enforcement.
-//! - `s3.rs`: the s3s `S3` implementation (`s3_multipart.rs`: its multipart operations,
-//!   `conditions.rs`: conditional reads); `serve.rs`: HTTP serving;
+//! - `s3.rs`: the s3s `S3` implementation (`s3_list.rs`: its listings, `s3_multipart.rs`:
+//!   its multipart operations, `conditions.rs`: conditional reads, `s3_types.rs`: errors,
+//!   ETags, preconditions and metadata as s3s has them); `serve.rs`: HTTP serving;
 //!   `config_vars.rs`: the Heroku-shaped config-vars endpoint.
 
 mod auth;
@@ -28,6 +29,7 @@ mod put_file;
 mod s3;
 mod s3_list;
 mod s3_multipart;
+mod s3_types;
 mod serve;
 
 use std::collections::BTreeMap;

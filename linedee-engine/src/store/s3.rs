@@ -1,16 +1,16 @@
 //! The s3s [`S3`] implementation over the index and the body files. Operations not here
 //! answer `NotImplemented` (the trait's default).
 
-use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 
 use s3s::dto::*;
-use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
+use s3s::{S3, S3Request, S3Response, S3Result, s3_error};
 use tokio::io::AsyncReadExt;
 
 use super::conditions::ReadConditions;
 use super::index::{self, NewObject, Precondition};
 use super::ingest::{self, Declared};
+use super::s3_types::{ok, precondition, s3_metadata, strong, to_s3, unquote};
 use super::{Store, normalize_metadata, validate_key};
 use crate::Error;
 
@@ -21,70 +21,6 @@ const INLINE_READ: u64 = 1024 * 1024;
 #[derive(Debug, Clone)]
 pub(crate) struct StoreS3 {
     pub(crate) store: Store,
-}
-
-/// An internal failure: logged, answered with a generic `InternalError`.
-pub(crate) fn internal(e: Error) -> S3Error {
-    tracing::error!(error = %e, source = ?std::error::Error::source(&e), "store operation failed");
-    S3Error::with_message(S3ErrorCode::InternalError, "the store failed; see its log")
-}
-
-pub(crate) fn to_s3(e: Error) -> S3Error {
-    let msg = e.to_string();
-    let code = match &e {
-        Error::NoSuchBucket(_) => S3ErrorCode::NoSuchBucket,
-        Error::InvalidBucketName { .. } => S3ErrorCode::InvalidBucketName,
-        Error::InvalidKey { len } if *len > 1024 => S3ErrorCode::KeyTooLongError,
-        Error::InvalidKey { .. } => S3ErrorCode::InvalidArgument,
-        Error::MetadataTooLarge { .. } => S3ErrorCode::MetadataTooLarge,
-        Error::PreconditionFailed(_) => S3ErrorCode::PreconditionFailed,
-        Error::NoSuchUpload(_) => S3ErrorCode::NoSuchUpload,
-        Error::InvalidPart(_) => S3ErrorCode::InvalidPart,
-        Error::InvalidPartOrder => S3ErrorCode::InvalidPartOrder,
-        Error::EntityTooSmall { .. } => S3ErrorCode::EntityTooSmall,
-        _ => return internal(e),
-    };
-    S3Error::with_message(code, msg)
-}
-
-fn unquote(etag: &str) -> String {
-    etag.trim_matches('"').to_owned()
-}
-
-pub(crate) fn strong(etag: &str) -> ETag {
-    ETag::Strong(unquote(etag))
-}
-
-pub(crate) fn precondition(
-    if_none_match: Option<&ETagCondition>,
-    if_match: Option<&ETagCondition>,
-) -> S3Result<Precondition> {
-    if let Some(c) = if_none_match {
-        if c.is_any() {
-            return Ok(Precondition::IfNoneMatchAny);
-        }
-        return Err(s3_error!(
-            NotImplemented,
-            "If-None-Match on writes supports only `*`"
-        ));
-    }
-    Ok(match if_match {
-        None => Precondition::None,
-        Some(ETagCondition::ETag(e)) => Precondition::IfMatch(Some(e.value().to_owned())),
-        Some(_) => Precondition::IfMatch(None),
-    })
-}
-
-fn s3_metadata(m: &std::collections::BTreeMap<String, String>) -> Option<Metadata> {
-    (!m.is_empty()).then(|| {
-        m.iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect::<HashMap<_, _>>()
-    })
-}
-
-pub(crate) fn ok<T>(output: T) -> S3Result<S3Response<T>> {
-    Ok(S3Response::new(output))
 }
 
 enum Body {

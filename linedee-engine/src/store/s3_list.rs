@@ -3,7 +3,8 @@
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 
-use super::s3::{StoreS3, ok, to_s3};
+use super::s3::StoreS3;
+use super::s3_types::{ok, to_s3};
 use super::{index, list};
 
 /// What a listing does to the keys and prefixes it returns: URL-encodes them when the request

@@ -7,8 +7,9 @@ use s3s::{S3Request, S3Response, S3Result, s3_error};
 
 use super::index::NewObject;
 use super::ingest::{self, Declared};
-use super::s3::{StoreS3, ok, precondition, strong, to_s3};
+use super::s3::StoreS3;
 use super::s3_list::encoder;
+use super::s3_types::{ok, precondition, strong, to_s3};
 use super::{index, multipart, normalize_metadata, validate_key};
 
 impl StoreS3 {
