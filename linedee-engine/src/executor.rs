@@ -124,6 +124,8 @@ impl Executor {
             self.publish(&run_id);
         }
         for run_id in self.db(|c| journal::unfinished_runs(c)).await? {
+            // Their documents may lag the journal too; rewritten once, then driven.
+            self.publish(&run_id);
             self.spawn_drive(run_id);
         }
         let me = Arc::clone(&self);
@@ -285,9 +287,14 @@ impl Executor {
             process::stop_stale_group(*pgid, task_id);
         }
         let id = run_id.to_owned();
-        self.db(move |c| journal::close_open_attempts(c, &id))
+        let closed = self
+            .db(move |c| journal::close_open_attempts(c, &id))
             .await?;
-        self.publish(run_id);
+        // Otherwise nothing changed since the document was last written (at intake, at retry,
+        // or at the restart that resumes the run).
+        if closed > 0 {
+            self.publish(run_id);
+        }
 
         for (s, step) in wf.run.iter().enumerate() {
             let id = run_id.to_owned();

@@ -422,12 +422,11 @@ pub(crate) fn open_attempts(conn: &Connection, run_id: &str) -> Result<Vec<(Stri
     Ok(rows)
 }
 
-/// Closes attempts left open by a crash.
-pub(crate) fn close_open_attempts(conn: &Connection, run_id: &str) -> Result<()> {
-    conn.execute(
+/// Closes attempts left open by a crash; returns how many there were.
+pub(crate) fn close_open_attempts(conn: &Connection, run_id: &str) -> Result<usize> {
+    Ok(conn.execute(
         "UPDATE ld_attempts SET outcome = 'interrupted', finished_ms = ?2
          WHERE outcome IS NULL AND task_id IN (SELECT task_id FROM ld_tasks WHERE run_id = ?1)",
         params![run_id, now_ms()],
-    )?;
-    Ok(())
+    )?)
 }
