@@ -76,7 +76,7 @@ impl Executor {
                 Attempted::Failed(failure) => failure,
             };
             let last = failures + 1 >= max_attempts;
-            if let Some(end) = self.fail_attempt(run, &task_id, &failure, last).await? {
+            if let Some(end) = self.fail_attempt(run, &task_id, failure, last).await? {
                 return Ok(end);
             }
             failures += 1;
@@ -246,7 +246,7 @@ impl Executor {
         &self,
         run: &RunRow,
         task_id: &str,
-        failure: &Failure,
+        failure: Failure,
         last: bool,
     ) -> Result<Option<TaskEnd>> {
         let state = if last {
@@ -257,15 +257,15 @@ impl Executor {
         let Failure {
             attempt,
             outcome,
-            ref reason,
+            reason,
             code,
-        } = *failure;
+        } = failure;
         let (id, r) = (task_id.to_owned(), reason.clone());
         self.db(move |c| journal::finish_attempt(c, &id, attempt, outcome, code, Some(&r), state))
             .await?;
         tracing::warn!(task_id, attempt, reason, "attempt failed");
         self.publish(&run.run_id);
-        Ok(last.then(|| TaskEnd::Failed(reason.clone())))
+        Ok(last.then_some(TaskEnd::Failed(reason)))
     }
 
     async fn succeed(
