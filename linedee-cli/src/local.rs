@@ -72,7 +72,7 @@ pub(crate) async fn run(dir: &Path, args: LocalArgs) -> anyhow::Result<u8> {
     let dashboard_url = format!("http://{}", dashboard_listener.local_addr()?);
     let mut env = engine.app_env(&endpoint);
     env.push((DASHBOARD_URL_VAR.to_owned(), dashboard_url.clone()));
-    let token = engine.store().api_token();
+    let token = engine.store().dashboard_token();
     let env_path = dir.join(ENV_FILE);
     write_private(&env_path, &dotenv(&env))?;
     write_private(&dir.join(TOKEN_FILE), &format!("{token}\n"))?;

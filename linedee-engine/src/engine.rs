@@ -1,21 +1,24 @@
 //! [`Engine`]: the store, the executor and the journal on one machine.
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
-use linedee::status::{RunState, RunStatus, TaskState};
+use linedee::status::{RunState, RunStatus};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::console::Console;
+use crate::driver::{Driver, Parts};
 use crate::error::{Error, Result};
-use crate::executor::Executor;
-use crate::journal;
-use crate::procfile::{self, Procfile};
+use crate::journal::{Journal, SqliteJournal};
+use crate::local_runner::{LocalRunner, ProcfileSource, StoreEnv};
+use crate::machine::{Event, Machine};
+use crate::procfile;
 use crate::retry::RetryPolicy;
 use crate::store::{Store, StoreOptions};
+use crate::triggers::Outbox;
 
 /// Builds an [`Engine`].
 ///
@@ -122,8 +125,9 @@ impl EngineBuilder {
     pub fn build(self) -> Result<Engine> {
         let mut store_opts = self.store;
         store_opts.default_bucket = Some(self.bucket.clone());
+        let fsync = store_opts.fsync;
         let store = Store::open(self.data_dir.join("store"), store_opts)?;
-        journal::init(&store.db())?;
+        let journal = SqliteJournal::open(&self.data_dir.join("journal.sqlite"), fsync)?;
         let procfile_path = self
             .procfile
             .unwrap_or_else(|| self.app_dir.join("Procfile"));
@@ -131,23 +135,31 @@ impl EngineBuilder {
         let dotenv = procfile::load_dotenv(&self.app_dir)?;
         let app_dir = std::fs::canonicalize(&self.app_dir)
             .map_err(|e| Error::file("cannot open app dir", &self.app_dir, e))?;
-        let shutdown = CancellationToken::new();
-        let exec = Executor::new(
-            store.clone(),
+        let env = Arc::new(StoreEnv::new(store.clone()));
+        let runner = Arc::new(LocalRunner::new(
             app_dir,
             self.data_dir.clone(),
             procfile,
             dotenv,
-            self.concurrency,
             self.console,
-            self.retry,
-            self.shutdown_grace,
-            shutdown,
-        );
+            Arc::clone(&env),
+            self.concurrency,
+        ));
+        let driver = Driver::new(Parts {
+            machine: Machine { retry: self.retry },
+            journal: Arc::new(journal.clone()) as Arc<dyn Journal>,
+            runner: Arc::new(Arc::clone(&runner)),
+            bucket: Arc::new(store.clone()),
+            triggers: Arc::new(Outbox::new(store.clone())),
+            shutdown_grace: self.shutdown_grace,
+        });
         Ok(Engine {
             store,
             bucket: self.bucket,
-            exec: Arc::new(exec),
+            journal,
+            runner,
+            env,
+            driver: Arc::new(driver),
         })
     }
 }
@@ -157,7 +169,10 @@ impl EngineBuilder {
 pub struct Engine {
     store: Store,
     bucket: String,
-    exec: Arc<Executor>,
+    journal: SqliteJournal,
+    runner: Arc<LocalRunner>,
+    env: Arc<StoreEnv>,
+    driver: Arc<Driver>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -187,8 +202,8 @@ impl Engine {
     /// The `LD_*` variables applications need to reach this engine at `endpoint`
     /// (the URL of the listener given to [`run`](Self::run)).
     pub fn app_env(&self, endpoint: &str) -> Vec<(String, String)> {
-        self.exec.set_endpoint(endpoint);
-        self.exec.store_env(&self.bucket)
+        self.env.set_endpoint(endpoint);
+        self.env.vars(&self.bucket)
     }
 
     /// Serves the store on `listener` and runs workflows until `shutdown` completes; then stops
@@ -200,8 +215,8 @@ impl Engine {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<()> {
         let addr = listener.local_addr().map_err(Error::Serve)?;
-        self.exec.set_endpoint(&format!("http://{addr}"));
-        let token = self.exec.shutdown.clone();
+        self.env.set_endpoint(&format!("http://{addr}"));
+        let token = CancellationToken::new();
         let store_stop = CancellationToken::new();
         let serve = {
             let stop = store_stop.clone();
@@ -212,17 +227,12 @@ impl Engine {
                     .await
             })
         };
-        let exec = Arc::clone(&self.exec);
-        let executor = tokio::spawn(exec.run());
+        let driver = tokio::spawn(Arc::clone(&self.driver).run(token.clone()));
         shutdown.await;
-        tracing::info!(
-            "shutting down: no new runs; running attempts get {:?}",
-            self.exec.shutdown_grace
-        );
         token.cancel();
-        let result = executor
+        let result = driver
             .await
-            .map_err(|e| Error::Internal(format!("executor task failed: {e}")))?;
+            .map_err(|e| Error::Internal(format!("the engine's driver failed: {e}")))?;
         store_stop.cancel();
         let served = serve
             .await
@@ -230,84 +240,26 @@ impl Engine {
         result.and(served)
     }
 
-    /// Stops a run that has not finished: its processes are stopped and it ends `cancelled`.
-    /// A run this engine is driving ends when its processes have stopped; one it is not
-    /// driving is cancelled in the journal and its status document rewritten before this
-    /// returns.
+    /// Stops a run that has not finished: its processes are stopped and it ends `cancelled`
+    /// once they have exited. When it returns, the cancel is journaled and the run's status
+    /// document rewritten.
     pub async fn cancel(&self, run_id: &str) -> Result<()> {
-        let status = self.status(run_id).await?;
-        if status.status.is_finished() {
-            return Err(Error::RunFinished {
-                run_id: run_id.to_owned(),
-                status: status.status.to_string(),
-            });
-        }
-        if !self.exec.cancel(run_id) {
-            // Not driven by this engine right now (it is not running): cancel in the journal.
-            let id = run_id.to_owned();
-            self.exec
-                .db(move |c| {
-                    journal::reset_tasks(
-                        c,
-                        &id,
-                        &[TaskState::Pending, TaskState::Running],
-                        TaskState::Cancelled,
-                    )?;
-                    journal::set_run_status(
-                        c,
-                        &id,
-                        RunState::Cancelled,
-                        Some("cancelled on request"),
-                    )
-                })
-                .await?;
-            self.exec.publish_now(run_id).await;
-        }
-        Ok(())
+        self.driver.control(run_id, Event::CancelRequested).await
     }
 
     /// Redrives a failed or cancelled run from its first unfinished step; succeeded tasks keep
     /// their outputs and are not run again. When it returns, the run's status document
     /// (`ld/runs/{run_id}.json`) already shows it queued.
     pub async fn retry(&self, run_id: &str) -> Result<()> {
-        let status = self.status(run_id).await?;
-        if !matches!(status.status, RunState::Failed | RunState::Cancelled) {
-            return Err(Error::NotRetryable {
-                run_id: run_id.to_owned(),
-                status: status.status.to_string(),
-            });
-        }
-        if status.steps.is_empty() {
-            return Err(Error::InvalidWorkflow {
-                run_id: run_id.to_owned(),
-                error: status.error.unwrap_or_default(),
-            });
-        }
-        let id = run_id.to_owned();
-        self.exec
-            .db(move |c| {
-                journal::reset_tasks(
-                    c,
-                    &id,
-                    &[TaskState::Failed, TaskState::Cancelled],
-                    TaskState::Pending,
-                )?;
-                journal::set_run_status(c, &id, RunState::Queued, None)
-            })
-            .await?;
-        // Written before returning: a caller that reads the document next sees the run queued,
-        // not still failed.
-        self.exec.publish_now(run_id).await;
-        self.exec.spawn_drive(run_id.to_owned());
-        Ok(())
+        self.driver.control(run_id, Event::RedriveRequested).await
     }
 
     /// A run's status, from the journal.
     pub async fn status(&self, run_id: &str) -> Result<RunStatus> {
-        let id = run_id.to_owned();
-        self.exec
-            .db(move |c| crate::views::render(c, &id))
+        self.journal
+            .load(run_id)
             .await?
+            .map(|r| r.status_document())
             .ok_or_else(|| Error::RunNotFound(run_id.to_owned()))
     }
 
@@ -321,8 +273,8 @@ impl Engine {
     ) -> Result<(Vec<crate::views::RunSummary>, Option<i64>)> {
         let status = status.map(|s| s.as_str().to_owned());
         let rows = self
-            .exec
-            .db(move |c| crate::views::list_runs(c, status.as_deref(), before, limit))
+            .journal
+            .read(move |c| crate::views::list_runs(c, status.as_deref(), before, limit))
             .await?;
         let next = (rows.len() == limit)
             .then(|| rows.last().map(|(seq, _)| *seq))
@@ -333,67 +285,14 @@ impl Engine {
     /// The attempts of a run, for a timeline.
     pub async fn attempts(&self, run_id: &str) -> Result<Vec<crate::views::AttemptRow>> {
         let id = run_id.to_owned();
-        self.exec.db(move |c| crate::views::attempts(c, &id)).await
+        self.journal
+            .read(move |c| crate::views::attempts(c, &id))
+            .await
     }
 
     /// The local log file of an attempt (also in the store as `ld/logs/{task_id}/{attempt}.log`
     /// once the attempt ends); it grows while the attempt runs.
     pub fn log_path(&self, task_id: &str, attempt: u32) -> PathBuf {
-        crate::process::log_path(&self.exec.data_dir, task_id, attempt)
-    }
-}
-
-/// The Procfile, re-read when it changes on disk.
-#[derive(Debug)]
-pub(crate) struct ProcfileSource {
-    path: PathBuf,
-    cached: Mutex<(Option<SystemTime>, Arc<Procfile>)>,
-}
-
-impl ProcfileSource {
-    fn open(path: PathBuf) -> Result<Self> {
-        let (mtime, procfile) = match std::fs::metadata(&path) {
-            Ok(m) => (m.modified().ok(), Procfile::load(&path)?),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, Procfile::default()),
-            Err(e) => return Err(Error::file("cannot read Procfile", &path, e)),
-        };
-        Ok(ProcfileSource {
-            path,
-            cached: Mutex::new((mtime, Arc::new(procfile))),
-        })
-    }
-
-    /// The current Procfile: re-read if its modification time changed. An invalid new version
-    /// is refused (logged) and the previous one stays in use.
-    pub(crate) fn current(&self) -> Arc<Procfile> {
-        let mut cached = self
-            .cached
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mtime = std::fs::metadata(&self.path)
-            .ok()
-            .and_then(|m| m.modified().ok());
-        if mtime != cached.0 {
-            cached.0 = mtime;
-            match Procfile::load(&self.path) {
-                Ok(p) => {
-                    tracing::info!(path = %self.path.display(), "Procfile changed; using the new version");
-                    cached.1 = Arc::new(p);
-                }
-                Err(e) if mtime.is_none() => {
-                    tracing::warn!(error = %e, "Procfile removed; every cmd now runs as a command line");
-                    cached.1 = Arc::new(Procfile::default());
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "Procfile changed but is invalid; still using the previous version")
-                }
-            }
-        }
-        Arc::clone(&cached.1)
-    }
-
-    #[allow(dead_code)]
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
+        crate::process::log_path(&self.runner.data_dir, task_id, attempt)
     }
 }

@@ -152,12 +152,36 @@ pub enum Error {
         /// The validation report.
         error: String,
     },
+    /// The journal (where runs' records are kept) failed.
+    #[error("the journal failed")]
+    Journal(#[from] JournalError),
     /// An internal task of the engine failed.
     #[error("engine internal error: {0}")]
     Internal(String),
     /// A blocking store task was cancelled or panicked.
     #[error("a blocking store task did not complete")]
     Join(#[from] tokio::task::JoinError),
+}
+
+/// What went wrong in the journal.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JournalError {
+    /// Its SQLite database failed.
+    #[error("the journal's SQLite database failed")]
+    Sqlite(#[source] rusqlite::Error),
+    /// A blocking journal task was cancelled or panicked.
+    #[error("a journal task did not complete: {0}")]
+    Task(String),
+    /// A stored run record is not one this version can read (edited by hand, damaged, or of
+    /// another format version).
+    #[error("the stored record of run `{run_id}` cannot be read: {reason}")]
+    Unreadable {
+        /// The run.
+        run_id: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// The crate's result type.

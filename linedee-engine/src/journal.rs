@@ -1,432 +1,357 @@
-//! The durable journal: runs, tasks and attempts in the store's SQLite database, and the
-//! status document rendered from them (protocol §5).
+//! The durable journal: where a driver keeps each run's record between events.
+//!
+//! [`Journal`] is what a driver needs; [`SqliteJournal`] is the local engine's, a SQLite file of
+//! its own (`journal.sqlite` in the data directory). Each run's record is stored as the
+//! machine's JSON, and projected into indexed rows (runs, tasks, attempts) in the same
+//! transaction, for listings and the dashboard.
 
-use linedee::Workflow;
-use linedee::status::{RunState, TaskState};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
 use rusqlite::{Connection, OptionalExtension, params};
-use time::OffsetDateTime;
 
-use crate::error::Result;
-use crate::store::{self, Store};
+use crate::error::{JournalError, Result};
+use linedee::status::{Trigger, TriggerKind};
+
+use crate::machine::RunRecord;
+
+/// A run to resume at start.
+#[derive(Debug)]
+pub(crate) enum Resumable {
+    /// Its record.
+    Record(RunRecord),
+    /// Its record cannot be read; what is known of it from the journal's own columns.
+    Unreadable {
+        run_id: String,
+        trigger: Trigger,
+        reason: String,
+    },
+}
+
+/// A new run and the opaque key of the delivery that triggered it.
+#[derive(Debug, Clone)]
+pub(crate) struct NewRun {
+    pub(crate) record: RunRecord,
+    /// Two deliveries with the same key are the same trigger (an outbox row, an S3 event).
+    pub(crate) dedup: String,
+}
+
+/// What one turn of a driver writes, atomically.
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    pub(crate) create: Vec<NewRun>,
+    pub(crate) save: Vec<RunRecord>,
+}
+
+/// Where a driver keeps runs' records.
+#[async_trait::async_trait]
+pub(crate) trait Journal: Send + Sync + 'static {
+    /// Writes a batch atomically. Returns, for each `create`, whether it was created: `false`
+    /// when its run id or its dedup key was seen before (a duplicate trigger).
+    async fn commit(&self, batch: Batch) -> Result<Vec<bool>>;
+    /// A run's record. A record that cannot be read is an error naming the run, never `None`.
+    async fn load(&self, run_id: &str) -> Result<Option<RunRecord>>;
+    /// Runs to resume at start: unfinished, or with processes that may have outlived the
+    /// engine.
+    async fn resumable(&self) -> Result<Vec<Resumable>>;
+    /// Finished runs whose status document may not show their final status.
+    async fn unpublished(&self) -> Result<Vec<String>>;
+    /// Records which status the run's document shows.
+    async fn published(&self, run_id: &str, status: &str) -> Result<()>;
+}
+
+/// The local journal: a SQLite file with a writer connection and a reader connection of its
+/// own (WAL), so listings never wait behind a write.
+#[derive(Clone)]
+pub(crate) struct SqliteJournal {
+    writer: Arc<Mutex<Connection>>,
+    reader: Arc<Mutex<Connection>>,
+}
+
+impl std::fmt::Debug for SqliteJournal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteJournal").finish_non_exhaustive()
+    }
+}
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS ld_runs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id TEXT NOT NULL UNIQUE,
-    trigger_id INTEGER UNIQUE,
+    dedup TEXT UNIQUE,
     bucket TEXT NOT NULL,
     trigger_key TEXT NOT NULL,
     trigger_etag TEXT,
     kind TEXT NOT NULL,
     title TEXT,
-    workflow TEXT,
     status TEXT NOT NULL,
     error TEXT,
     created_ms INTEGER NOT NULL,
     started_ms INTEGER,
     finished_ms INTEGER,
-    published TEXT
+    live INTEGER NOT NULL DEFAULT 0,
+    published TEXT,
+    record TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS ld_runs_status ON ld_runs (status, seq);
-CREATE TABLE IF NOT EXISTS ld_tasks (
-    task_id TEXT PRIMARY KEY,
-    run_id TEXT NOT NULL,
-    step INTEGER NOT NULL,
-    idx INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    started_ms INTEGER,
-    finished_ms INTEGER,
-    exit_code INTEGER,
-    state TEXT,
-    error TEXT
-);
-CREATE INDEX IF NOT EXISTS ld_tasks_run ON ld_tasks (run_id, step, idx);
+CREATE INDEX IF NOT EXISTS ld_runs_live ON ld_runs (live) WHERE live = 1;
 CREATE TABLE IF NOT EXISTS ld_attempts (
     task_id TEXT NOT NULL,
     attempt INTEGER NOT NULL,
-    pgid INTEGER,
+    run_id TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
     started_ms INTEGER NOT NULL,
     finished_ms INTEGER,
     outcome TEXT,
     exit_code INTEGER,
     error TEXT,
     PRIMARY KEY (task_id, attempt)
-);
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ld_attempts_run ON ld_attempts (run_id, step, idx, attempt);
 ";
 
-pub(crate) fn init(conn: &Connection) -> Result<()> {
-    conn.execute_batch(SCHEMA)?;
-    Ok(())
+fn open(path: &Path, fsync: bool) -> Result<Connection> {
+    let conn = Connection::open(path).map_err(JournalError::Sqlite)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(JournalError::Sqlite)?;
+    conn.pragma_update(None, "synchronous", if fsync { "FULL" } else { "OFF" })
+        .map_err(JournalError::Sqlite)?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))
+        .map_err(JournalError::Sqlite)?;
+    Ok(conn)
 }
 
-fn now_ms() -> i64 {
-    i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-pub(crate) fn from_ms(ms: Option<i64>) -> Option<OffsetDateTime> {
-    ms.and_then(|ms| OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok())
-}
+impl SqliteJournal {
+    /// Opens (or creates) the journal at `path`. With `fsync`, every commit is durable
+    /// before it returns.
+    pub(crate) fn open(path: &Path, fsync: bool) -> Result<Self> {
+        let writer = open(path, fsync)?;
+        writer.execute_batch(SCHEMA).map_err(JournalError::Sqlite)?;
+        let reader = open(path, fsync)?;
+        Ok(SqliteJournal {
+            writer: Arc::new(Mutex::new(writer)),
+            reader: Arc::new(Mutex::new(reader)),
+        })
+    }
 
-/// A run as the executor needs it.
-#[derive(Debug, Clone)]
-pub(crate) struct RunRow {
-    pub(crate) run_id: String,
-    pub(crate) bucket: String,
-    pub(crate) trigger_key: String,
-    pub(crate) trigger_etag: Option<String>,
-    pub(crate) workflow: Option<Workflow>,
-    pub(crate) status: RunState,
-}
+    async fn on<T, F>(conn: &Arc<Mutex<Connection>>, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let conn = Arc::clone(conn);
+        let r = tokio::task::spawn_blocking(move || f(&mut lock(&conn)))
+            .await
+            .map_err(|e| JournalError::Task(e.to_string()))?;
+        Ok(r.map_err(JournalError::Sqlite)?)
+    }
 
-/// A task's journaled progress.
-#[derive(Debug, Clone)]
-pub(crate) struct TaskRow {
-    pub(crate) task_id: String,
-    pub(crate) step: usize,
-    pub(crate) idx: usize,
-    pub(crate) status: TaskState,
-}
-
-/// How an attempt ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    Succeeded,
-    Failed,
-    TimedOut,
-    Cancelled,
-    /// The engine stopped while it ran; it is started again on resume.
-    Interrupted,
-}
-
-impl Outcome {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Succeeded => "succeeded",
-            Outcome::Failed => "failed",
-            Outcome::TimedOut => "timed_out",
-            Outcome::Cancelled => "cancelled",
-            Outcome::Interrupted => "interrupted",
-        }
+    /// Runs a read on the reader connection, off the async threads.
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        Self::on(&self.reader, f).await
     }
 }
 
-pub(crate) fn parse_run_state(s: &str) -> RunState {
-    match s {
-        "queued" => RunState::Queued,
-        "running" => RunState::Running,
-        "succeeded" => RunState::Succeeded,
-        "cancelled" => RunState::Cancelled,
-        _ => RunState::Failed,
-    }
-}
-
-pub(crate) fn parse_task_state(s: &str) -> TaskState {
-    match s {
-        "pending" => TaskState::Pending,
-        "running" => TaskState::Running,
-        "succeeded" => TaskState::Succeeded,
-        "cancelled" => TaskState::Cancelled,
-        _ => TaskState::Failed,
-    }
-}
-
-/// What a trigger becomes.
-#[derive(Debug)]
-pub(crate) struct NewRun<'a> {
-    pub(crate) run_id: &'a str,
-    pub(crate) trigger: &'a store::Trigger,
-    pub(crate) workflow: std::result::Result<&'a Workflow, String>,
-}
-
-/// Creates a run for a trigger and marks the trigger consumed, in one transaction. Returns
-/// `false` (and creates nothing) when the trigger or the run id was seen before.
-pub(crate) fn create_run(conn: &mut Connection, new: &NewRun<'_>) -> Result<bool> {
-    let tx = conn.transaction()?;
-    let t = new.trigger;
-    let kind = match t.kind {
-        store::TriggerKind::LdCode => "ld_code",
-        _ => "ld_run",
-    };
-    let (title, workflow_json, status, error) = match &new.workflow {
-        Ok(wf) => (wf.title.clone(), Some(wf.to_json()), "queued", None),
-        Err(e) => (None, None, "failed", Some(e.clone())),
-    };
-    let now = now_ms();
-    let inserted = tx.execute(
-        "INSERT OR IGNORE INTO ld_runs (run_id, trigger_id, bucket, trigger_key, trigger_etag, kind, title, workflow,
-             status, error, created_ms, finished_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+/// Writes a record and its projection.
+fn save(tx: &rusqlite::Transaction<'_>, r: &RunRecord) -> rusqlite::Result<()> {
+    tx.execute(
+        "UPDATE ld_runs SET title = ?2, status = ?3, error = ?4, started_ms = ?5, finished_ms = ?6,
+             live = ?7, record = ?8 WHERE run_id = ?1",
         params![
-            new.run_id,
-            t.id,
-            t.bucket,
-            t.key,
-            t.etag,
-            kind,
-            title,
-            workflow_json,
-            status,
-            error,
-            now,
-            (status == "failed").then_some(now)
+            r.run_id,
+            r.workflow.as_ref().and_then(|w| w.title.as_deref()),
+            r.status.as_str(),
+            r.error,
+            r.started_ms,
+            r.finished_ms,
+            r.has_live_processes(),
+            r.to_json()
         ],
-    )? == 1;
-    if inserted && let Ok(wf) = new.workflow {
-        let mut stmt = tx.prepare("INSERT INTO ld_tasks (task_id, run_id, step, idx, status) VALUES (?1, ?2, ?3, ?4, 'pending')")?;
-        for (s, i, _) in wf.tasks() {
+    )?;
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO ld_attempts (task_id, attempt, run_id, step, idx, started_ms, finished_ms, outcome, exit_code, error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT (task_id, attempt) DO UPDATE SET finished_ms = ?7, outcome = ?8, exit_code = ?9, error = ?10",
+    )?;
+    for t in &r.tasks {
+        for a in &t.attempts {
+            let Some(started) = a.started_ms else {
+                continue;
+            };
             stmt.execute(params![
-                linedee::line_d::task_id(new.run_id, s, i),
-                new.run_id,
-                s as i64,
-                i as i64
+                t.task_id,
+                a.n,
+                r.run_id,
+                t.step as i64,
+                t.idx as i64,
+                started,
+                a.finished_ms,
+                a.outcome.map(|o| o.as_str()),
+                a.exit_code,
+                a.error
             ])?;
         }
     }
-    Store::ack_trigger_in(&tx, t.id)?;
-    tx.commit()?;
+    Ok(())
+}
+
+fn insert(tx: &rusqlite::Transaction<'_>, new: &NewRun) -> rusqlite::Result<bool> {
+    let r = &new.record;
+    let inserted = tx.execute(
+        "INSERT OR IGNORE INTO ld_runs (run_id, dedup, bucket, trigger_key, trigger_etag, kind, title, status,
+             error, created_ms, finished_ms, record)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        params![
+            r.run_id,
+            new.dedup,
+            r.trigger.bucket,
+            r.trigger.key,
+            r.trigger.etag,
+            match r.trigger.kind {
+                TriggerKind::LdCode => "ld_code",
+                _ => "ld_run",
+            },
+            r.workflow.as_ref().and_then(|w| w.title.as_deref()),
+            r.status.as_str(),
+            r.error,
+            r.created_ms,
+            r.finished_ms,
+            r.to_json()
+        ],
+    )? == 1;
+    if inserted {
+        save(tx, r)?;
+    }
     Ok(inserted)
 }
 
-pub(crate) fn run(conn: &Connection, run_id: &str) -> Result<Option<RunRow>> {
-    Ok(conn
-        .query_row(
-            "SELECT run_id, bucket, trigger_key, trigger_etag, kind, workflow, status FROM ld_runs WHERE run_id = ?1",
-            [run_id],
-            |r| {
-                let workflow: Option<String> = r.get(5)?;
-                let status: String = r.get(6)?;
-                Ok(RunRow {
-                    run_id: r.get(0)?,
-                    bucket: r.get(1)?,
-                    trigger_key: r.get(2)?,
-                    trigger_etag: r.get(3)?,
-                    workflow: workflow.and_then(|w| Workflow::from_json(&w).ok()),
-                    status: parse_run_state(&status),
-                })
-            },
-        )
-        .optional()?)
-}
-
-/// Records that the status document now shows `status`.
-pub(crate) fn set_published(conn: &Connection, run_id: &str, status: RunState) -> Result<()> {
-    conn.execute(
-        "UPDATE ld_runs SET published = ?2 WHERE run_id = ?1",
-        params![run_id, status.as_str()],
-    )?;
-    Ok(())
-}
-
-/// Finished runs whose status document does not show their final status.
-pub(crate) fn unpublished(conn: &Connection) -> Result<Vec<String>> {
-    let mut stmt = conn.prepare(
-        "SELECT run_id FROM ld_runs WHERE status NOT IN ('queued', 'running') AND published IS NOT status ORDER BY seq",
-    )?;
-    let ids = stmt
-        .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<Vec<String>>>()?;
-    Ok(ids)
-}
-
-pub(crate) fn unfinished_runs(conn: &Connection) -> Result<Vec<String>> {
-    let mut stmt = conn
-        .prepare("SELECT run_id FROM ld_runs WHERE status IN ('queued', 'running') ORDER BY seq")?;
-    let ids = stmt
-        .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<Vec<String>>>()?;
-    Ok(ids)
-}
-
-pub(crate) fn tasks(conn: &Connection, run_id: &str) -> Result<Vec<TaskRow>> {
-    let mut stmt = conn.prepare(
-        "SELECT task_id, step, idx, status FROM ld_tasks WHERE run_id = ?1 ORDER BY step, idx",
-    )?;
-    let rows = stmt
-        .query_map([run_id], |r| {
-            let status: String = r.get(3)?;
-            Ok(TaskRow {
-                task_id: r.get(0)?,
-                step: r.get::<_, i64>(1)? as usize,
-                idx: r.get::<_, i64>(2)? as usize,
-                status: parse_task_state(&status),
-            })
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(rows)
-}
-
-pub(crate) fn set_run_status(
-    conn: &Connection,
-    run_id: &str,
-    status: RunState,
-    error: Option<&str>,
-) -> Result<()> {
-    let now = now_ms();
-    match status {
-        RunState::Running => conn.execute(
-            "UPDATE ld_runs SET status = 'running', started_ms = COALESCE(started_ms, ?2) WHERE run_id = ?1",
-            params![run_id, now],
-        )?,
-        RunState::Queued => conn.execute(
-            "UPDATE ld_runs SET status = 'queued', error = NULL, finished_ms = NULL WHERE run_id = ?1",
-            params![run_id],
-        )?,
-        done => conn.execute(
-            "UPDATE ld_runs SET status = ?2, error = ?3, finished_ms = ?4 WHERE run_id = ?1",
-            params![run_id, done.as_str(), error, now],
-        )?,
-    };
-    Ok(())
-}
-
-/// Records the start of an attempt; returns its number.
-pub(crate) fn start_attempt(conn: &Connection, task_id: &str, pgid: Option<i32>) -> Result<u32> {
-    let now = now_ms();
-    conn.execute(
-        "UPDATE ld_tasks SET status = 'running', attempts = attempts + 1, started_ms = COALESCE(started_ms, ?2),
-             exit_code = NULL, error = NULL WHERE task_id = ?1",
-        params![task_id, now],
-    )?;
-    let attempt: u32 = conn.query_row(
-        "SELECT attempts FROM ld_tasks WHERE task_id = ?1",
-        [task_id],
-        |r| r.get(0),
-    )?;
-    conn.execute(
-        "INSERT OR REPLACE INTO ld_attempts (task_id, attempt, pgid, started_ms) VALUES (?1, ?2, ?3, ?4)",
-        params![task_id, attempt, pgid, now],
-    )?;
-    Ok(attempt)
-}
-
-pub(crate) fn set_attempt_pgid(
-    conn: &Connection,
-    task_id: &str,
-    attempt: u32,
-    pgid: Option<i32>,
-) -> Result<()> {
-    conn.execute(
-        "UPDATE ld_attempts SET pgid = ?3 WHERE task_id = ?1 AND attempt = ?2",
-        params![task_id, attempt, pgid],
-    )?;
-    Ok(())
-}
-
-/// Records how an attempt ended, and the task's resulting status.
-pub(crate) fn finish_attempt(
-    conn: &Connection,
-    task_id: &str,
-    attempt: u32,
-    outcome: Outcome,
-    exit_code: Option<i32>,
-    error: Option<&str>,
-    task_status: TaskState,
-) -> Result<()> {
-    let now = now_ms();
-    conn.execute(
-        "UPDATE ld_attempts SET finished_ms = COALESCE(finished_ms, ?3), outcome = COALESCE(outcome, ?4),
-             exit_code = COALESCE(exit_code, ?5), error = COALESCE(error, ?6) WHERE task_id = ?1 AND attempt = ?2",
-        params![task_id, attempt, now, outcome.as_str(), exit_code, error],
-    )?;
-    let finished = matches!(
-        task_status,
-        TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled
-    )
-    .then_some(now);
-    conn.execute(
-        "UPDATE ld_tasks SET status = ?2, exit_code = COALESCE(?3, exit_code), error = ?4, finished_ms = ?5 WHERE task_id = ?1",
-        params![task_id, task_status.as_str(), exit_code, error, finished],
-    )?;
-    Ok(())
-}
-
-/// A process's exit code, after the attempt was already decided (the process went on after its
-/// output landed).
-pub(crate) fn set_exit_code(
-    conn: &Connection,
-    task_id: &str,
-    attempt: u32,
-    code: Option<i32>,
-) -> Result<()> {
-    conn.execute(
-        "UPDATE ld_attempts SET exit_code = ?3 WHERE task_id = ?1 AND attempt = ?2",
-        params![task_id, attempt, code],
-    )?;
-    conn.execute(
-        "UPDATE ld_tasks SET exit_code = ?3 WHERE task_id = ?1 AND attempts = ?2",
-        params![task_id, attempt, code],
-    )?;
-    Ok(())
-}
-
-pub(crate) fn set_task_state(conn: &Connection, task_id: &str, state: Option<&str>) -> Result<()> {
-    conn.execute(
-        "UPDATE ld_tasks SET state = ?2 WHERE task_id = ?1",
-        params![task_id, state],
-    )?;
-    Ok(())
-}
-
-/// Marks a task succeeded without an attempt of ours (its output was found on resume).
-pub(crate) fn task_found_done(conn: &Connection, task_id: &str, state: Option<&str>) -> Result<()> {
-    conn.execute(
-        "UPDATE ld_tasks SET status = 'succeeded', state = ?2, error = NULL, finished_ms = ?3 WHERE task_id = ?1",
-        params![task_id, state, now_ms()],
-    )?;
-    conn.execute(
-        "UPDATE ld_attempts SET outcome = 'succeeded', finished_ms = COALESCE(finished_ms, ?2)
-         WHERE task_id = ?1 AND outcome IS NULL",
-        params![task_id, now_ms()],
-    )?;
-    Ok(())
-}
-
-/// Sets tasks that are not done to a new status (pending tasks of a cancelled run, or the
-/// failed step's tasks on redrive).
-pub(crate) fn reset_tasks(
-    conn: &Connection,
-    run_id: &str,
-    from: &[TaskState],
-    to: TaskState,
-) -> Result<usize> {
-    let mut n = 0;
-    for s in from {
-        n += conn.execute(
-            "UPDATE ld_tasks SET status = ?3, finished_ms = CASE WHEN ?3 = 'pending' THEN NULL ELSE finished_ms END
-             WHERE run_id = ?1 AND status = ?2",
-            params![run_id, s.as_str(), to.as_str()],
-        )?;
+#[async_trait::async_trait]
+impl Journal for SqliteJournal {
+    async fn commit(&self, batch: Batch) -> Result<Vec<bool>> {
+        if batch.create.is_empty() && batch.save.is_empty() {
+            return Ok(Vec::new());
+        }
+        Self::on(&self.writer, move |c| {
+            let tx = c.transaction()?;
+            let mut created = Vec::with_capacity(batch.create.len());
+            for new in &batch.create {
+                created.push(insert(&tx, new)?);
+            }
+            for r in &batch.save {
+                save(&tx, r)?;
+            }
+            tx.commit()?;
+            Ok(created)
+        })
+        .await
     }
-    Ok(n)
+
+    async fn load(&self, run_id: &str) -> Result<Option<RunRecord>> {
+        let id = run_id.to_owned();
+        let json: Option<String> = Self::on(&self.reader, move |c| {
+            c.query_row("SELECT record FROM ld_runs WHERE run_id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()
+        })
+        .await?;
+        json.map(|j| {
+            RunRecord::from_json(&j).map_err(|reason| {
+                JournalError::Unreadable {
+                    run_id: run_id.to_owned(),
+                    reason,
+                }
+                .into()
+            })
+        })
+        .transpose()
+    }
+
+    async fn resumable(&self) -> Result<Vec<Resumable>> {
+        type Row = (String, String, String, Option<String>, String, String);
+        let rows: Vec<Row> = Self::on(&self.reader, |c| {
+            let mut stmt = c.prepare(
+                "SELECT run_id, bucket, trigger_key, trigger_etag, kind, record FROM ld_runs
+                 WHERE status IN ('queued', 'running') OR live = 1 ORDER BY seq",
+            )?;
+            stmt.query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })?
+            .collect()
+        })
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(run_id, bucket, key, etag, kind, json)| match RunRecord::from_json(&json) {
+                    Ok(r) => Resumable::Record(r),
+                    Err(reason) => Resumable::Unreadable {
+                        run_id,
+                        trigger: Trigger {
+                            bucket,
+                            key,
+                            etag,
+                            kind: if kind == "ld_code" {
+                                TriggerKind::LdCode
+                            } else {
+                                TriggerKind::LdRun
+                            },
+                        },
+                        reason,
+                    },
+                },
+            )
+            .collect())
+    }
+
+    async fn unpublished(&self) -> Result<Vec<String>> {
+        Self::on(&self.reader, |c| {
+            let mut stmt = c.prepare(
+                "SELECT run_id FROM ld_runs WHERE status NOT IN ('queued', 'running')
+                 AND published IS NOT status ORDER BY seq",
+            )?;
+            stmt.query_map([], |r| r.get(0))?.collect()
+        })
+        .await
+    }
+
+    async fn published(&self, run_id: &str, status: &str) -> Result<()> {
+        let (id, status) = (run_id.to_owned(), status.to_owned());
+        Self::on(&self.writer, move |c| {
+            c.execute(
+                "UPDATE ld_runs SET published = ?2 WHERE run_id = ?1",
+                params![id, status],
+            )
+            .map(drop)
+        })
+        .await
+    }
 }
 
-/// Sets one task's status (a task cancelled before its attempt started).
-pub(crate) fn reset_tasks_one(conn: &Connection, task_id: &str, to: TaskState) -> Result<()> {
-    conn.execute(
-        "UPDATE ld_tasks SET status = ?2, finished_ms = ?3 WHERE task_id = ?1 AND status != 'succeeded'",
-        params![task_id, to.as_str(), now_ms()],
-    )?;
-    Ok(())
-}
-
-/// In-flight attempts of a run whose process may have outlived a crash: `(task_id, pgid)`.
-pub(crate) fn open_attempts(conn: &Connection, run_id: &str) -> Result<Vec<(String, i32)>> {
-    let mut stmt = conn.prepare(
-        "SELECT a.task_id, a.pgid FROM ld_attempts a JOIN ld_tasks t ON t.task_id = a.task_id
-         WHERE t.run_id = ?1 AND a.outcome IS NULL AND a.pgid IS NOT NULL",
-    )?;
-    let rows = stmt
-        .query_map([run_id], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(rows)
-}
-
-/// Closes attempts left open by a crash; returns how many there were.
-pub(crate) fn close_open_attempts(conn: &Connection, run_id: &str) -> Result<usize> {
-    Ok(conn.execute(
-        "UPDATE ld_attempts SET outcome = 'interrupted', finished_ms = ?2
-         WHERE outcome IS NULL AND task_id IN (SELECT task_id FROM ld_tasks WHERE run_id = ?1)",
-        params![run_id, now_ms()],
-    )?)
+/// Replaces a run's stored record with text that is not a record (for tests of the
+/// engine's handling of a damaged journal).
+#[cfg(test)]
+pub(crate) fn damage(path: &Path, run_id: &str, text: &str) -> rusqlite::Result<()> {
+    let c = Connection::open(path)?;
+    c.execute(
+        "UPDATE ld_runs SET record = ?2 WHERE run_id = ?1",
+        params![run_id, text],
+    )
+    .map(drop)
 }

@@ -34,30 +34,34 @@
 //! - [`Console`]: foreman-style task output. [`RetryPolicy`]: retries and backoff.
 //! - [`Error`], [`Result`]: the crate's errors.
 
-mod attempt;
+mod bucket;
 mod console;
 pub mod dashboard;
 mod diagnostic;
+mod driver;
 mod engine;
-mod environment;
 mod error;
-mod executor;
 /// Not public API: invariants for the fuzz targets and their corpus replay test.
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 mod http;
+mod intake;
 mod journal;
+mod local_runner;
+mod machine;
 mod process;
 mod procfile;
 mod publish;
 mod retry;
+mod runner;
 pub mod store;
+mod triggers;
 mod views;
 
 pub use console::Console;
 pub use engine::{Engine, EngineBuilder};
-pub use error::{Error, Result};
+pub use error::{Error, JournalError, Result};
 pub use procfile::{Procfile, parse_dotenv};
 pub use retry::RetryPolicy;
 pub use views::{AttemptRow, RunSummary};

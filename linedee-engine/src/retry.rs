@@ -28,11 +28,17 @@ impl RetryPolicy {
     /// The delay after the `failures`-th failure: `initial * 2^(failures-1)`, capped, with
     /// ±20% jitter.
     pub fn delay(&self, failures: u32) -> Duration {
+        self.delay_at(failures, rand::random::<f64>())
+    }
+
+    /// [`delay`](Self::delay) with the jitter drawn from `unit` in `[0, 1)`: the run state
+    /// machine passes a value derived from the attempt, so that it stays deterministic.
+    pub(crate) fn delay_at(&self, failures: u32, unit: f64) -> Duration {
         let exp = self
             .initial
             .saturating_mul(1u32 << failures.saturating_sub(1).min(16));
         let base = exp.min(self.max);
-        let jitter = 0.8 + 0.4 * rand::random::<f64>();
+        let jitter = 0.8 + 0.4 * unit.clamp(0.0, 1.0);
         base.mul_f64(jitter).min(self.max)
     }
 }

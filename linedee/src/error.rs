@@ -155,6 +155,17 @@ pub enum Error {
     /// A stream body failed while being read.
     #[error("cannot read the upload body")]
     Body(#[source] std::io::Error),
+
+    /// A stored or received state name is not one this version knows.
+    #[error("unknown {what} state `{value}`: expected one of {expected}")]
+    UnknownState {
+        /// `run` or `task`.
+        what: &'static str,
+        /// The name that was read.
+        value: String,
+        /// The names this version knows.
+        expected: &'static str,
+    },
 }
 
 impl Error {

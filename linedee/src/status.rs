@@ -55,6 +55,28 @@ impl RunState {
     }
 }
 
+impl std::str::FromStr for RunState {
+    type Err = crate::Error;
+
+    /// Parses the wire name; an unknown name is an error, never a guess.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "queued" => RunState::Queued,
+            "running" => RunState::Running,
+            "succeeded" => RunState::Succeeded,
+            "failed" => RunState::Failed,
+            "cancelled" => RunState::Cancelled,
+            other => {
+                return Err(crate::Error::UnknownState {
+                    what: "run",
+                    value: other.to_owned(),
+                    expected: "queued, running, succeeded, failed, cancelled",
+                });
+            }
+        })
+    }
+}
+
 impl std::fmt::Display for RunState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -88,6 +110,34 @@ impl TaskState {
             TaskState::Failed => "failed",
             TaskState::Cancelled => "cancelled",
         }
+    }
+}
+
+impl std::str::FromStr for TaskState {
+    type Err = crate::Error;
+
+    /// Parses the wire name; an unknown name is an error, never a guess.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "pending" => TaskState::Pending,
+            "running" => TaskState::Running,
+            "succeeded" => TaskState::Succeeded,
+            "failed" => TaskState::Failed,
+            "cancelled" => TaskState::Cancelled,
+            other => {
+                return Err(crate::Error::UnknownState {
+                    what: "task",
+                    value: other.to_owned(),
+                    expected: "pending, running, succeeded, failed, cancelled",
+                });
+            }
+        })
+    }
+}
+
+impl std::fmt::Display for TaskState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -225,5 +275,34 @@ mod tests {
         assert_eq!(t.state.as_ref().unwrap()["n"], 1);
         assert_eq!(status_key("R"), "ld/runs/R.json");
         assert_eq!(log_key("R.0.0", 2), "ld/logs/R.0.0/2.log");
+    }
+
+    #[test]
+    fn states_round_trip_through_their_names_and_unknown_names_are_errors() {
+        for s in [
+            RunState::Queued,
+            RunState::Running,
+            RunState::Succeeded,
+            RunState::Failed,
+            RunState::Cancelled,
+        ] {
+            assert_eq!(s.as_str().parse::<RunState>().unwrap(), s);
+        }
+        for s in [
+            TaskState::Pending,
+            TaskState::Running,
+            TaskState::Succeeded,
+            TaskState::Failed,
+            TaskState::Cancelled,
+        ] {
+            assert_eq!(s.as_str().parse::<TaskState>().unwrap(), s);
+        }
+        let e = "done".parse::<RunState>().unwrap_err().to_string();
+        assert!(
+            e.contains("unknown run state `done`") && e.contains("queued, running"),
+            "{e}"
+        );
+        let e = "Failed".parse::<TaskState>().unwrap_err().to_string();
+        assert!(e.contains("unknown task state `Failed`"), "{e}");
     }
 }

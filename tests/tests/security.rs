@@ -265,7 +265,13 @@ async fn the_config_vars_endpoint_needs_the_api_token() {
     let k = keys(&t);
     let url = format!("{}/apps/linedee-local/config-vars", t.endpoint);
     let http = reqwest::Client::new();
-    for auth in [None, Some("Bearer not-the-token".to_owned())] {
+    // The dashboard's token is a secret of its own: it does not unlock the credentials.
+    let dashboard = format!("Bearer {}", t.engine.store().dashboard_token());
+    for auth in [
+        None,
+        Some("Bearer not-the-token".to_owned()),
+        Some(dashboard),
+    ] {
         let mut req = http.get(&url);
         if let Some(a) = &auth {
             req = req.header("authorization", a);

@@ -126,7 +126,7 @@ async fn run(keep: bool) -> anyhow::Result<bool> {
             "\ndashboard: http://{}/  (Ctrl-C to stop)",
             dash.local_addr()?
         );
-        let token = engine.store().api_token();
+        let token = engine.store().dashboard_token();
         linedee_engine::dashboard::serve(engine.clone(), dash, token, async {
             let _ = tokio::signal::ctrl_c().await;
         })

@@ -46,7 +46,7 @@ const DRAIN: Duration = Duration::from_secs(5);
 /// # async fn demo(engine: linedee_engine::Engine) -> linedee_engine::Result<()> {
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await
 ///     .map_err(linedee_engine::Error::Serve)?;
-/// let token = engine.store().api_token();
+/// let token = engine.store().dashboard_token();
 /// linedee_engine::dashboard::serve(engine, listener, token, async {
 ///     let _ = tokio::signal::ctrl_c().await;
 /// })

@@ -48,7 +48,9 @@ pub(crate) async fn handle<B>(state: &State, req: Request<B>) -> Resp {
         ["api", "runs", id, action @ ("cancel" | "retry")] if post => {
             act(state, req.headers(), id, action).await
         }
-        ["api", "logs", task_id, attempt] if get => log(state, task_id, attempt, query.as_deref()),
+        ["api", "logs", task_id, attempt] if get => {
+            log(state, task_id, attempt, query.as_deref()).await
+        }
         ["api", "runs"] | ["api", "runs", _] | ["api", "logs", _, _] => {
             respond::method_not_allowed("GET")
         }
@@ -190,7 +192,7 @@ async fn act(state: &State, headers: &http::HeaderMap, id: &str, action: &str) -
 }
 
 /// `GET /api/logs/{task_id}/{attempt}?offset=N`.
-fn log(state: &State, task_id: &str, attempt: &str, query: Option<&str>) -> Resp {
+async fn log(state: &State, task_id: &str, attempt: &str, query: Option<&str>) -> Resp {
     if !logs::valid_task_id(task_id) {
         return respond::error(
             StatusCode::BAD_REQUEST,
@@ -226,7 +228,12 @@ fn log(state: &State, task_id: &str, attempt: &str, query: Option<&str>) -> Resp
         }
         Err(e) => return respond::error(StatusCode::BAD_REQUEST, e),
     }
-    match logs::read(&state.engine.log_path(task_id, attempt), offset) {
+    // A file read: on the blocking pool, not a runtime thread.
+    let path = state.engine.log_path(task_id, attempt);
+    let read = tokio::task::spawn_blocking(move || logs::read(&path, offset))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+    match read {
         Ok(Some(slice)) => respond::json(StatusCode::OK, &json!(slice)),
         Ok(None) => respond::error(
             StatusCode::NOT_FOUND,

@@ -55,7 +55,13 @@ struct Stored {
 
 #[derive(Clone, Serialize, Deserialize)]
 struct State {
+    /// Unlocks the config-vars endpoint (the store's S3 credentials).
     api_token: String,
+    /// Unlocks the dashboard's cancel and retry: a secret of its own, so that a dashboard
+    /// token handed to a tool cannot read the store's credentials. Files written before it
+    /// existed get one at the next start.
+    #[serde(default)]
+    dashboard_token: String,
     credentials: Vec<Stored>,
 }
 
@@ -129,16 +135,26 @@ impl Auth {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => State {
                 api_token: random(48),
+                dashboard_token: String::new(),
                 credentials: Vec::new(),
             },
             Err(e) => return Err(Error::io(path)(e)),
         };
+        let mut state = state;
+        let new_dashboard_token = state.dashboard_token.is_empty();
+        if new_dashboard_token {
+            state.dashboard_token = random(48);
+        }
         let auth = Self {
             path,
             lifetime,
             fsync,
             state: Mutex::new(state),
         };
+        if new_dashboard_token {
+            let state = auth.lock().clone();
+            auth.save(&state)?;
+        }
         auth.current()?;
         Ok(auth)
     }
@@ -212,6 +228,11 @@ impl Auth {
     /// The bearer token of the config-vars endpoint.
     pub(crate) fn api_token(&self) -> String {
         self.lock().api_token.clone()
+    }
+
+    /// The bearer token of the dashboard's cancel and retry.
+    pub(crate) fn dashboard_token(&self) -> String {
+        self.lock().dashboard_token.clone()
     }
 
     /// The secret and session token of a live access key.
@@ -328,6 +349,31 @@ mod tests {
         assert_eq!(a, b);
         let dbg = format!("{a:?}");
         assert!(!dbg.contains(&a.secret_access_key) && !dbg.contains(&a.session_token));
+    }
+
+    #[test]
+    fn the_dashboard_token_is_its_own_secret_and_persists() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = Auth::open(dir.path(), None, false).expect("open");
+        let (api, dash) = (a.api_token(), a.dashboard_token());
+        assert_eq!(dash.len(), 48);
+        assert!(!secret_eq(&api, &dash), "the two tokens must differ");
+        let b = Auth::open(dir.path(), None, false).expect("open again");
+        assert_eq!((b.api_token(), b.dashboard_token()), (api, dash));
+        // A file written before the dashboard token existed gets one, kept from then on.
+        let path = dir.path().join("credentials.json");
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&fs::read(&path).expect("read")).expect("json");
+        json.as_object_mut()
+            .expect("object")
+            .remove("dashboard_token");
+        fs::write(&path, serde_json::to_vec(&json).expect("encode")).expect("write");
+        let c = Auth::open(dir.path(), None, false).expect("open old file");
+        let minted = c.dashboard_token();
+        assert_eq!(minted.len(), 48);
+        assert!(!secret_eq(&minted, &c.api_token()));
+        let d = Auth::open(dir.path(), None, false).expect("open once more");
+        assert_eq!(d.dashboard_token(), minted);
     }
 
     #[test]

@@ -220,9 +220,16 @@ impl Store {
         self.inner.auth.current()
     }
 
-    /// The bearer token of the config-vars endpoint. Secret.
+    /// The bearer token of the config-vars endpoint (which hands out the store's
+    /// credentials). Secret.
     pub fn api_token(&self) -> String {
         self.inner.auth.api_token()
+    }
+
+    /// The bearer token of the dashboard's cancel and retry: a secret of its own, which does
+    /// not unlock the config-vars endpoint. Secret.
+    pub fn dashboard_token(&self) -> String {
+        self.inner.auth.dashboard_token()
     }
 
     /// Committed triggers, pushed as they commit. A receiver that lags loses messages

@@ -30,7 +30,7 @@ pub(crate) async fn dashboard(engine: &Engine) -> Dashboard {
         .await
         .expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let token = engine.store().api_token();
+    let token = engine.store().dashboard_token();
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(linedee_engine::dashboard::serve(
         engine.clone(),

@@ -1,0 +1,695 @@
+//! The driver: one loop that feeds events to the [`Machine`] and carries its effects out
+//! through the [`Journal`], the [`Runner`], the [`Bucket`] and the [`TriggerSource`].
+//!
+//! Each turn takes the inputs that are ready (a batch), applies them to the runs' records,
+//! commits every created and changed record in one journal write, and only then carries out
+//! the effects. Effects that take time (starting a process, a HEAD, a log upload) run as tasks
+//! of their own and report back as inputs. The loop owns every record it holds in memory, so
+//! nothing else mutates a run: cancel and retry are inputs like any other.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use linedee::Workflow;
+use linedee::status::Trigger;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::bucket::Bucket;
+use crate::error::{Error, Result};
+use crate::intake;
+use crate::journal::{Batch, Journal, NewRun, Resumable};
+use crate::machine::{Effect, Event, Machine, Millis, Refused, RunRecord, Timer, now_ms};
+use crate::publish::{Publisher, Snapshot};
+use crate::runner::{AttemptSpec, Exit, Runner, StartError};
+use crate::triggers::{Delivery, TriggerSource};
+
+/// Most inputs applied in one turn (one journal transaction).
+const BATCH: usize = 256;
+
+/// An input of the loop.
+#[derive(Debug)]
+pub(crate) enum Input {
+    /// An event of a run.
+    Event { run_id: String, event: Event },
+    /// A trigger, with its run id and workflow resolved.
+    Trigger {
+        delivery: Delivery,
+        run_id: String,
+        workflow: std::result::Result<Workflow, String>,
+    },
+    /// Cancel or redrive, answered once the record is committed and the document written.
+    Control {
+        run_id: String,
+        event: Event,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    /// A start that was withdrawn before it got its slot.
+    StartWithdrawn { task_id: String, attempt: u32 },
+    /// Output notices may have been missed: check every awaited output.
+    Resync,
+}
+
+/// The parts a driver is given.
+pub(crate) struct Parts {
+    pub(crate) machine: Machine,
+    pub(crate) journal: Arc<dyn Journal>,
+    pub(crate) runner: Arc<dyn Runner>,
+    pub(crate) bucket: Arc<dyn Bucket>,
+    pub(crate) triggers: Arc<dyn TriggerSource>,
+    pub(crate) shutdown_grace: Duration,
+}
+
+/// The driver: its parts and the sending side of its loop's inputs.
+pub(crate) struct Driver {
+    parts: Parts,
+    publisher: Arc<Publisher>,
+    tx: mpsc::UnboundedSender<Input>,
+    rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Input>>>,
+    running: AtomicBool,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver").finish_non_exhaustive()
+    }
+}
+
+/// What one turn decided and must carry out after the commit.
+#[derive(Default)]
+struct Turn {
+    batch: Batch,
+    /// Effects per run, in order.
+    effects: Vec<(String, Vec<Effect>)>,
+    /// Each `batch.create`'s delivery (acknowledged after the commit) and effects (carried out
+    /// only if the run was created).
+    created: Vec<(Delivery, Vec<Effect>)>,
+    replies: Vec<Reply>,
+    dirty: Vec<String>,
+}
+
+/// A control request's answer, sent once the turn is committed.
+type Reply = (
+    String,
+    oneshot::Sender<Result<()>>,
+    std::result::Result<(), Refused>,
+);
+
+/// The loop's own state.
+#[derive(Default)]
+struct State {
+    runs: HashMap<String, RunRecord>,
+    timers: BTreeMap<(Millis, u64), (String, Timer)>,
+    timer_seq: u64,
+    snapshot_seq: u64,
+    /// Starts waiting for a slot, by (task, attempt): cancelling withdraws them.
+    starting: HashMap<(String, u32), CancellationToken>,
+    /// The engine is shutting down: runs loaded from the journal start nothing new either.
+    halted: bool,
+}
+
+impl Driver {
+    pub(crate) fn new(parts: Parts) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let publisher = Arc::new(Publisher::new(
+            Arc::clone(&parts.bucket),
+            Arc::clone(&parts.journal),
+        ));
+        Driver {
+            parts,
+            publisher,
+            tx,
+            rx: std::sync::Mutex::new(Some(rx)),
+            running: AtomicBool::new(false),
+        }
+    }
+
+    /// Cancels or redrives a run; returns once its record is committed and its status
+    /// document rewritten.
+    pub(crate) async fn control(&self, run_id: &str, event: Event) -> Result<()> {
+        if !self.running.load(Ordering::Acquire) {
+            return Err(Error::Internal(
+                "the engine is not running, so it cannot cancel or retry a run".to_owned(),
+            ));
+        }
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Input::Control {
+                run_id: run_id.to_owned(),
+                event,
+                reply,
+            })
+            .map_err(|_| Error::Internal("the engine has stopped".to_owned()))?;
+        answer
+            .await
+            .map_err(|_| Error::Internal("the engine stopped before answering".to_owned()))?
+    }
+
+    /// Resumes unfinished runs, then takes triggers and events until `shutdown`; then starts
+    /// nothing new, gives running attempts the grace period, and interrupts the rest.
+    pub(crate) async fn run(self: Arc<Self>, shutdown: CancellationToken) -> Result<()> {
+        let Some(mut rx) = self
+            .rx
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        else {
+            return Err(Error::Internal("the engine is already running".to_owned()));
+        };
+        self.running.store(true, Ordering::Release);
+        let stop_publisher = CancellationToken::new();
+        let publisher = {
+            let (p, stop) = (Arc::clone(&self.publisher), stop_publisher.clone());
+            tokio::spawn(async move { p.run(stop).await })
+        };
+        let mut st = State::default();
+        let result = self.drive(&mut st, &mut rx, shutdown).await;
+        self.running.store(false, Ordering::Release);
+        self.parts.runner.stop_all().await;
+        stop_publisher.cancel();
+        let _ = publisher.await;
+        result
+    }
+
+    async fn drive(
+        &self,
+        st: &mut State,
+        rx: &mut mpsc::UnboundedReceiver<Input>,
+        shutdown: CancellationToken,
+    ) -> Result<()> {
+        self.resume(st).await?;
+        let intake = tokio::spawn(intake::run(
+            Arc::clone(&self.parts.triggers),
+            Arc::clone(&self.parts.bucket),
+            self.tx.clone(),
+        ));
+        let mut halting: Option<tokio::time::Instant> = None;
+        let mut interrupted = false;
+        loop {
+            let next_timer = st.timers.keys().next().map(|(at, _)| *at);
+            let mut inputs: Vec<Input> = Vec::new();
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled(), if halting.is_none() => {
+                    tracing::info!("shutting down: no new runs; running attempts get {:?}", self.parts.shutdown_grace);
+                    intake.abort();
+                    halting = Some(tokio::time::Instant::now() + self.parts.shutdown_grace);
+                    st.halted = true;
+                    inputs.extend(self.all_runs(st, Event::Halt));
+                }
+                () = sleep_until(halting), if halting.is_some() && !interrupted => {
+                    interrupted = true;
+                    inputs.extend(self.all_runs(st, Event::Interrupt));
+                    let runner = Arc::clone(&self.parts.runner);
+                    tokio::spawn(async move { runner.stop_all().await });
+                }
+                input = rx.recv() => {
+                    inputs.extend(input);
+                    while inputs.len() < BATCH {
+                        match rx.try_recv() {
+                            Ok(i) => inputs.push(i),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                () = sleep_until_ms(next_timer), if next_timer.is_some() && halting.is_none() => {
+                    let now = now_ms();
+                    while let Some(entry) = st.timers.first_entry() {
+                        if entry.key().0 > now {
+                            break;
+                        }
+                        let (run_id, timer) = entry.remove();
+                        inputs.push(Input::Event { run_id, event: Event::TimerFired(timer) });
+                    }
+                }
+            }
+            self.turn(st, inputs).await?;
+            if halting.is_some()
+                && st.starting.is_empty()
+                && st.runs.values().all(|r| !r.has_live_processes())
+            {
+                return Ok(());
+            }
+        }
+    }
+
+    fn all_runs(&self, st: &State, event: Event) -> Vec<Input> {
+        st.runs
+            .keys()
+            .map(|run_id| Input::Event {
+                run_id: run_id.clone(),
+                event: event.clone(),
+            })
+            .collect()
+    }
+
+    /// At start: rewrites documents a crash left behind, and resumes every unfinished run.
+    async fn resume(&self, st: &mut State) -> Result<()> {
+        let j = &self.parts.journal;
+        for run_id in j.unpublished().await? {
+            match j.load(&run_id).await {
+                Ok(Some(r)) => self.offer(st, &r),
+                Ok(None) => {}
+                Err(e) => tracing::error!(run_id, error = %e, "cannot rewrite a status document"),
+            }
+        }
+        let mut inputs = Vec::new();
+        let now = now_ms();
+        let mut turn = Turn::default();
+        for r in j.resumable().await? {
+            match r {
+                Resumable::Record(r) => {
+                    inputs.push(Input::Event {
+                        run_id: r.run_id.clone(),
+                        event: Event::Restarted,
+                    });
+                    st.runs.insert(r.run_id.clone(), r);
+                }
+                Resumable::Unreadable {
+                    run_id,
+                    trigger,
+                    reason,
+                } => {
+                    // Never left queued forever: it fails, saying why, and is not run again.
+                    tracing::error!(
+                        run_id,
+                        reason,
+                        "a stored run cannot be read; it is marked failed"
+                    );
+                    let error = format!(
+                        "the engine cannot read this run's stored record ({reason}); the run was marked failed and none of its tasks is started again"
+                    );
+                    let (record, effects) =
+                        self.parts.machine.create(&run_id, trigger, Err(error), now);
+                    turn.batch.save.push(record.clone());
+                    turn.effects.push((run_id.clone(), effects));
+                    st.runs.insert(run_id, record);
+                }
+            }
+        }
+        self.parts
+            .journal
+            .commit(std::mem::take(&mut turn.batch))
+            .await?;
+        self.carry_out(st, turn.effects);
+        self.turn(st, inputs).await
+    }
+
+    /// One turn: apply the inputs, commit, then carry out the effects and answer requests.
+    async fn turn(&self, st: &mut State, inputs: Vec<Input>) -> Result<()> {
+        if inputs.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let mut turn = Turn::default();
+        for input in inputs {
+            self.apply(st, &mut turn, now, input).await;
+        }
+        for run_id in &turn.dirty {
+            if let Some(r) = st.runs.get(run_id) {
+                turn.batch.save.push(r.clone());
+            }
+        }
+        let records: Vec<RunRecord> = turn.batch.create.iter().map(|n| n.record.clone()).collect();
+        let created = self
+            .parts
+            .journal
+            .commit(std::mem::take(&mut turn.batch))
+            .await?;
+        let mut effects = Vec::new();
+        for ((record, was_created), (delivery, run_effects)) in
+            records.into_iter().zip(created).zip(turn.created)
+        {
+            let run_id = record.run_id.clone();
+            if was_created {
+                tracing::info!(run_id, key = %delivery.key, "run created");
+                st.runs.insert(run_id.clone(), record);
+                effects.push((run_id, run_effects));
+            } else {
+                tracing::info!(run_id, key = %delivery.key, "trigger ignored: the run already exists");
+            }
+            let triggers = Arc::clone(&self.parts.triggers);
+            tokio::spawn(async move {
+                if let Err(e) = triggers.ack(&delivery).await {
+                    tracing::warn!(error = %e, "cannot acknowledge a trigger; it is delivered again and ignored");
+                }
+            });
+        }
+        effects.extend(turn.effects.into_iter().filter(|(_, e)| !e.is_empty()));
+        self.carry_out(st, effects);
+        for (run_id, reply, outcome) in turn.replies {
+            let answer = outcome.map_err(|refused| refusal(&run_id, refused));
+            let snapshot = st
+                .runs
+                .get(&run_id)
+                .map(|r| self.snapshot(st.snapshot_seq + 1, r));
+            st.snapshot_seq += 1;
+            let publisher = Arc::clone(&self.publisher);
+            tokio::spawn(async move {
+                if let (Ok(()), Some(s)) = (&answer, snapshot) {
+                    publisher.publish_now(s).await;
+                }
+                let _ = reply.send(answer);
+            });
+        }
+        // Finished runs with no process left are dropped from memory (the journal has them).
+        st.runs
+            .retain(|_, r| !r.status.is_finished() || r.has_live_processes() || r.ending.is_some());
+        Ok(())
+    }
+
+    /// Applies one input to the records held in memory (loading a run from the journal when
+    /// it is not held).
+    async fn apply(&self, st: &mut State, turn: &mut Turn, now: Millis, input: Input) {
+        match input {
+            Input::Event { run_id, event } => {
+                if let Some(effects) = self.event(st, now, &run_id, event).await
+                    && let Ok(effects) = effects
+                {
+                    turn.dirty.push(run_id.clone());
+                    turn.effects.push((run_id, effects));
+                }
+            }
+            Input::Control {
+                run_id,
+                event,
+                reply,
+            } => match self.event(st, now, &run_id, event).await {
+                None => {
+                    let _ = reply.send(Err(Error::RunNotFound(run_id)));
+                }
+                Some(Err(refused)) => turn.replies.push((run_id, reply, Err(refused))),
+                Some(Ok(effects)) => {
+                    turn.dirty.push(run_id.clone());
+                    turn.effects.push((run_id.clone(), effects));
+                    turn.replies.push((run_id, reply, Ok(())));
+                }
+            },
+            Input::Trigger {
+                delivery,
+                run_id,
+                workflow,
+            } => {
+                let trigger = Trigger {
+                    bucket: delivery.bucket.clone(),
+                    key: delivery.key.clone(),
+                    etag: delivery.etag.clone(),
+                    kind: delivery.kind,
+                };
+                let (record, effects) = self.parts.machine.create(&run_id, trigger, workflow, now);
+                turn.batch.create.push(NewRun {
+                    record,
+                    dedup: delivery.dedup.clone(),
+                });
+                turn.created.push((delivery, effects));
+            }
+            Input::StartWithdrawn { task_id, attempt } => {
+                st.starting.remove(&(task_id, attempt));
+            }
+            Input::Resync => {
+                for r in st.runs.values() {
+                    for t in &r.tasks {
+                        if t.attempts.iter().any(|a| a.outcome.is_none() && a.live()) {
+                            self.check_output(&r.run_id, &r.trigger.bucket, &t.task_id);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies an event to a run; `None` when there is no such run.
+    async fn event(
+        &self,
+        st: &mut State,
+        now: Millis,
+        run_id: &str,
+        event: Event,
+    ) -> Option<std::result::Result<Vec<Effect>, Refused>> {
+        if !st.runs.contains_key(run_id) {
+            match self.parts.journal.load(run_id).await {
+                Ok(Some(r)) => {
+                    st.runs.insert(run_id.to_owned(), r);
+                }
+                Ok(None) => return None,
+                Err(e) => {
+                    tracing::error!(run_id, error = %e, "cannot load a run; the event is dropped");
+                    return None;
+                }
+            }
+        }
+        let run = st.runs.get_mut(run_id)?;
+        run.halted |= st.halted;
+        Some(self.parts.machine.handle(run, now, event))
+    }
+
+    fn snapshot(&self, seq: u64, r: &RunRecord) -> Snapshot {
+        Snapshot {
+            seq,
+            doc: r.status_document(),
+        }
+    }
+
+    fn offer(&self, st: &mut State, r: &RunRecord) {
+        st.snapshot_seq += 1;
+        self.publisher.offer(self.snapshot(st.snapshot_seq, r));
+    }
+
+    /// Carries out effects (after the records they follow from were committed).
+    fn carry_out(&self, st: &mut State, effects: Vec<(String, Vec<Effect>)>) {
+        for (run_id, effects) in effects {
+            for effect in effects {
+                self.effect(st, &run_id, effect);
+            }
+        }
+    }
+
+    fn effect(&self, st: &mut State, run_id: &str, effect: Effect) {
+        let Some(run) = st.runs.get(run_id) else {
+            return;
+        };
+        let bucket = run.trigger.bucket.clone();
+        match effect {
+            Effect::CheckOutput { task_id } => self.check_output(run_id, &bucket, &task_id),
+            Effect::StartAttempt { task_id, attempt } => {
+                let Some(spec) = spec(run, &task_id, attempt) else {
+                    return;
+                };
+                let no_output = run
+                    .task(&task_id)
+                    .and_then(|t| run.def(t.step, t.idx))
+                    .is_some_and(|d| d.no_output);
+                let cancel = CancellationToken::new();
+                st.starting
+                    .insert((task_id.clone(), attempt), cancel.clone());
+                self.start(run_id, &bucket, spec, no_output, cancel);
+            }
+            Effect::StopAttempt {
+                task_id,
+                attempt,
+                runner,
+                ..
+            } => match runner {
+                None => {
+                    if let Some(token) = st.starting.remove(&(task_id, attempt)) {
+                        token.cancel();
+                    }
+                }
+                Some(runner) => {
+                    let r = Arc::clone(&self.parts.runner);
+                    tokio::spawn(async move { r.stop(&runner).await });
+                }
+            },
+            Effect::StopStale {
+                task_id, runner, ..
+            } => {
+                let r = Arc::clone(&self.parts.runner);
+                tokio::spawn(async move { r.stop_stale(&runner, &task_id).await });
+            }
+            Effect::ArmTimer { at, timer } => {
+                st.timer_seq += 1;
+                st.timers
+                    .insert((at, st.timer_seq), (run_id.to_owned(), timer));
+            }
+            Effect::StoreLog { task_id, attempt } => {
+                let (r, b) = (
+                    Arc::clone(&self.parts.runner),
+                    Arc::clone(&self.parts.bucket),
+                );
+                tokio::spawn(async move {
+                    let key = linedee::status::log_key(&task_id, attempt);
+                    if let Some(log) = r.log(&task_id, attempt).await
+                        && let Err(e) = b.put_log(&bucket, &key, log).await
+                    {
+                        tracing::warn!(task_id, attempt, error = %e, "cannot store a task log");
+                    }
+                });
+            }
+            Effect::Publish => {
+                st.snapshot_seq += 1;
+                let snapshot = self.snapshot(st.snapshot_seq, run);
+                self.publisher.offer(snapshot);
+            }
+            Effect::Finished(status) => tracing::info!(run_id, %status, "run finished"),
+        }
+    }
+
+    /// Asks whether a task's output landed; answers with `OutputLanded` or `OutputMissing`.
+    fn check_output(&self, run_id: &str, bucket: &str, task_id: &str) {
+        let (b, tx) = (Arc::clone(&self.parts.bucket), self.tx.clone());
+        let (run_id, bucket, task_id) = (run_id.to_owned(), bucket.to_owned(), task_id.to_owned());
+        tokio::spawn(async move {
+            let event = match b.output(&bucket, &task_id).await {
+                Ok(Some(state)) => Event::OutputLanded { task_id, state },
+                Ok(None) => Event::OutputMissing { task_id },
+                Err(e) => {
+                    tracing::warn!(task_id, error = %e, "cannot check an output; the task runs again");
+                    Event::OutputMissing { task_id }
+                }
+            };
+            let _ = tx.send(Input::Event { run_id, event });
+        });
+    }
+
+    /// Starts an attempt: waits for a slot, starts the process, and reports its start and,
+    /// later, its exit (after checking whether its output landed).
+    fn start(
+        &self,
+        run_id: &str,
+        bucket: &str,
+        spec: AttemptSpec,
+        no_output: bool,
+        cancel: CancellationToken,
+    ) {
+        let (runner, b, tx) = (
+            Arc::clone(&self.parts.runner),
+            Arc::clone(&self.parts.bucket),
+            self.tx.clone(),
+        );
+        let (run_id, bucket) = (run_id.to_owned(), bucket.to_owned());
+        tokio::spawn(async move {
+            let (task_id, attempt) = (spec.task_id.clone(), spec.attempt);
+            let on_exit = {
+                let (tx, run_id, task_id) = (tx.clone(), run_id.clone(), task_id.clone());
+                Box::new(move |exit: Exit| {
+                    tokio::spawn(async move {
+                        if !no_output && let Ok(Some(state)) = b.output(&bucket, &task_id).await {
+                            let landed = Event::OutputLanded {
+                                task_id: task_id.clone(),
+                                state,
+                            };
+                            let _ = tx.send(Input::Event {
+                                run_id: run_id.clone(),
+                                event: landed,
+                            });
+                        }
+                        let exited = Event::Exited {
+                            task_id,
+                            attempt,
+                            code: exit.code,
+                            detail: exit.detail,
+                        };
+                        let _ = tx.send(Input::Event {
+                            run_id,
+                            event: exited,
+                        });
+                    });
+                })
+            };
+            let started = runner.start(spec, cancel, on_exit).await;
+            let _ = tx.send(Input::StartWithdrawn {
+                task_id: task_id.clone(),
+                attempt,
+            });
+            let event = match started {
+                Ok(runner) => Event::AttemptStarted {
+                    task_id,
+                    attempt,
+                    runner,
+                },
+                Err(StartError::Failed(reason)) => Event::SpawnFailed {
+                    task_id,
+                    attempt,
+                    reason,
+                },
+                Err(StartError::Cancelled) => return,
+            };
+            let _ = tx.send(Input::Event { run_id, event });
+        });
+    }
+}
+
+/// What the runner needs for an attempt, from the run's record (protocol §6 for `line_D`).
+fn spec(run: &RunRecord, task_id: &str, attempt: u32) -> Option<AttemptSpec> {
+    let t = run.task(task_id)?;
+    let def = run.def(t.step, t.idx)?;
+    let mut line_d = linedee::LineD::new(task_id.to_owned());
+    line_d.run_id = Some(run.run_id.clone());
+    line_d.attempt = Some(attempt);
+    line_d.workflow_title = run.workflow.as_ref().and_then(|w| w.title.clone());
+    line_d.task_name = def.name.clone();
+    line_d.cmd = Some(def.cmd.clone());
+    line_d.machine = Some(def.machine.as_str().to_owned());
+    line_d.timeout = Some(def.timeout);
+    line_d.options = def
+        .option_pairs()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    line_d.bucket = Some(run.trigger.bucket.clone());
+    line_d.trigger_key = Some(run.trigger.key.clone());
+    line_d.trigger_etag = run.trigger.etag.clone();
+    line_d.output_key = Some(linedee::line_d::output_key(task_id));
+    Some(AttemptSpec {
+        task_id: task_id.to_owned(),
+        attempt,
+        cmd: def.cmd.clone(),
+        name: def.name.clone(),
+        machine: def.machine.as_str().to_owned(),
+        timeout: def.timeout,
+        options: def
+            .option_pairs()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        bucket: run.trigger.bucket.clone(),
+        line_d: line_d.to_json(),
+    })
+}
+
+fn refusal(run_id: &str, refused: Refused) -> Error {
+    let run_id = run_id.to_owned();
+    match refused {
+        Refused::Finished(status) => Error::RunFinished {
+            run_id,
+            status: status.to_string(),
+        },
+        Refused::NotRetryable(status) => Error::NotRetryable {
+            run_id,
+            status: status.to_string(),
+        },
+        Refused::InvalidWorkflow(error) => Error::InvalidWorkflow { run_id, error },
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until a wall-clock time in ms since the epoch.
+async fn sleep_until_ms(at: Option<Millis>) {
+    match at {
+        Some(at) => {
+            let ms = u64::try_from(at.saturating_sub(now_ms())).unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+#[path = "driver_tests.rs"]
+mod tests;

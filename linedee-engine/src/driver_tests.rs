@@ -1,0 +1,183 @@
+//! The local driver end to end, in process: regressions of the executor it replaced.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use linedee::status::{RunState, RunStatus};
+use tokio::sync::oneshot;
+
+use crate::{Console, Engine, Error, RetryPolicy};
+
+/// An engine on a temporary data and app directory, running until dropped or stopped.
+struct Running {
+    engine: Engine,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<crate::Result<()>>,
+}
+
+fn build(dir: &Path, grace: Duration) -> Engine {
+    let app = dir.join("app");
+    std::fs::create_dir_all(&app).expect("app dir");
+    Engine::builder()
+        .data_dir(dir.join("data"))
+        .app_dir(&app)
+        .console(Console::quiet())
+        .shutdown_grace(grace)
+        .retry(RetryPolicy {
+            retries: 0,
+            ..RetryPolicy::default()
+        })
+        .build()
+        .expect("engine builds")
+}
+
+async fn start(engine: Engine) -> Running {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let runner = engine.clone();
+    let task = tokio::spawn(async move {
+        runner
+            .run(listener, async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    Running {
+        engine,
+        stop: Some(stop),
+        task,
+    }
+}
+
+impl Running {
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task)
+            .await
+            .expect("engine task")
+            .expect("engine stops cleanly");
+    }
+
+    /// Writes an `ld_run` trigger with this run id and workflow.
+    async fn submit(&self, run_id: &str, workflow: &str) {
+        let metadata = BTreeMap::from([
+            ("ld_run".to_owned(), "true".to_owned()),
+            ("ld_run_id".to_owned(), run_id.to_owned()),
+        ]);
+        self.engine
+            .store()
+            .put_object(
+                self.engine.bucket(),
+                &format!("in/{run_id}"),
+                workflow.to_owned().into(),
+                None,
+                metadata,
+            )
+            .await
+            .expect("trigger written");
+    }
+
+    /// Polls the journal until the run's status satisfies `ok` (30 s at most).
+    async fn until(&self, run_id: &str, ok: impl Fn(&RunStatus) -> bool) -> RunStatus {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(s) = self.engine.status(run_id).await
+                && ok(&s)
+            {
+                return s;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "run {run_id} never got there: {:?}",
+                self.engine.status(run_id).await
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+fn journal_path(dir: &Path) -> PathBuf {
+    dir.join("data").join("journal.sqlite")
+}
+
+#[tokio::test]
+async fn a_stored_run_that_cannot_be_read_fails_with_the_reason_instead_of_staying_queued() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = start(build(dir.path(), Duration::ZERO)).await;
+    first
+        .submit("damaged", r#"{"run":[{"cmd":"sleep 30"}]}"#)
+        .await;
+    first
+        .until("damaged", |s| s.status == RunState::Running)
+        .await;
+    first.stop().await;
+    // Interrupted, so it would be resumed; then its stored record is damaged.
+    crate::journal::damage(
+        &journal_path(dir.path()),
+        "damaged",
+        "{\"version\": 1, \"run\"",
+    )
+    .expect("damage the record");
+
+    let second = start(build(dir.path(), Duration::ZERO)).await;
+    let status = second.until("damaged", |s| s.status.is_finished()).await;
+    assert_eq!(status.status, RunState::Failed, "{status:?}");
+    let error = status.error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("cannot read this run's stored record") && error.contains("not JSON"),
+        "{error}"
+    );
+    assert!(status.steps.is_empty(), "no task runs again: {status:?}");
+    // The status document says so too (written by the background publisher).
+    let key = linedee::status::status_key("damaged");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let doc = second
+            .engine
+            .store()
+            .get_object(second.engine.bucket(), &key)
+            .await
+            .expect("read the document")
+            .map(|(_, body)| serde_json::from_slice::<RunStatus>(&body).expect("a document"));
+        if doc.as_ref().is_some_and(|d| d.status == RunState::Failed) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{doc:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    second.stop().await;
+}
+
+#[tokio::test]
+async fn a_cancel_right_after_a_retry_stops_the_redriven_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let marker = dir.path().join("marker");
+    let running = start(build(dir.path(), Duration::ZERO)).await;
+    // The first attempt fails; the redriven one runs until it is stopped.
+    let script = format!(
+        "test -f {m} || {{ touch {m}; exit 1; }}; sleep 30",
+        m = marker.display()
+    );
+    let workflow = serde_json::json!({"run": [{"cmd": script}]}).to_string();
+    running.submit("redriven", &workflow).await;
+    running
+        .until("redriven", |s| s.status == RunState::Failed)
+        .await;
+    running.engine.retry("redriven").await.expect("retry");
+    // Straight after the retry: the cancel reaches the redriven run (the executor this
+    // driver replaced could lose it between a drive's end and the next one's start).
+    running.engine.cancel("redriven").await.expect("cancel");
+    let status = running.until("redriven", |s| s.status.is_finished()).await;
+    assert_eq!(status.status, RunState::Cancelled, "{status:?}");
+    assert_eq!(status.error.as_deref(), Some("cancelled on request"));
+    match running.engine.cancel("redriven").await {
+        Err(Error::RunFinished { status, .. }) => assert_eq!(status, "cancelled"),
+        other => panic!("a second cancel: {other:?}"),
+    }
+    running.stop().await;
+}
