@@ -1,13 +1,13 @@
 //! The bucket operations the engine needs: read an output's proof and a trigger's body, write
-//! status documents and logs. The embedded [`Store`] provides them in process; an S3 client
-//! provides them in the cloud.
+//! status documents and logs. The embedded [`Store`] provides them in process; a
+//! [`linedee::Client`] provides them over S3 (its bucket only).
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use linedee::metadata::{LD_STATE, LD_TASK_ID};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::runner::LogBody;
 use crate::store::Store;
 
@@ -67,5 +67,158 @@ impl Bucket for Store {
                 .await
                 .map(drop),
         }
+    }
+}
+
+/// Over S3, with the SDK's client: its credential refresh and retries included. It serves its
+/// own bucket; another bucket is an error that names both.
+#[async_trait::async_trait]
+impl Bucket for linedee::Client {
+    async fn output(&self, bucket: &str, task_id: &str) -> Result<Option<Option<String>>> {
+        same_bucket(self, bucket)?;
+        match self.get(&linedee::line_d::output_key(task_id)).await {
+            Ok(object) => Ok(proof(task_id, object.metadata())),
+            Err(linedee::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(Error::Bucket(e)),
+        }
+    }
+
+    async fn body(&self, bucket: &str, key: &str) -> Result<Option<Bytes>> {
+        same_bucket(self, bucket)?;
+        match self.get(key).await {
+            Ok(object) => Ok(Some(object.bytes().await.map_err(Error::Bucket)?)),
+            Err(linedee::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(Error::Bucket(e)),
+        }
+    }
+
+    async fn put_json(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<()> {
+        same_bucket(self, bucket)?;
+        self.put(key, body)
+            .content_type("application/json")
+            .send()
+            .await
+            .map(drop)
+            .map_err(Error::Bucket)
+    }
+
+    async fn put_log(&self, bucket: &str, key: &str, log: LogBody) -> Result<()> {
+        same_bucket(self, bucket)?;
+        let LogBody::File(path) = log;
+        self.put(key, linedee::Body::from_path(path))
+            .content_type("text/plain; charset=utf-8")
+            .send()
+            .await
+            .map(drop)
+            .map_err(Error::Bucket)
+    }
+}
+
+fn same_bucket(client: &linedee::Client, bucket: &str) -> Result<()> {
+    if client.bucket() == bucket {
+        Ok(())
+    } else {
+        Err(Error::Internal(format!(
+            "a run of bucket `{bucket}` reached the client of bucket `{}`",
+            client.bucket()
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The same operations through the store in process and through the SDK's client over
+    /// HTTP give the same answers.
+    #[tokio::test]
+    async fn the_store_and_the_sdk_client_are_the_same_bucket() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(
+            dir.path(),
+            crate::store::StoreOptions {
+                default_bucket: Some("ld-bucket".to_owned()),
+                ..Default::default()
+            },
+        )
+        .expect("store");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .serve(listener, async move {
+                        let _ = stopped.await;
+                    })
+                    .await
+            })
+        };
+        let c = store.credentials().expect("credentials");
+        let client = linedee::Client::builder()
+            .bucket("ld-bucket")
+            .endpoint(&endpoint)
+            .credentials_provider(linedee::credentials::StaticProvider::new(
+                linedee::credentials::Credentials::new(
+                    c.access_key_id,
+                    c.secret_access_key,
+                    Some(c.session_token),
+                    None,
+                ),
+            ))
+            .build()
+            .expect("client");
+        let log = dir.path().join("1.log");
+        std::fs::write(&log, "hello\n").expect("log");
+        let metadata = BTreeMap::from([
+            (LD_TASK_ID.to_owned(), "R.0.0".to_owned()),
+            (LD_STATE.to_owned(), r#"{"n":1}"#.to_owned()),
+        ]);
+        store
+            .put_object("ld-bucket", "out/R.0.0", "x".into(), None, metadata)
+            .await
+            .expect("output");
+        let buckets: [&dyn Bucket; 2] = [&store, &client];
+        for (i, b) in buckets.into_iter().enumerate() {
+            let who = if i == 0 { "store" } else { "client" };
+            let state = b.output("ld-bucket", "R.0.0").await.expect(who);
+            assert_eq!(state, Some(Some(r#"{"n":1}"#.to_owned())), "{who}");
+            assert_eq!(
+                b.output("ld-bucket", "R.0.1").await.expect(who),
+                None,
+                "{who}"
+            );
+            let key = format!("ld/runs/{who}.json");
+            b.put_json("ld-bucket", &key, b"{}".to_vec())
+                .await
+                .expect(who);
+            let body = b.body("ld-bucket", &key).await.expect(who);
+            assert_eq!(body.as_deref(), Some(&b"{}"[..]), "{who}");
+            assert_eq!(b.body("ld-bucket", "nope").await.expect(who), None, "{who}");
+            let key = format!("ld/logs/{who}/1.log");
+            b.put_log("ld-bucket", &key, LogBody::File(log.clone()))
+                .await
+                .expect(who);
+            let (meta, body) = store
+                .get_object("ld-bucket", &key)
+                .await
+                .expect("read back")
+                .expect("stored");
+            assert_eq!(
+                (&body[..], meta.content_type.as_deref()),
+                (&b"hello\n"[..], Some("text/plain; charset=utf-8")),
+                "{who}"
+            );
+        }
+        let err = client
+            .output("other", "R.0.0")
+            .await
+            .expect_err("another bucket");
+        assert!(err.to_string().contains("`other`"), "{err}");
+        let _ = stop.send(());
+        served.await.expect("serve task").expect("served");
     }
 }

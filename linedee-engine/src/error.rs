@@ -152,6 +152,9 @@ pub enum Error {
         /// The validation report.
         error: String,
     },
+    /// A bucket reached through the SDK's client failed.
+    #[error("the bucket failed")]
+    Bucket(#[source] linedee::Error),
     /// The journal (where runs' records are kept) failed.
     #[error("the journal failed")]
     Journal(#[from] JournalError),

@@ -21,7 +21,9 @@ pub struct Body(pub(crate) Inner);
 pub(crate) enum Inner {
     Bytes(Bytes),
     Path(PathBuf),
-    Reader(Pin<Box<dyn AsyncRead + Send>>),
+    /// Wrapped so that a `Body` is `Sync` (the reader is only used through `&mut`): a future
+    /// that borrows an upload across an await stays `Send`.
+    Reader(sync_wrapper::SyncWrapper<Pin<Box<dyn AsyncRead + Send>>>),
 }
 
 impl Body {
@@ -32,7 +34,9 @@ impl Body {
 
     /// A stream of unknown length; large streams go multipart.
     pub fn from_reader(reader: impl AsyncRead + Send + 'static) -> Self {
-        Body(Inner::Reader(Box::pin(reader)))
+        Body(Inner::Reader(sync_wrapper::SyncWrapper::new(Box::pin(
+            reader,
+        ))))
     }
 
     /// An empty body.

@@ -93,27 +93,28 @@ impl Put {
                 return self.single(ByteSource::Bytes(b)).await;
             }
             Inner::Bytes(b) => PartSource::Bytes(b),
-            Inner::Path(ref p) => {
-                let meta = tokio::fs::metadata(p)
+            // By value: a borrow of the body held across an await would make this future
+            // `!Send` (a reader body is `Send` but not `Sync`), and uploads are spawned.
+            Inner::Path(p) => {
+                let meta = tokio::fs::metadata(&p)
                     .await
-                    .map_err(|e| Error::io("cannot read", p, e))?;
+                    .map_err(|e| Error::io("cannot read", &p, e))?;
                 if !meta.is_file() {
                     return Err(Error::io(
                         "cannot upload",
-                        p,
+                        &p,
                         std::io::Error::other("not a regular file"),
                     ));
                 }
                 if meta.len() <= threshold as u64 {
-                    let p = p.clone();
                     return self.single(ByteSource::Path(p)).await;
                 }
-                let file = tokio::fs::File::open(p)
+                let file = tokio::fs::File::open(&p)
                     .await
-                    .map_err(|e| Error::io("cannot read", p, e))?;
+                    .map_err(|e| Error::io("cannot read", &p, e))?;
                 PartSource::Reader(Box::pin(file))
             }
-            Inner::Reader(r) => PartSource::Reader(r),
+            Inner::Reader(r) => PartSource::Reader(r.into_inner()),
         };
         // A stream of unknown length: read up to the threshold first to see whether it fits.
         if let PartSource::Reader(r) = &mut source {
@@ -333,4 +334,32 @@ async fn read_up_to(mut r: Pin<&mut (dyn AsyncRead + Send)>, limit: usize) -> Re
         }
     }
     Ok(buf.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Body, Client};
+
+    fn spawnable<F: std::future::Future + Send + 'static>(_: F) {}
+
+    /// Uploads are spawned onto runtimes (`tokio::spawn` needs a `Send` future) whatever the
+    /// body: bytes, a file or a reader.
+    #[test]
+    fn an_upload_future_is_send_for_every_kind_of_body() {
+        let client = Client::builder()
+            .bucket("b")
+            .endpoint("http://127.0.0.1:9")
+            .credentials_provider(crate::credentials::StaticProvider::new(
+                crate::credentials::Credentials::new("a", "s", None, None),
+            ))
+            .build()
+            .expect("client");
+        spawnable(client.put("k", Body::from(vec![1u8])).send());
+        spawnable(client.put("k", Body::from_path("/nonexistent")).send());
+        spawnable(
+            client
+                .put("k", Body::from_reader(tokio::io::empty()))
+                .send(),
+        );
+    }
 }

@@ -145,7 +145,7 @@ struct Proc {
 struct World {
     /// Starts asked for and not answered.
     starts: Vec<(String, u32)>,
-    /// Starts withdrawn (or forgotten by a crash) that a racing runner may still grant.
+    /// Starts withdrawn that the runner, racing the withdrawal, may still grant.
     withdrawn: Vec<(String, u32)>,
     /// Processes of this engine.
     procs: Vec<Proc>,
@@ -305,8 +305,8 @@ impl Sim {
     // ---- one call of the machine ----
 
     /// Hands one event to the machine, checks everything, and lets the world take on the
-    /// effects. `None` when refused.
-    fn deliver(&mut self, ev: Event) -> Option<Vec<Effect>> {
+    /// effects.
+    fn deliver(&mut self, ev: Event) {
         let before = self.run.clone();
         let res = self.m.handle(&mut self.run, self.now, ev.clone());
         self.calls += 1;
@@ -325,6 +325,27 @@ impl Sim {
             "handle is not deterministic",
         );
         self.check_round_trip();
+
+        // Idempotent: the same event again at once (a redelivery) changes nothing; at most a
+        // start that is not wanted is stopped again. (Not so `Restarted`: it re-asks for what
+        // a new engine must redo.)
+        if ev != Event::Restarted {
+            let mut twice = self.run.clone();
+            let res2 = self.m.handle(&mut twice, self.now, ev.clone());
+            self.check(
+                twice == self.run
+                    && res2.iter().flatten().all(|e| {
+                        matches!(
+                            e,
+                            Effect::StopAttempt {
+                                reason: StopReason::Unwanted,
+                                ..
+                            }
+                        )
+                    }),
+                &format!("{ev:?} again at once gives {res2:?} and changes the record"),
+            );
+        }
 
         // Refused only for control requests in the wrong state.
         let expected = match &ev {
@@ -348,7 +369,6 @@ impl Sim {
                     &format!("refused with {refused:?}, expected {expected:?}"),
                 );
                 self.check(before == self.run, "a refused request changed the record");
-                None
             }
             Ok(fx) => {
                 self.check(
@@ -363,7 +383,6 @@ impl Sim {
                 ) {
                     self.w.history.push(ev);
                 }
-                Some(fx)
             }
         }
     }
@@ -382,7 +401,6 @@ impl Sim {
     }
 
     /// The checks of one accepted call, `before` being the record before it.
-    #[allow(clippy::too_many_lines)]
     fn check_call(&mut self, before: &RunRecord, ev: Option<&Event>, fx: &[Effect]) {
         let after = self.run.clone();
         if strip(before) != strip(&after) {
@@ -490,6 +508,12 @@ impl Sim {
                         &format!("{task_id} started after a cancel"),
                     );
                     self.check(!after.halted, "started while halted");
+                    self.check(
+                        task.is_some_and(|t| {
+                            !t.attempts.iter().any(|a| a.live() && a.outcome.is_none())
+                        }),
+                        &format!("{task_id} started again while an attempt is undecided"),
+                    );
                     let top = before
                         .task(task_id)
                         .and_then(|t| {
@@ -716,6 +740,11 @@ impl Sim {
             self.check(
                 !self.cancelled || undecided == 0,
                 &format!("{} has an undecided attempt after a cancel", t.task_id),
+            );
+            // A run that ended, or is ending, leaves no attempt undecided.
+            self.check(
+                !(r.status.is_finished() || r.ending.is_some()) || undecided == 0,
+                &format!("{} has an undecided attempt in a run that ended", t.task_id),
             );
             // The record and the world agree on what runs.
             for a in t.attempts.iter().filter(|a| a.live()) {
@@ -952,7 +981,14 @@ impl Sim {
             }
             21..=23 if !w.checks.is_empty() => self.answer_check(i % w.checks.len()),
             24 | 25 if !w.history.is_empty() => {
-                let ev = w.history[i % w.history.len()].clone();
+                // Mostly one of the last few events (a redelivery), else any.
+                let n = w.history.len();
+                let k = if idx & 0x8000 == 0 {
+                    n - 1 - i % n.min(6)
+                } else {
+                    i % n
+                };
+                let ev = w.history[k].clone();
                 let _ = writeln!(self.log, "-- duplicate:");
                 self.deliver(ev);
             }
@@ -1052,16 +1088,6 @@ impl Sim {
             !self.run.has_live_processes(),
             "the run ended with live processes",
         );
-        if std::env::var("PT_STATS").is_ok() {
-            // TEMPSTATS
-            use std::io::Write as _; // TEMPSTATS
-            let mut f = std::fs::OpenOptions::new()
-                .append(true)
-                .create(true)
-                .open("/tmp/pt-stats.txt")
-                .unwrap(); // TEMPSTATS
-            writeln!(f, "{:?}|{}", self.run.status, self.log.replace('\n', " ")).unwrap(); // TEMPSTATS
-        } // TEMPSTATS
     }
 }
 
