@@ -129,3 +129,92 @@ impl Publisher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use bytes::Bytes;
+    use linedee::status::{RunState, Trigger, TriggerKind};
+
+    use super::*;
+    use crate::error::{Error, Result};
+    use crate::journal::{Batch, NewRun, SqliteJournal};
+    use crate::machine::Machine;
+    use crate::runner::LogBody;
+
+    /// A bucket that keeps documents in memory, and refuses them while `fail` is set.
+    #[derive(Default)]
+    struct Documents {
+        fail: AtomicBool,
+        written: Mutex<Vec<(String, Vec<u8>)>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Bucket for Documents {
+        async fn output(&self, _: &str, _: &str) -> Result<Option<Option<String>>> {
+            Ok(None)
+        }
+        async fn body(&self, _: &str, _: &str) -> Result<Option<Bytes>> {
+            Ok(None)
+        }
+        async fn put_json(&self, _: &str, key: &str, body: Vec<u8>) -> Result<()> {
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(Error::Internal("the bucket refused the write".to_owned()));
+            }
+            let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+            written.push((key.to_owned(), body));
+            Ok(())
+        }
+        async fn put_log(&self, _: &str, _: &str, _: LogBody) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_document_that_was_not_written_is_not_recorded_as_published() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let journal =
+            Arc::new(SqliteJournal::open(&dir.path().join("j.sqlite"), false).expect("journal"));
+        let trigger = Trigger {
+            bucket: "b".to_owned(),
+            key: "in/x".to_owned(),
+            etag: None,
+            kind: TriggerKind::LdRun,
+        };
+        let (record, _) = Machine::default().create("R1", trigger, Err("invalid".to_owned()), 1);
+        assert_eq!(record.status, RunState::Failed);
+        let batch = Batch {
+            create: vec![NewRun {
+                record: record.clone(),
+                dedup: "d1".to_owned(),
+            }],
+            save: Vec::new(),
+        };
+        journal.commit(batch).await.expect("commit");
+        let bucket = Arc::new(Documents::default());
+        let publisher = Publisher::new(bucket.clone(), journal.clone());
+        let snapshot = |seq| Snapshot {
+            seq,
+            doc: record.status_document(),
+        };
+
+        bucket.fail.store(true, Ordering::SeqCst);
+        publisher.publish_now(snapshot(1)).await;
+        assert_eq!(journal.unpublished().await.expect("unpublished"), ["R1"]);
+
+        bucket.fail.store(false, Ordering::SeqCst);
+        publisher.publish_now(snapshot(2)).await;
+        assert!(journal.unpublished().await.expect("unpublished").is_empty());
+        let written = bucket
+            .written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        assert_eq!(written.len(), 1);
+        let (key, body) = &written[0];
+        assert_eq!(key, "ld/runs/R1.json");
+        let doc: linedee::RunStatus = serde_json::from_slice(body).expect("a whole document");
+        assert_eq!((doc.run_id.as_str(), doc.status), ("R1", RunState::Failed));
+    }
+}

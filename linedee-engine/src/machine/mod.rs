@@ -10,9 +10,12 @@
 //!
 //! - `record`: the run's state, serialisable and versioned (a journal stores it as it is).
 //! - `io`: the events in and the effects out.
-//! - `run`: the rules.
+//! - `run`: the machine's entry points and the rules for starting work; `outcome`: exits,
+//!   outputs, timers, retries; `control`: ending, cancel, redrive, shutdown and restart.
 
+mod control;
 mod io;
+mod outcome;
 mod record;
 mod run;
 #[cfg(test)]
