@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::bucket::Bucket;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, RunError};
 use crate::intake;
 use crate::journal::{Batch, Journal, NewRun, Resumable};
 use crate::machine::{Effect, Event, Machine, Millis, Refused, RunRecord, Timer, now_ms};
@@ -378,7 +378,7 @@ impl Driver {
                 reply,
             } => match self.event(st, now, &run_id, event).await {
                 None => {
-                    let _ = reply.send(Err(Error::RunNotFound(run_id)));
+                    let _ = reply.send(Err(RunError::NotFound(run_id).into()));
                 }
                 Some(Err(refused)) => turn.replies.push((run_id, reply, Err(refused))),
                 Some(Ok(effects)) => {
@@ -659,17 +659,18 @@ fn spec(run: &RunRecord, task_id: &str, attempt: u32) -> Option<AttemptSpec> {
 
 fn refusal(run_id: &str, refused: Refused) -> Error {
     let run_id = run_id.to_owned();
-    match refused {
-        Refused::Finished(status) => Error::RunFinished {
+    let refused = match refused {
+        Refused::Finished(status) => RunError::Finished {
             run_id,
             status: status.to_string(),
         },
-        Refused::NotRetryable(status) => Error::NotRetryable {
+        Refused::NotRetryable(status) => RunError::NotRetryable {
             run_id,
             status: status.to_string(),
         },
-        Refused::InvalidWorkflow(error) => Error::InvalidWorkflow { run_id, error },
-    }
+        Refused::InvalidWorkflow(error) => RunError::InvalidWorkflow { run_id, error },
+    };
+    refused.into()
 }
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {

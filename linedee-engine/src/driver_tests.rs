@@ -7,7 +7,7 @@ use std::time::Duration;
 use linedee::status::{RunState, RunStatus};
 use tokio::sync::oneshot;
 
-use crate::{Console, Engine, Error, RetryPolicy};
+use crate::{Console, Engine, Error, RetryPolicy, RunError};
 
 /// An engine on a temporary data and app directory, running until dropped or stopped.
 struct Running {
@@ -176,7 +176,7 @@ async fn a_cancel_right_after_a_retry_stops_the_redriven_run() {
     assert_eq!(status.status, RunState::Cancelled, "{status:?}");
     assert_eq!(status.error.as_deref(), Some("cancelled on request"));
     match running.engine.cancel("redriven").await {
-        Err(Error::RunFinished { status, .. }) => assert_eq!(status, "cancelled"),
+        Err(Error::Run(RunError::Finished { status, .. })) => assert_eq!(status, "cancelled"),
         other => panic!("a second cancel: {other:?}"),
     }
     running.stop().await;

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::console::Console;
 use crate::driver::{Driver, Parts};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, RunError};
 use crate::journal::{Journal, SqliteJournal};
 use crate::local_runner::{LocalRunner, ProcfileSource, StoreEnv};
 use crate::machine::{Event, Machine};
@@ -260,7 +260,7 @@ impl Engine {
             .load(run_id)
             .await?
             .map(|r| r.status_document())
-            .ok_or_else(|| Error::RunNotFound(run_id.to_owned()))
+            .ok_or_else(|| RunError::NotFound(run_id.to_owned()).into())
     }
 
     /// Runs, newest first: optionally only those with `status`, and only those older than the

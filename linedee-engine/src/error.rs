@@ -1,11 +1,42 @@
-//! The crate's error type.
+//! The crate's error type: one variant per concern, each wrapping that concern's enum.
 
 use std::path::PathBuf;
 
-/// Everything that can go wrong in the engine.
+/// Everything that can go wrong in the engine, by concern.
+///
+/// The concern variants are transparent: an error displays (and reports its source) as the
+/// concern's enum does.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// The embedded store failed or refused a request.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The journal (where runs' records are kept) failed.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The app's files (Procfile, `.env`, app directory) could not be read or are malformed.
+    #[error(transparent)]
+    App(#[from] AppError),
+    /// A request to control a run (cancel, retry) was refused.
+    #[error(transparent)]
+    Run(#[from] RunError),
+    /// Serving failed: the listener could not be used.
+    #[error("serving the store failed")]
+    Serve(#[source] std::io::Error),
+    /// A bucket reached through the SDK's client failed.
+    #[error("the bucket failed")]
+    Bucket(#[source] linedee::Error),
+    /// An internal task of the engine failed.
+    #[error("engine internal error: {0}")]
+    Internal(String),
+}
+
+/// What went wrong in the embedded store: its files, its SQLite index, or a request it refuses
+/// (the refusals map to S3 error codes).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
     /// A file or directory of the store could not be read or written.
     #[error("store I/O failed on {}", path.display())]
     Io {
@@ -75,9 +106,36 @@ pub enum Error {
     /// A conditional write (`If-None-Match: *`, `If-Match`) did not hold.
     #[error("precondition failed: {0}")]
     PreconditionFailed(&'static str),
-    /// Serving failed: the listener could not be used.
-    #[error("serving the store failed")]
-    Serve(#[source] std::io::Error),
+    /// A blocking store task was cancelled or panicked.
+    #[error("a blocking store task did not complete")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// What went wrong in the journal.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JournalError {
+    /// Its SQLite database failed.
+    #[error("the journal's SQLite database failed")]
+    Sqlite(#[source] rusqlite::Error),
+    /// A blocking journal task was cancelled or panicked.
+    #[error("a journal task did not complete: {0}")]
+    Task(String),
+    /// A stored run record is not one this version can read (edited by hand, damaged, or of
+    /// another format version).
+    #[error("the stored record of run `{run_id}` cannot be read: {reason}")]
+    Unreadable {
+        /// The run.
+        run_id: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// What went wrong with the app's files: its Procfile, its `.env` and its directory.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AppError {
     /// A file of the app (Procfile, `.env`, app directory) could not be read.
     #[error("{action} {}", path.display())]
     File {
@@ -125,12 +183,18 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+}
+
+/// Why a request to control a run (cancel, retry) was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
     /// There is no run with this id.
     #[error("no run `{0}`")]
-    RunNotFound(String),
+    NotFound(String),
     /// The run already finished, so it cannot be cancelled.
     #[error("run `{run_id}` already finished ({status})")]
-    RunFinished {
+    Finished {
         /// The run.
         run_id: String,
         /// Its final status.
@@ -152,61 +216,81 @@ pub enum Error {
         /// The validation report.
         error: String,
     },
-    /// A bucket reached through the SDK's client failed.
-    #[error("the bucket failed")]
-    Bucket(#[source] linedee::Error),
-    /// The journal (where runs' records are kept) failed.
-    #[error("the journal failed")]
-    Journal(#[from] JournalError),
-    /// An internal task of the engine failed.
-    #[error("engine internal error: {0}")]
-    Internal(String),
-    /// A blocking store task was cancelled or panicked.
-    #[error("a blocking store task did not complete")]
-    Join(#[from] tokio::task::JoinError),
-}
-
-/// What went wrong in the journal.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum JournalError {
-    /// Its SQLite database failed.
-    #[error("the journal's SQLite database failed")]
-    Sqlite(#[source] rusqlite::Error),
-    /// A blocking journal task was cancelled or panicked.
-    #[error("a journal task did not complete: {0}")]
-    Task(String),
-    /// A stored run record is not one this version can read (edited by hand, damaged, or of
-    /// another format version).
-    #[error("the stored record of run `{run_id}` cannot be read: {reason}")]
-    Unreadable {
-        /// The run.
-        run_id: String,
-        /// What is wrong with it.
-        reason: String,
-    },
 }
 
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The store's SQLite index failed: a [`StoreError::Sqlite`], so `?` works in store code.
+/// The journal's SQLite errors are [`JournalError::Sqlite`], converted explicitly.
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Store(StoreError::Sqlite(e))
+    }
+}
+
+/// A blocking store task did not complete: a [`StoreError::Join`].
+impl From<tokio::task::JoinError> for Error {
+    fn from(e: tokio::task::JoinError) -> Self {
+        Self::Store(StoreError::Join(e))
+    }
+}
+
 impl Error {
-    /// An [`Error::File`].
+    /// An [`AppError::File`].
     pub(crate) fn file(
         action: &'static str,
         path: impl Into<PathBuf>,
         source: std::io::Error,
     ) -> Self {
-        Self::File {
+        Self::App(AppError::File {
             action,
             path: path.into(),
             source,
-        }
+        })
     }
 
-    /// An [`Error::Io`] for `path`.
+    /// A [`StoreError::Io`] for `path`.
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
-        move |source| Self::Io { path, source }
+        move |source| Self::Store(StoreError::Io { path, source })
+    }
+
+    /// A [`StoreError::Corrupt`]: a stored value is not what this version expects.
+    pub(crate) fn corrupt(what: impl Into<String>) -> Self {
+        Self::Store(StoreError::Corrupt(what.into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn concern_variants_display_and_source_as_their_enum() {
+        let e = Error::file(
+            "cannot read Procfile",
+            "app/Procfile",
+            std::io::Error::other("denied"),
+        );
+        assert_eq!(e.to_string(), "cannot read Procfile app/Procfile");
+        assert_eq!(
+            e.source().map(ToString::to_string).as_deref(),
+            Some("denied")
+        );
+
+        let e = Error::from(RunError::NotFound("r1".to_owned()));
+        assert_eq!(e.to_string(), "no run `r1`");
+        assert!(e.source().is_none());
+    }
+
+    #[test]
+    fn sqlite_errors_convert_to_the_store_concern() {
+        let e = Error::from(rusqlite::Error::InvalidQuery);
+        assert!(matches!(e, Error::Store(StoreError::Sqlite(_))), "{e:?}");
+        assert_eq!(e.to_string(), "the store's SQLite index failed");
+        assert!(e.source().is_some());
     }
 }

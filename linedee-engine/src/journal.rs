@@ -111,7 +111,7 @@ CREATE TABLE IF NOT EXISTS ld_attempts (
 CREATE INDEX IF NOT EXISTS ld_attempts_run ON ld_attempts (run_id, step, idx, attempt);
 ";
 
-fn open(path: &Path, fsync: bool) -> Result<Connection> {
+fn open(path: &Path, fsync: bool) -> Result<Connection, JournalError> {
     let conn = Connection::open(path).map_err(JournalError::Sqlite)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(JournalError::Sqlite)?;

@@ -32,7 +32,9 @@
 //!   The store and the dashboard share one accept loop with graceful shutdown (`http`).
 //! - [`Procfile`], [`parse_dotenv`]: the app's process types and `.env`.
 //! - [`Console`]: foreman-style task output. [`RetryPolicy`]: retries and backoff.
-//! - [`Error`], [`Result`]: the crate's errors.
+//! - [`Error`], [`Result`]: the crate's errors, one variant per concern: [`StoreError`],
+//!   [`JournalError`], [`AppError`] (Procfile, `.env`, app directory), [`RunError`] (run
+//!   control).
 
 mod bucket;
 mod console;
@@ -61,7 +63,7 @@ mod views;
 
 pub use console::Console;
 pub use engine::{Engine, EngineBuilder};
-pub use error::{Error, JournalError, Result};
+pub use error::{AppError, Error, JournalError, Result, RunError, StoreError};
 pub use procfile::{Procfile, parse_dotenv};
 pub use retry::RetryPolicy;
 pub use views::{AttemptRow, RunSummary};

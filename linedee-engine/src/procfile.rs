@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::error::{AppError, Error, Result};
 
 /// Process types from a Procfile: `name: command` lines.
 ///
@@ -30,9 +30,12 @@ impl Procfile {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let bad = |message: String| Error::Procfile {
-                line: i + 1,
-                message,
+            let bad = |message: String| -> Error {
+                AppError::Procfile {
+                    line: i + 1,
+                    message,
+                }
+                .into()
             };
             let Some((name, command)) = line.split_once(':') else {
                 return Err(bad(format!("expected `name: command`, got {line:?}")));
@@ -67,11 +70,12 @@ impl Procfile {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::file("cannot read Procfile", path, e))?;
         Self::parse(&text).map_err(|e| match e {
-            Error::Procfile { line, message } => Error::ProcfileAt {
+            Error::App(AppError::Procfile { line, message }) => AppError::ProcfileAt {
                 path: path.to_owned(),
                 line,
                 message,
-            },
+            }
+            .into(),
             other => other,
         })
     }
@@ -132,9 +136,12 @@ pub fn parse_dotenv(text: &str) -> Result<Vec<(String, String)>> {
             continue;
         }
         let line = line.strip_prefix("export ").unwrap_or(line);
-        let bad = |message: String| Error::Dotenv {
-            line: i + 1,
-            message,
+        let bad = |message: String| -> Error {
+            AppError::Dotenv {
+                line: i + 1,
+                message,
+            }
+            .into()
         };
         let Some((key, value)) = line.split_once('=') else {
             return Err(bad("expected `KEY=value`".to_owned()));
@@ -186,11 +193,12 @@ pub(crate) fn load_dotenv(dir: &Path) -> Result<Vec<(String, String)>> {
     let path = dir.join(".env");
     match std::fs::read_to_string(&path) {
         Ok(text) => parse_dotenv(&text).map_err(|e| match e {
-            Error::Dotenv { line, message } => Error::DotenvAt {
+            Error::App(AppError::Dotenv { line, message }) => AppError::DotenvAt {
                 path,
                 line,
                 message,
-            },
+            }
+            .into(),
             other => other,
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::logs;
 use super::respond::{self, Resp};
-use crate::{Engine, Error};
+use crate::{Engine, Error, RunError};
 
 /// What every request needs.
 pub(crate) struct State {
@@ -252,10 +252,12 @@ async fn log(state: &State, task_id: &str, attempt: &str, query: Option<&str>) -
 /// The engine's message, with the status that fits.
 fn engine_error(e: &Error) -> Resp {
     let status = match e {
-        Error::RunNotFound(_) => StatusCode::NOT_FOUND,
-        Error::RunFinished { .. } | Error::NotRetryable { .. } | Error::InvalidWorkflow { .. } => {
-            StatusCode::CONFLICT
-        }
+        Error::Run(RunError::NotFound(_)) => StatusCode::NOT_FOUND,
+        Error::Run(
+            RunError::Finished { .. }
+            | RunError::NotRetryable { .. }
+            | RunError::InvalidWorkflow { .. },
+        ) => StatusCode::CONFLICT,
         _ => {
             tracing::error!(error = %e, "dashboard: engine request failed");
             StatusCode::INTERNAL_SERVER_ERROR

@@ -18,7 +18,7 @@ use s3s::s3_error;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::{Error, Result};
+use crate::{Error, Result, StoreError};
 
 /// S3 credentials for the store, as the engine hands them to tasks.
 #[derive(Clone, PartialEq, Eq)]
@@ -128,7 +128,7 @@ impl Auth {
         let path = dir.join("credentials.json");
         let state = match fs::read(&path) {
             Ok(bytes) => {
-                serde_json::from_slice(&bytes).map_err(|source| Error::CredentialsFile {
+                serde_json::from_slice(&bytes).map_err(|source| StoreError::CredentialsFile {
                     path: path.clone(),
                     source,
                 })?
@@ -168,7 +168,7 @@ impl Auth {
     fn save(&self, state: &State) -> Result<()> {
         let tmp = self.path.with_extension("json.tmp");
         let json = serde_json::to_vec_pretty(state)
-            .map_err(|e| Error::Corrupt(format!("credentials do not serialize: {e}")))?;
+            .map_err(|e| Error::corrupt(format!("credentials do not serialize: {e}")))?;
         let mut opts = fs::OpenOptions::new();
         opts.write(true).create(true).truncate(true);
         #[cfg(unix)]

@@ -58,7 +58,7 @@ impl Blobs {
     /// The final path of blob `id`.
     pub(crate) fn path(&self, id: &str) -> Result<PathBuf> {
         if !valid_id(id) {
-            return Err(Error::Corrupt(format!("blob id `{id}`")));
+            return Err(Error::corrupt(format!("blob id `{id}`")));
         }
         Ok(self.root.join(&id[..2]).join(id))
     }

@@ -13,7 +13,7 @@ use rusqlite::Connection;
 
 use super::Inner;
 use super::index::{self, Committed, NewObject, Precondition};
-use crate::{Error, Result};
+use crate::{Error, Result, StoreError};
 
 struct Pending {
     obj: NewObject,
@@ -87,7 +87,7 @@ impl Inner {
                 &outcome,
                 results
                     .get_mut(i)
-                    .map(|r| std::mem::replace(r, Err(Error::InvalidPartOrder))),
+                    .map(|r| std::mem::replace(r, Err(StoreError::InvalidPartOrder.into()))),
             ) {
                 (Ok(()), Some(Ok(c))) => {
                     self.announce(&c);

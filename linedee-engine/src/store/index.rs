@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use time::OffsetDateTime;
 
 use super::outbox::{self, Trigger};
-use crate::{Error, Result};
+use crate::{Error, Result, StoreError};
 
 /// What the store knows about one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,11 +117,11 @@ pub(crate) fn quote(etag: &str) -> String {
 }
 
 pub(crate) fn encode_metadata(metadata: &BTreeMap<String, String>) -> Result<String> {
-    serde_json::to_string(metadata).map_err(|e| Error::Corrupt(format!("metadata: {e}")))
+    serde_json::to_string(metadata).map_err(|e| Error::corrupt(format!("metadata: {e}")))
 }
 
 pub(crate) fn decode_metadata(json: &str) -> Result<BTreeMap<String, String>> {
-    serde_json::from_str(json).map_err(|e| Error::Corrupt(format!("metadata: {e}")))
+    serde_json::from_str(json).map_err(|e| Error::corrupt(format!("metadata: {e}")))
 }
 
 // ---- buckets ----
@@ -147,7 +147,7 @@ pub(crate) fn require_bucket(conn: &Connection, name: &str) -> Result<()> {
     if bucket_exists(conn, name)? {
         Ok(())
     } else {
-        Err(Error::NoSuchBucket(name.to_owned()))
+        Err(StoreError::NoSuchBucket(name.to_owned()).into())
     }
 }
 
@@ -243,18 +243,18 @@ pub(crate) fn write_object(
         .optional()?;
     match (cond, &old) {
         (Precondition::IfNoneMatchAny, Some(_)) => {
-            return Err(Error::PreconditionFailed("an object exists at this key"));
+            return Err(StoreError::PreconditionFailed("an object exists at this key").into());
         }
         (Precondition::IfMatch(_), None) => {
-            return Err(Error::PreconditionFailed("no object exists at this key"));
+            return Err(StoreError::PreconditionFailed("no object exists at this key").into());
         }
         (Precondition::IfMatch(Some(want)), Some((_, etag))) if want != etag => {
-            return Err(Error::PreconditionFailed("the ETag does not match"));
+            return Err(StoreError::PreconditionFailed("the ETag does not match").into());
         }
         _ => {}
     }
     let now = now_ms();
-    let size = i64::try_from(obj.size).map_err(|_| Error::Corrupt("object size".into()))?;
+    let size = i64::try_from(obj.size).map_err(|_| Error::corrupt("object size"))?;
     tx.prepare_cached(
         "INSERT OR REPLACE INTO objects
          (bucket, key, blob, size, etag, content_type, metadata, modified_ms)

@@ -45,7 +45,7 @@ pub use auth::Credentials;
 pub use index::ObjectMeta;
 pub use outbox::{ENGINE_PREFIX, ObjectEvent, Trigger, TriggerKind, trigger_kind};
 
-use crate::{Error, Result};
+use crate::{Error, Result, StoreError};
 
 /// User metadata S3 allows per object: UTF-8 bytes of every key plus value.
 pub const METADATA_LIMIT: usize = 2048;
@@ -113,15 +113,16 @@ fn validate_bucket(name: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::InvalidBucketName {
+        Err(StoreError::InvalidBucketName {
             name: name.to_owned(),
-        })
+        }
+        .into())
     }
 }
 
 pub(crate) fn validate_key(key: &str) -> Result<()> {
     if key.is_empty() || key.len() > 1024 {
-        return Err(Error::InvalidKey { len: key.len() });
+        return Err(StoreError::InvalidKey { len: key.len() }.into());
     }
     Ok(())
 }
@@ -137,10 +138,11 @@ where
         .collect();
     let size: usize = map.iter().map(|(k, v)| k.len() + v.len()).sum();
     if size > METADATA_LIMIT {
-        return Err(Error::MetadataTooLarge {
+        return Err(StoreError::MetadataTooLarge {
             size,
             limit: METADATA_LIMIT,
-        });
+        }
+        .into());
     }
     Ok(map)
 }

@@ -8,7 +8,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use time::OffsetDateTime;
 
 use super::index::{decode_metadata, encode_metadata, from_ms, now_ms, require_bucket};
-use crate::{Error, Result};
+use crate::{Error, Result, StoreError};
 
 pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS uploads (
@@ -84,7 +84,8 @@ pub(crate) fn get(conn: &Connection, upload_id: &str, bucket: &str, key: &str) -
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
-    let (content_type, metadata) = row.ok_or_else(|| Error::NoSuchUpload(upload_id.to_owned()))?;
+    let (content_type, metadata) =
+        row.ok_or_else(|| StoreError::NoSuchUpload(upload_id.to_owned()))?;
     Ok(Upload {
         content_type,
         metadata: decode_metadata(&metadata)?,
@@ -112,7 +113,7 @@ pub(crate) fn put_part(
             |r| r.get(0),
         )
         .optional()?;
-    let size = i64::try_from(size).map_err(|_| Error::Corrupt("part size".into()))?;
+    let size = i64::try_from(size).map_err(|_| Error::corrupt("part size"))?;
     tx.execute(
         "INSERT OR REPLACE INTO parts (upload_id, part_number, blob, size, etag, modified_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -150,7 +151,7 @@ pub(crate) fn remove(tx: &Transaction<'_>, upload_id: &str) -> Result<Vec<String
     tx.execute("DELETE FROM parts WHERE upload_id = ?1", [upload_id])?;
     let n = tx.execute("DELETE FROM uploads WHERE upload_id = ?1", [upload_id])?;
     if n == 0 {
-        return Err(Error::NoSuchUpload(upload_id.to_owned()));
+        return Err(StoreError::NoSuchUpload(upload_id.to_owned()).into());
     }
     Ok(blobs)
 }
@@ -250,33 +251,35 @@ pub(crate) fn list_open(
 /// `wanted` is `(part number, unquoted etag)`.
 pub(crate) fn select(stored: &[PartRow], wanted: &[(i32, String)]) -> Result<Vec<PartRow>> {
     if wanted.is_empty() {
-        return Err(Error::InvalidPart("the upload lists no parts".into()));
+        return Err(StoreError::InvalidPart("the upload lists no parts".into()).into());
     }
     let mut out = Vec::with_capacity(wanted.len());
     let mut last = 0;
     for (number, etag) in wanted {
         if *number <= last {
-            return Err(Error::InvalidPartOrder);
+            return Err(StoreError::InvalidPartOrder.into());
         }
         last = *number;
         let part = stored
             .iter()
             .find(|p| p.number == *number)
-            .ok_or_else(|| Error::InvalidPart(format!("part {number} was not uploaded")))?;
+            .ok_or_else(|| StoreError::InvalidPart(format!("part {number} was not uploaded")))?;
         if part.etag != *etag {
-            return Err(Error::InvalidPart(format!(
+            return Err(StoreError::InvalidPart(format!(
                 "part {number}: ETag does not match the uploaded part"
-            )));
+            ))
+            .into());
         }
         out.push(part.clone());
     }
     if let Some((_, init)) = out.split_last()
         && let Some(small) = init.iter().find(|p| p.size < MIN_PART_SIZE)
     {
-        return Err(Error::EntityTooSmall {
+        return Err(StoreError::EntityTooSmall {
             part: small.number,
             size: small.size,
-        });
+        }
+        .into());
     }
     Ok(out)
 }
@@ -286,7 +289,7 @@ pub(crate) fn etag(parts: &[PartRow]) -> Result<String> {
     let mut md5 = Md5::new();
     for p in parts {
         let raw =
-            hex::decode(&p.etag).map_err(|_| Error::Corrupt(format!("part ETag {}", p.etag)))?;
+            hex::decode(&p.etag).map_err(|_| Error::corrupt(format!("part ETag {}", p.etag)))?;
         md5.update(&raw);
     }
     Ok(format!("{}-{}", hex::encode(md5.finalize()), parts.len()))

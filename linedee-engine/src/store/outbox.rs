@@ -33,7 +33,7 @@ impl TriggerKind {
         match s {
             "ld_run" => Ok(Self::LdRun),
             "ld_code" => Ok(Self::LdCode),
-            other => Err(Error::Corrupt(format!("trigger kind `{other}`"))),
+            other => Err(Error::corrupt(format!("trigger kind `{other}`"))),
         }
     }
 }
@@ -118,7 +118,7 @@ pub(crate) fn record(
 ) -> Result<Trigger> {
     let run_id = metadata.get("ld_run_id").cloned();
     let meta_json = serde_json::to_string(metadata)
-        .map_err(|e| Error::Corrupt(format!("metadata does not serialize: {e}")))?;
+        .map_err(|e| Error::corrupt(format!("metadata does not serialize: {e}")))?;
     tx.execute(
         "INSERT INTO triggers (bucket, key, etag, kind, run_id, metadata, created_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -155,7 +155,7 @@ fn finish(parts: (Trigger, String, String)) -> Result<Trigger> {
     let (mut t, kind, meta) = parts;
     t.kind = TriggerKind::parse(&kind)?;
     t.metadata = serde_json::from_str(&meta)
-        .map_err(|e| Error::Corrupt(format!("trigger {} metadata: {e}", t.id)))?;
+        .map_err(|e| Error::corrupt(format!("trigger {} metadata: {e}", t.id)))?;
     Ok(t)
 }
 

@@ -7,7 +7,7 @@ use s3s::dto::{ETag, ETagCondition, Metadata};
 use s3s::{S3Error, S3ErrorCode, S3Response, S3Result, s3_error};
 
 use super::index::Precondition;
-use crate::Error;
+use crate::{Error, StoreError};
 
 /// An internal failure: logged, answered with a generic `InternalError`.
 pub(crate) fn internal(e: Error) -> S3Error {
@@ -19,17 +19,20 @@ pub(crate) fn internal(e: Error) -> S3Error {
 /// and answered generically.
 pub(crate) fn to_s3(e: Error) -> S3Error {
     let msg = e.to_string();
-    let code = match &e {
-        Error::NoSuchBucket(_) => S3ErrorCode::NoSuchBucket,
-        Error::InvalidBucketName { .. } => S3ErrorCode::InvalidBucketName,
-        Error::InvalidKey { len } if *len > 1024 => S3ErrorCode::KeyTooLongError,
-        Error::InvalidKey { .. } => S3ErrorCode::InvalidArgument,
-        Error::MetadataTooLarge { .. } => S3ErrorCode::MetadataTooLarge,
-        Error::PreconditionFailed(_) => S3ErrorCode::PreconditionFailed,
-        Error::NoSuchUpload(_) => S3ErrorCode::NoSuchUpload,
-        Error::InvalidPart(_) => S3ErrorCode::InvalidPart,
-        Error::InvalidPartOrder => S3ErrorCode::InvalidPartOrder,
-        Error::EntityTooSmall { .. } => S3ErrorCode::EntityTooSmall,
+    let Error::Store(store) = &e else {
+        return internal(e);
+    };
+    let code = match store {
+        StoreError::NoSuchBucket(_) => S3ErrorCode::NoSuchBucket,
+        StoreError::InvalidBucketName { .. } => S3ErrorCode::InvalidBucketName,
+        StoreError::InvalidKey { len } if *len > 1024 => S3ErrorCode::KeyTooLongError,
+        StoreError::InvalidKey { .. } => S3ErrorCode::InvalidArgument,
+        StoreError::MetadataTooLarge { .. } => S3ErrorCode::MetadataTooLarge,
+        StoreError::PreconditionFailed(_) => S3ErrorCode::PreconditionFailed,
+        StoreError::NoSuchUpload(_) => S3ErrorCode::NoSuchUpload,
+        StoreError::InvalidPart(_) => S3ErrorCode::InvalidPart,
+        StoreError::InvalidPartOrder => S3ErrorCode::InvalidPartOrder,
+        StoreError::EntityTooSmall { .. } => S3ErrorCode::EntityTooSmall,
         _ => return internal(e),
     };
     S3Error::with_message(code, msg)
