@@ -1,8 +1,9 @@
 //! # linedee-engine
 //!
 //! line^d on one machine: an S3-compatible store on loopback that knows when a workflow is
-//! triggered, an executor that runs the workflow's tasks as Procfile processes, a durable
-//! SQLite journal, and a dashboard.
+//! triggered, the run state machine and a driver that runs the workflow's tasks as Procfile
+//! processes, a durable SQLite journal, and a dashboard. `docs/architecture.md` draws the
+//! machine, the driver and the traits between them.
 //!
 //! ```no_run
 //! # async fn demo() -> linedee_engine::Result<()> {
@@ -19,11 +20,16 @@
 //! ```
 //!
 //! ## Layout
-//! - [`Engine`] / [`EngineBuilder`]: the store and the executor together; `run(listener,
-//!   shutdown)`, cancel, redrive, run listings. The executor's parts are internal: intake and
-//!   driving runs (`executor`), one task's attempts (`attempt`), its environment
-//!   (`environment`), process groups (`process`), the journal (`journal`), and what it
-//!   writes to the store (`publish`).
+//! - [`Engine`] / [`EngineBuilder`]: the store and the driver together; `run(listener,
+//!   shutdown)`, cancel, redrive, run listings. The rest is internal:
+//!   - `machine`: the run state machine, every rule of a run, with no I/O (events and the
+//!     time in, effects out);
+//!   - `driver`: the loop that feeds it and carries its effects out, and `intake`, which turns
+//!     triggers into its inputs;
+//!   - the traits the driver is given and their local implementations: `journal` (SQLite),
+//!     `runner` and `local_runner` (process groups, with `process`), `triggers` (the store's
+//!     outbox), `bucket` (status documents, logs, outputs: the store or `linedee::Client`);
+//!   - `publish`: the coalescing writer of status documents.
 //! - [`store`]: the embedded S3 store. Object bodies live in files named by an id, the index
 //!   and the trigger outbox in SQLite; it serves the S3 protocol (SigV4 required) and a
 //!   Heroku-shaped config-vars endpoint, and pushes committed triggers and object writes to

@@ -51,8 +51,8 @@ pub struct RunSummary {
     pub run_id: String,
     /// Workflow title.
     pub title: Option<String>,
-    /// `queued`, `running`, …
-    pub status: String,
+    /// Where it stands (serialised lowercase: `queued`, `running`, …).
+    pub status: linedee::RunState,
     /// Trigger key.
     pub trigger_key: String,
     /// Created, ms since the epoch.
@@ -88,7 +88,16 @@ pub(crate) fn list_runs(
                     RunSummary {
                         run_id: r.get(1)?,
                         title: r.get(2)?,
-                        status: r.get(3)?,
+                        status: r
+                            .get::<_, String>(3)?
+                            .parse()
+                            .map_err(|e: linedee::Error| {
+                                rusqlite::Error::FromSqlConversionFailure(
+                                    3,
+                                    rusqlite::types::Type::Text,
+                                    e.into(),
+                                )
+                            })?,
                         trigger_key: r.get(4)?,
                         created_ms: r.get(5)?,
                         started_ms: r.get(6)?,
