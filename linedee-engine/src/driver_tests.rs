@@ -181,3 +181,42 @@ async fn a_cancel_right_after_a_retry_stops_the_redriven_run() {
     }
     running.stop().await;
 }
+
+#[tokio::test]
+async fn a_journal_that_cannot_be_written_stops_the_engine_with_the_reason_and_its_processes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut running = start(build(dir.path(), Duration::ZERO)).await;
+    let pid_file = dir.path().join("pid");
+    let workflow = serde_json::json!({
+        "run": [{"cmd": format!("echo $$ > {}; exec sleep 30", pid_file.display())}]
+    })
+    .to_string();
+    running.submit("doomed", &workflow).await;
+    running
+        .until("doomed", |s| s.status == RunState::Running)
+        .await;
+    let pid: i32 = loop {
+        if let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            break pid;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    // The journal's attempts table goes away under the engine: its next commit fails.
+    rusqlite::Connection::open(journal_path(dir.path()))
+        .expect("open the journal")
+        .execute_batch("DROP TABLE ld_attempts")
+        .expect("drop a table");
+    let cancelled = running.engine.cancel("doomed").await;
+    assert!(cancelled.is_err(), "{cancelled:?}");
+    let ended = (&mut running.task).await.expect("engine task");
+    let err = ended.expect_err("the engine stops with an error");
+    let chain = format!("{err}: {:?}", std::error::Error::source(&err));
+    assert!(chain.contains("journal"), "{chain}");
+    // Nothing it started is left running.
+    let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+    assert!(!alive, "process {pid} outlived the engine");
+    running.stop = None;
+}

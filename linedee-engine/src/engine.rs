@@ -227,12 +227,26 @@ impl Engine {
                     .await
             })
         };
-        let driver = tokio::spawn(Arc::clone(&self.driver).run(token.clone()));
-        shutdown.await;
-        token.cancel();
-        let result = driver
-            .await
-            .map_err(|e| Error::Internal(format!("the engine's driver failed: {e}")))?;
+        let mut driver = tokio::spawn(Arc::clone(&self.driver).run(token.clone()));
+        // The driver ends on its own only on an error it cannot go past (the journal cannot
+        // be written): the engine then stops too, saying why, rather than serving the store
+        // while no run moves. A restart resumes from the last committed state.
+        let ended = tokio::select! {
+            ended = &mut driver => Some(ended),
+            () = shutdown => None,
+        };
+        let ended = match ended {
+            Some(ended) => ended,
+            None => {
+                token.cancel();
+                driver.await
+            }
+        };
+        let result =
+            ended.map_err(|e| Error::Internal(format!("the engine's driver failed: {e}")))?;
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "the engine stopped: {e}");
+        }
         store_stop.cancel();
         let served = serve
             .await

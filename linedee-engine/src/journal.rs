@@ -95,12 +95,15 @@ CREATE TABLE IF NOT EXISTS ld_runs (
 );
 CREATE INDEX IF NOT EXISTS ld_runs_status ON ld_runs (status, seq);
 CREATE INDEX IF NOT EXISTS ld_runs_live ON ld_runs (live) WHERE live = 1;
+CREATE INDEX IF NOT EXISTS ld_runs_created ON ld_runs (created_ms);
+CREATE INDEX IF NOT EXISTS ld_runs_finished ON ld_runs (finished_ms) WHERE finished_ms IS NOT NULL;
 CREATE TABLE IF NOT EXISTS ld_attempts (
     task_id TEXT NOT NULL,
     attempt INTEGER NOT NULL,
     run_id TEXT NOT NULL,
     step INTEGER NOT NULL,
     idx INTEGER NOT NULL,
+    cmd TEXT NOT NULL,
     started_ms INTEGER NOT NULL,
     finished_ms INTEGER,
     outcome TEXT,
@@ -109,6 +112,7 @@ CREATE TABLE IF NOT EXISTS ld_attempts (
     PRIMARY KEY (task_id, attempt)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS ld_attempts_run ON ld_attempts (run_id, step, idx, attempt);
+CREATE INDEX IF NOT EXISTS ld_attempts_started ON ld_attempts (started_ms);
 ";
 
 fn open(path: &Path, fsync: bool) -> Result<Connection, JournalError> {
@@ -178,11 +182,12 @@ fn save(tx: &rusqlite::Transaction<'_>, r: &RunRecord) -> rusqlite::Result<()> {
         ],
     )?;
     let mut stmt = tx.prepare_cached(
-        "INSERT INTO ld_attempts (task_id, attempt, run_id, step, idx, started_ms, finished_ms, outcome, exit_code, error)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-         ON CONFLICT (task_id, attempt) DO UPDATE SET finished_ms = ?7, outcome = ?8, exit_code = ?9, error = ?10",
+        "INSERT INTO ld_attempts (task_id, attempt, run_id, step, idx, cmd, started_ms, finished_ms, outcome, exit_code, error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+         ON CONFLICT (task_id, attempt) DO UPDATE SET finished_ms = ?8, outcome = ?9, exit_code = ?10, error = ?11",
     )?;
     for t in &r.tasks {
+        let cmd = r.def(t.step, t.idx).map_or("", |d| d.cmd.as_str());
         for a in &t.attempts {
             let Some(started) = a.started_ms else {
                 continue;
@@ -193,6 +198,7 @@ fn save(tx: &rusqlite::Transaction<'_>, r: &RunRecord) -> rusqlite::Result<()> {
                 r.run_id,
                 t.step as i64,
                 t.idx as i64,
+                cmd,
                 started,
                 a.finished_ms,
                 a.outcome.map(|o| o.as_str()),
