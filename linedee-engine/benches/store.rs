@@ -197,9 +197,13 @@ async fn moto(python: &str) -> Figures {
         ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
+        // Its own process group, stopped whole: `MOTO_PYTHON` may be a wrapper (a shell
+        // script, `uv run`) whose python outlives a kill of the wrapper alone.
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .expect("spawn moto");
+    let _group = Group(child.id().and_then(|id| i32::try_from(id).ok()));
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     // Readiness: wait until moto accepts connections.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -212,6 +216,20 @@ async fn moto(python: &str) -> Figures {
     let _ = child.start_kill();
     let _ = child.wait().await;
     f
+}
+
+/// A process group, killed when dropped (also when the benchmark panics).
+struct Group(Option<i32>);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0.filter(|p| *p > 1) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pgid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
 }
 
 fn raw_write(dir: &Path, fsync: bool) -> f64 {
