@@ -8,7 +8,7 @@ use linedee::{Client, Task, Workflow};
 use linedee_tests::LinedeeLocal;
 use serde_json::{Value, json};
 
-use crate::support::{
+use super::support::{
     DEADLINE, aws_env, files_under, finished_run_for, objects_of, py_dir, run_ok, settled,
     venv_bin, venv_cmd,
 };

@@ -13,7 +13,7 @@ use linedee::{Client, MIN_PART_SIZE, Task, Workflow};
 use linedee_task::TaskContext;
 use serde_json::json;
 
-use crate::support::{Moto, files_under};
+use super::support::{Moto, files_under};
 
 const BUCKET: &str = "ld-private-moto";
 

@@ -131,6 +131,12 @@ pub fn workspace_root() -> &'static Path {
 }
 
 /// Builds a workspace binary (once per test process) and returns its path.
+///
+/// In a debug build (the tests) this runs `cargo test --workspace --no-run`: the very build
+/// the README's test command makes, with the same unified features, so under `.ci/test` it
+/// is a no-op and the binary is the one that build linked. (`cargo build -p <package>` would
+/// build the stack again with that package's own features: a minute on 2 cores, cold.)
+/// Benchmarks (release) build just the binary, with `--release`.
 pub fn binary(package: &str, bin: &str) -> PathBuf {
     static BUILT: OnceLock<std::sync::Mutex<Vec<String>>> = OnceLock::new();
     let built = BUILT.get_or_init(Default::default);
@@ -140,24 +146,54 @@ pub fn binary(package: &str, bin: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"));
-    // Benchmarks (release) use a release build of the binary too.
-    let (profile, flag) = if cfg!(debug_assertions) {
-        ("debug", None)
+    let (profile, args): (&str, &[&str]) = if cfg!(debug_assertions) {
+        ("debug", &["test", "--quiet", "--workspace", "--no-run"])
     } else {
-        ("release", Some("--release"))
+        (
+            "release",
+            &["build", "--quiet", "--release", "-p", package, "--bin", bin],
+        )
     };
     let path = target.join(profile).join(bin);
-    if !built.iter().any(|b| b == bin) {
+    let key = if cfg!(debug_assertions) {
+        "workspace"
+    } else {
+        bin
+    };
+    if !built.iter().any(|b| b == key) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let status = std::process::Command::new(cargo)
-            .args(["build", "--quiet", "-p", package, "--bin", bin])
-            .args(flag)
+        let mut command = std::process::Command::new(cargo);
+        // Not the variables cargo set for this test process: build scripts that read one
+        // (ring's and rustls's read CARGO_MANIFEST_DIR) would see it changed and rebuild the
+        // TLS stack, and the next `cargo test` would rebuild it back.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if name.starts_with("CARGO_PKG_")
+                || name.starts_with("CARGO_BIN_EXE_")
+                || [
+                    "CARGO_MANIFEST_DIR",
+                    "CARGO_MANIFEST_PATH",
+                    "CARGO_CRATE_NAME",
+                    "CARGO_BIN_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "CARGO_RUSTC_CURRENT_DIR",
+                    "OUT_DIR",
+                ]
+                .contains(&&*name)
+            {
+                command.env_remove(&*name);
+            }
+        }
+        let status = command
+            .args(args)
             .current_dir(workspace_root())
             .status()
             .expect("cargo runs");
         assert!(status.success(), "building {bin} failed");
-        built.push(bin.to_owned());
+        built.push(key.to_owned());
     }
+    assert!(path.is_file(), "{} was not built", path.display());
     path
 }
 

@@ -3,7 +3,7 @@
 //! out (the upload is aborted, never completed), and a server slower than the attempt timeout.
 //! (`faults.rs` covers the single-request cases of refresh, throttling and access denied.)
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

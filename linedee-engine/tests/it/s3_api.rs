@@ -1,7 +1,7 @@
 //! aws-sdk-s3 (default configuration: aws-chunked bodies with trailing CRC32 checksums)
 //! against the served store over HTTP, for every supported operation.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 

@@ -4,7 +4,7 @@
 //! once, no partial object is visible and no orphan body file is left. Several rounds on
 //! one data directory.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! The client under faults a real server will not produce on demand, injected with wiremock:
 //! expired tokens, bodiless HEAD 403s, throttling and access denied.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

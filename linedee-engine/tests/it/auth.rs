@@ -2,7 +2,7 @@
 //! rotating session credentials keep a client working through the config-vars endpoint,
 //! and an expired one gets `ExpiredToken`.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};

@@ -1,0 +1,12 @@
+//! The engine crate's integration tests, in one binary (one link of the stack instead of one
+//! per file).
+//!
+//! - `s3_api`: aws-sdk-s3 against the served store, every supported operation.
+//! - `auth`: SigV4, rotating session credentials, expired tokens.
+//! - `crash`: the store killed with SIGKILL while clients write, then restarted.
+
+mod common;
+
+mod auth;
+mod crash;
+mod s3_api;
