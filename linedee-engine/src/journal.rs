@@ -74,7 +74,7 @@ impl std::fmt::Debug for SqliteJournal {
     }
 }
 
-const SCHEMA: &str = "
+pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS ld_runs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id TEXT NOT NULL UNIQUE,
@@ -113,6 +113,11 @@ CREATE TABLE IF NOT EXISTS ld_attempts (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS ld_attempts_run ON ld_attempts (run_id, step, idx, attempt);
 CREATE INDEX IF NOT EXISTS ld_attempts_started ON ld_attempts (started_ms);
+-- For the overview's aggregates (stats.rs): each of its scans reads one of these alone.
+CREATE INDEX IF NOT EXISTS ld_runs_started ON ld_runs (started_ms) WHERE started_ms IS NOT NULL;
+CREATE INDEX IF NOT EXISTS ld_runs_finished_status ON ld_runs (finished_ms, status, started_ms)
+    WHERE finished_ms IS NOT NULL;
+CREATE INDEX IF NOT EXISTS ld_attempts_window ON ld_attempts (started_ms, cmd, finished_ms, outcome, attempt, run_id);
 ";
 
 fn open(path: &Path, fsync: bool) -> Result<Connection, JournalError> {
