@@ -1,6 +1,7 @@
 //! The overview's aggregates: run counts, durations, a time series and per-`cmd` figures for a
 //! window, computed by the journal's SQLite with indexed queries (no run is loaded into
-//! memory; percentiles are picked by `ROW_NUMBER()` over an index scan, in SQL).
+//! memory: counts are index range counts, and a percentile is one `ORDER BY … LIMIT 1
+//! OFFSET k` row, over a duration index when the window holds many rows).
 //!
 //! Every figure of an [`Overview`] is optional: a source that cannot compute one cheaply
 //! (status documents, for a future `linedee serve`) answers `None` for it and says why in
@@ -163,8 +164,18 @@ pub struct Overview {
     pub unavailable: BTreeMap<String, String>,
 }
 
-/// Nearest-rank position (1-based) of percentile `p` (in percent) among `n` values.
-const RANK: &str = "((n * ?p + 99) / 100)";
+/// Up to this many rows, a percentile sorts the window's rows; beyond, it walks a duration
+/// index in order instead (no sort; its cost is bounded by the rows ever journaled).
+const SORT_LIMIT: u64 = 10_000;
+
+/// Nearest-rank offset (0-based) of percentile `p` (in percent) among `n > 0` values.
+fn rank(n: u64, p: u64) -> i64 {
+    i64::try_from((n * p).div_ceil(100).max(1) - 1).unwrap_or(0)
+}
+
+fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
 
 /// Computes the overview of `window` ending at `now_ms` from the journal's rows.
 pub(crate) fn overview(
@@ -173,7 +184,17 @@ pub(crate) fn overview(
     now_ms: i64,
 ) -> rusqlite::Result<Overview> {
     let since = now_ms - window.span_ms();
-    let counts = counts(conn, since)?;
+    let series = series(conn, window, since)?;
+    let finished = |f: fn(&Bucket) -> u64| series.buckets.iter().map(f).sum::<u64>();
+    let mut unfinished = conn.prepare_cached("SELECT COUNT(*) FROM ld_runs WHERE status = ?1")?;
+    let mut now = |status: &str| unfinished.query_row([status], |r| r.get(0)).map(count);
+    let counts = Counts {
+        queued: now("queued")?,
+        running: now("running")?,
+        succeeded: finished(|b| b.succeeded),
+        failed: finished(|b| b.failed),
+        cancelled: finished(|b| b.cancelled),
+    };
     Ok(Overview {
         window,
         since_ms: since,
@@ -181,107 +202,67 @@ pub(crate) fn overview(
         queued_now: Some(counts.queued),
         counts: Some(counts),
         duration: Some(run_durations(conn, since)?),
-        series: Some(series(conn, window, since)?),
+        series: Some(series),
         cmds: Some(cmds(conn, since)?),
         unavailable: BTreeMap::new(),
     })
 }
 
-fn counts(conn: &Connection, since: i64) -> rusqlite::Result<Counts> {
-    let mut c = Counts::default();
-    // Two index-only scans: (status, seq) for the unfinished, (finished_ms, status, …) for
-    // the window.
-    let mut now = conn.prepare_cached(
-        "SELECT status, COUNT(*) FROM ld_runs WHERE status IN ('queued', 'running') GROUP BY status",
-    )?;
-    let mut done = conn.prepare_cached(
-        "SELECT status, COUNT(*) FROM ld_runs WHERE finished_ms >= ?1 GROUP BY status",
-    )?;
-    let rows = now
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
-        .chain(done.query_map([since], |r| Ok((r.get(0)?, r.get(1)?)))?);
-    for row in rows {
-        let (status, n) = row?;
-        let n = u64::try_from(n).unwrap_or(0);
-        match status.as_str() {
-            "queued" => c.queued = n,
-            "running" => c.running = n,
-            "succeeded" => c.succeeded = n,
-            "failed" => c.failed = n,
-            "cancelled" => c.cancelled = n,
-            _ => {}
-        }
-    }
-    Ok(c)
-}
-
 fn run_durations(conn: &Connection, since: i64) -> rusqlite::Result<Percentiles> {
-    let sql = format!(
-        "SELECT rn, d FROM (
-             SELECT finished_ms - started_ms AS d,
-                    ROW_NUMBER() OVER (ORDER BY finished_ms - started_ms) AS rn,
-                    COUNT(*) OVER () AS n
-             FROM ld_runs WHERE finished_ms >= ?1 AND started_ms IS NOT NULL)
-         WHERE rn = {p50} OR rn = {p95}",
-        p50 = RANK.replace("?p", "50"),
-        p95 = RANK.replace("?p", "95"),
-    );
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let picked: Vec<(i64, i64)> = stmt
-        .query_map([since], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok(percentiles(&picked))
-}
-
-/// The two picked rows, `(rank, value)`: the lower rank is p50 (they coincide for small n).
-fn percentiles(picked: &[(i64, i64)]) -> Percentiles {
-    let lo = picked.iter().min_by_key(|(rn, _)| *rn).map(|(_, d)| *d);
-    let hi = picked.iter().max_by_key(|(rn, _)| *rn).map(|(_, d)| *d);
-    Percentiles {
-        p50_ms: lo,
-        p95_ms: hi,
+    let n: i64 = conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM ld_runs WHERE finished_ms >= ?1 AND started_ms IS NOT NULL",
+        )?
+        .query_row([since], |r| r.get(0))?;
+    let n = count(n);
+    if n == 0 {
+        return Ok(Percentiles::default());
     }
+    let index = if n <= SORT_LIMIT {
+        "ld_runs_finished_status"
+    } else {
+        "ld_runs_duration"
+    };
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT finished_ms - started_ms FROM ld_runs INDEXED BY {index}
+         WHERE finished_ms >= ?1 AND finished_ms IS NOT NULL AND started_ms IS NOT NULL
+         ORDER BY finished_ms - started_ms LIMIT 1 OFFSET ?2"
+    ))?;
+    let mut at = |p| stmt.query_row(params![since, rank(n, p)], |r| r.get(0));
+    Ok(Percentiles {
+        p50_ms: Some(at(50)?),
+        p95_ms: Some(at(95)?),
+    })
 }
 
 fn series(conn: &Connection, window: Window, since: i64) -> rusqlite::Result<Series> {
     let interval = window.interval_ms();
-    let n = usize::try_from(window.span_ms() / interval).unwrap_or(1);
-    let mut buckets: Vec<Bucket> = (0..n)
-        .map(|i| Bucket {
-            t: since + i as i64 * interval,
-            ..Bucket::default()
-        })
-        .collect();
-    let slot = |i: i64| usize::try_from(i).unwrap_or(0).min(n - 1);
+    let n = window.span_ms() / interval;
+    // Each figure is a count over an index range: no rows are read, no GROUP BY sorts.
     let mut started = conn.prepare_cached(
-        "SELECT (started_ms - ?1) / ?2, COUNT(*) FROM ld_runs WHERE started_ms >= ?1 GROUP BY 1",
+        "SELECT COUNT(*) FROM ld_runs WHERE started_ms >= ?1 AND started_ms < ?2",
     )?;
-    for row in started.query_map(params![since, interval], |r| {
-        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
-    })? {
-        let (i, count) = row?;
-        buckets[slot(i)].started += u64::try_from(count).unwrap_or(0);
-    }
     let mut finished = conn.prepare_cached(
-        "SELECT (finished_ms - ?1) / ?2, status, COUNT(*) FROM ld_runs WHERE finished_ms >= ?1
-         GROUP BY 1, 2",
+        "SELECT COUNT(*) FROM ld_runs
+         WHERE status = ?1 AND finished_ms >= ?2 AND finished_ms < ?3",
     )?;
-    for row in finished.query_map(params![since, interval], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, i64>(2)?,
-        ))
-    })? {
-        let (i, status, count) = row?;
-        let b = &mut buckets[slot(i)];
-        let count = u64::try_from(count).unwrap_or(0);
-        match status.as_str() {
-            "succeeded" => b.succeeded += count,
-            "failed" => b.failed += count,
-            "cancelled" => b.cancelled += count,
-            _ => {}
-        }
+    let mut buckets = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
+    for i in 0..n {
+        let t = since + i * interval;
+        // The last interval also takes what ends after `now` (a clock read a moment later).
+        let end = if i + 1 == n { i64::MAX } else { t + interval };
+        let mut done = |status: &str| {
+            finished
+                .query_row(params![status, t, end], |r| r.get(0))
+                .map(count)
+        };
+        buckets.push(Bucket {
+            t,
+            succeeded: done("succeeded")?,
+            failed: done("failed")?,
+            cancelled: done("cancelled")?,
+            started: count(started.query_row(params![t, end], |r| r.get(0))?),
+        });
     }
     Ok(Series {
         interval_ms: interval,
@@ -290,53 +271,60 @@ fn series(conn: &Connection, window: Window, since: i64) -> rusqlite::Result<Ser
 }
 
 fn cmds(conn: &Connection, since: i64) -> rusqlite::Result<Vec<CmdStats>> {
-    let mut stmt = conn.prepare_cached(
+    let attempts: i64 = conn
+        .prepare_cached("SELECT COUNT(*) FROM ld_attempts WHERE started_ms >= ?1")?
+        .query_row([since], |r| r.get(0))?;
+    // A few attempts: read the window's range and group; many: walk the index in `cmd` order.
+    let index = if count(attempts) <= SORT_LIMIT {
+        "ld_attempts_window"
+    } else {
+        "ld_attempts_cmd"
+    };
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT cmd, COUNT(DISTINCT run_id), COUNT(*),
                 COUNT(CASE WHEN outcome = 'failed' THEN 1 END),
                 COUNT(CASE WHEN attempt > 1 THEN 1 END),
-                COUNT(CASE WHEN outcome = 'timed_out' THEN 1 END)
-         FROM ld_attempts WHERE started_ms >= ?1 GROUP BY cmd ORDER BY 3 DESC, 1",
-    )?;
-    let n = |i: i64| u64::try_from(i).unwrap_or(0);
-    let mut out: Vec<CmdStats> = stmt
+                COUNT(CASE WHEN outcome = 'timed_out' THEN 1 END),
+                COUNT(finished_ms)
+         FROM ld_attempts INDEXED BY {index} WHERE started_ms >= ?1 GROUP BY cmd"
+    ))?;
+    let mut out: Vec<(CmdStats, u64)> = stmt
         .query_map([since], |r| {
-            Ok(CmdStats {
-                cmd: r.get(0)?,
-                runs: n(r.get(1)?),
-                attempts: n(r.get(2)?),
-                failures: n(r.get(3)?),
-                retries: n(r.get(4)?),
-                timeouts: n(r.get(5)?),
-                p50_ms: None,
-                p95_ms: None,
-            })
+            Ok((
+                CmdStats {
+                    cmd: r.get(0)?,
+                    runs: count(r.get(1)?),
+                    attempts: count(r.get(2)?),
+                    failures: count(r.get(3)?),
+                    retries: count(r.get(4)?),
+                    timeouts: count(r.get(5)?),
+                    p50_ms: None,
+                    p95_ms: None,
+                },
+                count(r.get(6)?),
+            ))
         })?
         .collect::<rusqlite::Result<_>>()?;
-    // Both percentiles of every cmd in one sort.
-    let sql = format!(
-        "SELECT cmd, rn, d FROM (
-             SELECT cmd, finished_ms - started_ms AS d,
-                    ROW_NUMBER() OVER (PARTITION BY cmd ORDER BY finished_ms - started_ms) AS rn,
-                    COUNT(*) OVER (PARTITION BY cmd) AS n
-             FROM ld_attempts WHERE started_ms >= ?1 AND finished_ms IS NOT NULL)
-         WHERE rn = {p50} OR rn = {p95}",
-        p50 = RANK.replace("?p", "50"),
-        p95 = RANK.replace("?p", "95"),
-    );
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let mut picked: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
-    for row in stmt.query_map([since], |r| {
-        Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?))
-    })? {
-        let (cmd, rn, d) = row?;
-        picked.entry(cmd).or_default().push((rn, d));
-    }
-    for c in &mut out {
-        if let Some(p) = picked.get(&c.cmd) {
-            let p = percentiles(p);
-            (c.p50_ms, c.p95_ms) = (p.p50_ms, p.p95_ms);
+    for (c, finished) in &mut out {
+        if *finished == 0 {
+            continue;
         }
+        let index = if *finished <= SORT_LIMIT {
+            "ld_attempts_cmd"
+        } else {
+            "ld_attempts_cmd_duration"
+        };
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT finished_ms - started_ms FROM ld_attempts INDEXED BY {index}
+             WHERE cmd = ?1 AND started_ms >= ?2 AND finished_ms IS NOT NULL
+             ORDER BY finished_ms - started_ms LIMIT 1 OFFSET ?3"
+        ))?;
+        let mut at = |p| stmt.query_row(params![c.cmd, since, rank(*finished, p)], |r| r.get(0));
+        c.p50_ms = Some(at(50)?);
+        c.p95_ms = Some(at(95)?);
     }
+    let mut out: Vec<CmdStats> = out.into_iter().map(|(c, _)| c).collect();
+    out.sort_by(|a, b| b.attempts.cmp(&a.attempts).then_with(|| a.cmd.cmp(&b.cmd)));
     Ok(out)
 }
 
@@ -386,5 +374,49 @@ mod tests {
         assert_eq!(series.buckets.len(), 30);
         let total: u64 = series.buckets.iter().map(|b| b.succeeded).sum();
         assert_eq!(total, 20);
+    }
+
+    #[test]
+    fn past_the_sort_limit_percentiles_walk_the_duration_indexes() {
+        let c = Connection::open_in_memory().expect("sqlite");
+        c.execute_batch(crate::journal::SCHEMA).expect("schema");
+        let n: i64 = 12_000;
+        assert!(n as u64 > SORT_LIMIT);
+        let tx = c.unchecked_transaction().expect("tx");
+        for i in 1..=n {
+            // Durations 1..=n ms in a scrambled order (7919 is prime to n).
+            let d = (i * 7919) % n + 1;
+            let id = format!("r{i}");
+            tx.execute(
+                "INSERT INTO ld_runs (run_id, bucket, trigger_key, kind, status, created_ms,
+                     started_ms, finished_ms, record)
+                 VALUES (?1, 'b', 'in/x', 'ld_run', 'failed', 0, ?2, ?3, '{}')",
+                params![id, 100_000 - d, 100_000],
+            )
+            .expect("run");
+            tx.execute(
+                "INSERT INTO ld_attempts (task_id, attempt, run_id, step, idx, cmd, started_ms,
+                     finished_ms, outcome)
+                 VALUES (?1, 1, ?2, 0, 0, 'work', ?3, 100000, 'timed_out')",
+                params![format!("{id}.0.0"), id, 100_000 - d],
+            )
+            .expect("attempt");
+        }
+        tx.commit().expect("commit");
+        let o = overview(&c, Window::Hour, 200_000).expect("overview");
+        let want = Percentiles {
+            p50_ms: Some(6_000),
+            p95_ms: Some(11_400),
+        };
+        assert_eq!(o.duration, Some(want.clone()));
+        let cmds = o.cmds.expect("cmds");
+        assert_eq!(cmds.len(), 1);
+        let w = &cmds[0];
+        assert_eq!(
+            (w.runs, w.attempts, w.timeouts, w.failures, w.retries),
+            (12_000, 12_000, 12_000, 0, 0)
+        );
+        assert_eq!((w.p50_ms, w.p95_ms), (want.p50_ms, want.p95_ms));
+        assert_eq!(o.counts.expect("counts").failed, 12_000);
     }
 }
