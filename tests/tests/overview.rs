@@ -217,7 +217,7 @@ async fn the_overview_shows_the_runs_the_test_made_and_links_to_them() {
         &["--dump-dom"],
     )
     .await;
-    assert_eq!(listed(&dom), [slow.clone()], "{dom}");
+    assert_eq!(listed(&dom), [slow], "{dom}");
     let (code, page) = get_json(&format!("{}/api/runs?window=1h&limit=500", d.url)).await;
     assert_eq!(
         (code, page["runs"].as_array().map(Vec::len)),
