@@ -302,3 +302,59 @@ async fn the_overview_routes_are_locked_down_and_check_their_input() {
         .expect("POST");
     assert_eq!(resp.status().as_u16(), 405);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_follows_the_queue_live() {
+    // One slot: the second of two long runs waits for it, queued.
+    let t = TestEngine::start_with(PROCFILE, |b| b.concurrency(1)).await;
+    let d = dashboard(&t.engine).await;
+    let wf = Workflow::new().step(Task::new("slow").timeout(Duration::from_secs(120)));
+    let first = t.client.submit("in/first", &wf).await.expect("submit");
+    let second = t.client.submit("in/second", &wf).await.expect("submit");
+    let url = format!("{}/api/overview?window=1h", d.url);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, o) = get_json(&url).await;
+        if o["counts"]["running"] == 1 && o["counts"]["queued"] == 1 {
+            assert_eq!(o["queued_now"], 1, "{o}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no run queued behind the other: {o}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let dom = chromium(&format!("{}/#/?window=1h", d.url), &["--dump-dom"]).await;
+    for (figure, n) in [
+        ("running", "1"),
+        ("queued", "1"),
+        ("queued_now", "1"),
+        ("cancelled", "0"),
+    ] {
+        assert_eq!(
+            text_after(&dom, &format!("data-figure=\"{figure}\""), "n"),
+            n,
+            "{figure}: {dom}"
+        );
+    }
+    // The page keeps polling (the live marker shows).
+    assert!(
+        tags(&dom, "span", &["id=\"live\"", "hidden"]).is_empty(),
+        "{dom}"
+    );
+
+    for run in [&second, &first] {
+        t.engine.cancel(run.run_id()).await.expect("cancel");
+        let status = run.wait(WAIT).await.expect("the run ends");
+        assert_eq!(status.status, RunState::Cancelled, "{status:#?}");
+    }
+    let dom = chromium(&format!("{}/#/?window=1h", d.url), &["--dump-dom"]).await;
+    for (figure, n) in [("running", "0"), ("queued", "0"), ("cancelled", "2")] {
+        assert_eq!(
+            text_after(&dom, &format!("data-figure=\"{figure}\""), "n"),
+            n,
+            "{figure}: {dom}"
+        );
+    }
+}
