@@ -209,6 +209,22 @@ async fn the_overview_shows_the_runs_the_test_made_and_links_to_them() {
     let mut want = fail.clone();
     want.sort();
     assert_eq!(got, want, "{dom}");
+    // So does each count: the failed figure leads to the 3 failed runs of the window.
+    let dom = chromium(&format!("{}/#/?window=1h", d.url), &["--dump-dom"]).await;
+    assert!(
+        dom.contains("href=\"#/runs?status=failed&amp;window=1h\""),
+        "{dom}"
+    );
+    let dom = chromium(
+        &format!("{}/#/runs?status=failed&window=1h", d.url),
+        &["--dump-dom"],
+    )
+    .await;
+    let mut got = listed(&dom);
+    got.sort();
+    let mut want = [fail.clone(), vec![slow.clone()]].concat();
+    want.sort();
+    assert_eq!(got, want, "{dom}");
     let dom = chromium(&format!("{}/#/runs?q=in/ok/", d.url), &["--dump-dom"]).await;
     assert_eq!(listed(&dom).len(), 7, "{dom}");
     assert!(listed(&dom).iter().all(|id| ok.contains(id)), "{dom}");
