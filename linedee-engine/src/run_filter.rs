@@ -22,7 +22,7 @@ pub struct RunFilter {
 }
 
 impl RunFilter {
-    /// Does it narrow more than by status (the list then needs [`list`] rather than the
+    /// Does it narrow more than by status (the list then needs `list` rather than the
     /// status index alone)?
     pub(crate) fn is_refined(&self) -> bool {
         self.since_ms.is_some() || self.prefix.is_some() || self.cmd.is_some()

@@ -1,13 +1,13 @@
 //! The dashboard served by `linedee local`: an overview of activity, a runs list and a run
-//! page (timeline, tasks, logs
-//! with a live tail), over a small JSON API.
+//! page (timeline, tasks, logs with a live tail), over a small JSON API.
 //!
 //! Layout:
 //! - [`serve`]: the entry point; binds nothing itself, serves the caller's listener.
 //! - `routes.rs`: the routes and their handlers; `respond.rs`: responses, security headers,
-//!   query parsing, the token check; `logs.rs`: reading a slice of an attempt's log.
-//! - `assets/`: `index.html`, `app.js`, `style.css`, embedded with `include_str!`, so users
-//!   need no front-end build.
+//!   query parsing, the token check; `logs.rs`: reading a slice of an attempt's log;
+//!   `overview.rs`: the overview's route and the runs list's filters.
+//! - `assets/`: `index.html`, `app.js`, `overview.js` (the overview page, its SVG chart),
+//!   `style.css`, embedded with `include_str!`, so users need no front-end build.
 //!
 //! Routes:
 //! - `GET /`, `/app.js`, `/overview.js`, `/style.css`: the app (hash routing: `#/` the
