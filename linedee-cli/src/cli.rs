@@ -41,6 +41,9 @@ pub(crate) enum Command {
     Upload(UploadArgs),
     /// List runs, newest first.
     Runs(RunsArgs),
+    /// Activity over a window: runs by status, queue depth, durations, per-cmd figures
+    /// (local engine only; the dashboard's overview in the terminal).
+    Stats(StatsArgs),
     /// Show a run's steps and tasks (`--watch` follows it live).
     Run(RunArgs),
     /// Print a task attempt's log (stdout and stderr).
@@ -139,6 +142,17 @@ pub(crate) struct RunsArgs {
     /// At most this many runs.
     #[arg(long, default_value_t = 20)]
     pub(crate) limit: usize,
+}
+
+/// `linedee stats`.
+#[derive(Debug, Args)]
+pub(crate) struct StatsArgs {
+    /// The window, ending now: 1h, 24h or 7d.
+    #[arg(long, default_value = "24h", value_parser = ["1h", "24h", "7d"])]
+    pub(crate) window: String,
+    /// Print the overview as JSON (the dashboard's `/api/overview`), for scripts.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// `linedee run`.

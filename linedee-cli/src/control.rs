@@ -102,7 +102,7 @@ async fn post(config: &Config, dir: &Path, run_id: &str, action: &str) -> anyhow
 
 /// The error message of a JSON error body (`{"error": "..."}` or `{"message": "..."}`), or a
 /// short plain-text body.
-fn error_text(body: &str) -> Option<String> {
+pub(crate) fn error_text(body: &str) -> Option<String> {
     if let Ok(v) = serde_json::from_str::<serde_json::Value>(body) {
         for field in ["error", "message", "detail"] {
             match v.get(field) {
@@ -120,7 +120,7 @@ fn error_text(body: &str) -> Option<String> {
     (!t.is_empty() && t.len() <= 300 && !t.starts_with('<')).then(|| t.to_owned())
 }
 
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cause = e;
     while let Some(next) = cause.source() {
         cause = next;

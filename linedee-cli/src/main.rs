@@ -6,7 +6,7 @@
 //!
 //! Layout: [`cli`] (arguments), [`env`](mod@env) (configuration), [`exit`] (exit codes and error
 //! classes), then one module per command group: [`local`], [`submit`], [`runs`], [`logs`],
-//! [`control`], [`validate`], [`export`].
+//! [`control`], [`stats`], [`validate`], [`export`].
 
 mod cli;
 mod control;
@@ -16,6 +16,7 @@ mod export;
 mod local;
 mod logs;
 mod runs;
+mod stats;
 mod submit;
 mod validate;
 
@@ -60,6 +61,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Upload(args) => submit::upload(&config()?, args).await,
         Command::Runs(args) => runs::list(&config()?, args).await,
         Command::Run(args) => runs::show(&config()?, args).await,
+        Command::Stats(args) => stats::run(&config()?, &cli.dir, args).await,
         Command::Logs(args) => logs::run(&config()?, &cli.dir, args).await,
         Command::Cancel(args) => control::cancel(&config()?, &cli.dir, &args.run_id).await,
         Command::Retry(args) => control::retry(&config()?, &cli.dir, &args.run_id).await,

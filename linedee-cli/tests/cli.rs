@@ -673,3 +673,64 @@ fn without_a_reachable_store_commands_say_what_to_do() {
     assert_eq!(out.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not-a-url"));
 }
+
+#[test]
+fn stats_prints_the_overview_of_the_runs_it_was_given() {
+    let sb = Sandbox::new();
+    std::fs::write(sb.app().join("Procfile"), "ok: true\nfail: exit 3\n").expect("Procfile");
+    // Without a running engine there is no dashboard to ask.
+    let out = sb.run(&["stats"]).expect(2);
+    assert!(out.stderr.contains("linedee local"), "{out:#?}");
+    let _local = sb.start();
+    sb.file("ok.json", r#"{"run":[{"cmd":"ok","no_output":true}]}"#);
+    sb.file("fail.json", r#"{"run":[{"cmd":"fail","retries":1}]}"#);
+    for _ in 0..3 {
+        sb.run(&["submit", "ok.json", "--wait"]).expect(0);
+    }
+    sb.run(&["submit", "fail.json", "--wait"]).expect(1);
+
+    let out = sb.run(&["stats", "--window", "1h", "--json"]).expect(0);
+    let o: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+    assert_eq!(o["window"], "1h", "{o}");
+    assert_eq!(
+        (
+            &o["counts"]["succeeded"],
+            &o["counts"]["failed"],
+            &o["queued_now"]
+        ),
+        (
+            &serde_json::json!(3),
+            &serde_json::json!(1),
+            &serde_json::json!(0)
+        ),
+        "{o}"
+    );
+    let cmds = o["cmds"].as_array().expect("cmds");
+    let fail = cmds.iter().find(|c| c["cmd"] == "fail").expect("fail row");
+    assert_eq!(
+        (&fail["runs"], &fail["failures"], &fail["retries"]),
+        (
+            &serde_json::json!(1),
+            &serde_json::json!(2),
+            &serde_json::json!(1)
+        ),
+        "{o}"
+    );
+
+    let out = sb.run(&["stats", "--window", "1h"]).expect(0);
+    assert!(
+        out.stdout
+            .contains("runs      queued 0  running 0  succeeded 3  failed 1  cancelled 0"),
+        "{out:#?}"
+    );
+    let row: Vec<&str> = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("fail "))
+        .unwrap_or_else(|| panic!("no fail row: {out:#?}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(row[..6], ["fail", "1", "2", "2", "1", "0"], "{out:#?}");
+    let out = sb.run(&["stats", "--window", "2h"]).expect(2);
+    assert!(out.stderr.contains("2h"), "{out:#?}");
+}

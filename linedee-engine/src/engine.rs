@@ -296,6 +296,36 @@ impl Engine {
         Ok((rows.into_iter().map(|(_, r)| r).collect(), next))
     }
 
+    /// Runs matching `filter` (status, time window, title or trigger-key prefix, `cmd`),
+    /// newest first, older than the cursor `before`. Returns the page and the next cursor.
+    pub async fn find_runs(
+        &self,
+        filter: crate::RunFilter,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<(Vec<crate::views::RunSummary>, Option<i64>)> {
+        if !filter.is_refined() {
+            return self.runs(filter.status, before, limit).await;
+        }
+        let rows = self
+            .journal
+            .read(move |c| crate::run_filter::list(c, &filter, before, limit))
+            .await?;
+        let next = (rows.len() == limit)
+            .then(|| rows.last().map(|(seq, _)| *seq))
+            .flatten();
+        Ok((rows.into_iter().map(|(_, r)| r).collect(), next))
+    }
+
+    /// Activity over `window`, ending now: run counts, the queue's depth, durations, runs per
+    /// interval and per-`cmd` figures, aggregated by the journal's SQLite.
+    pub async fn overview(&self, window: crate::Window) -> Result<crate::Overview> {
+        let now = crate::machine::now_ms();
+        self.journal
+            .read(move |c| crate::stats::overview(c, window, now))
+            .await
+    }
+
     /// The attempts of a run, for a timeline.
     pub async fn attempts(&self, run_id: &str) -> Result<Vec<crate::views::AttemptRow>> {
         let id = run_id.to_owned();

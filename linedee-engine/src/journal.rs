@@ -74,7 +74,7 @@ impl std::fmt::Debug for SqliteJournal {
     }
 }
 
-const SCHEMA: &str = "
+pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS ld_runs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id TEXT NOT NULL UNIQUE,
@@ -113,6 +113,19 @@ CREATE TABLE IF NOT EXISTS ld_attempts (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS ld_attempts_run ON ld_attempts (run_id, step, idx, attempt);
 CREATE INDEX IF NOT EXISTS ld_attempts_started ON ld_attempts (started_ms);
+-- For the overview's aggregates (stats.rs): counts are index range counts, percentiles either
+-- sort a small window's rows or walk a duration index in order.
+CREATE INDEX IF NOT EXISTS ld_runs_started ON ld_runs (started_ms) WHERE started_ms IS NOT NULL;
+CREATE INDEX IF NOT EXISTS ld_runs_finished_status ON ld_runs (finished_ms, status, started_ms)
+    WHERE finished_ms IS NOT NULL;
+CREATE INDEX IF NOT EXISTS ld_runs_status_finished ON ld_runs (status, finished_ms)
+    WHERE finished_ms IS NOT NULL;
+CREATE INDEX IF NOT EXISTS ld_runs_duration ON ld_runs (finished_ms - started_ms, finished_ms, started_ms)
+    WHERE finished_ms IS NOT NULL AND started_ms IS NOT NULL;
+CREATE INDEX IF NOT EXISTS ld_attempts_window ON ld_attempts (started_ms, cmd, finished_ms, outcome, attempt, run_id);
+CREATE INDEX IF NOT EXISTS ld_attempts_cmd ON ld_attempts (cmd, started_ms, attempt, outcome, finished_ms, run_id);
+CREATE INDEX IF NOT EXISTS ld_attempts_cmd_duration ON ld_attempts (cmd, finished_ms - started_ms, started_ms, finished_ms)
+    WHERE finished_ms IS NOT NULL;
 ";
 
 fn open(path: &Path, fsync: bool) -> Result<Connection, JournalError> {

@@ -21,7 +21,8 @@
 //!
 //! ## Layout
 //! - [`Engine`] / [`EngineBuilder`]: the store and the driver together; `run(listener,
-//!   shutdown)`, cancel, redrive, run listings. The rest is internal:
+//!   shutdown)`, cancel, redrive, run listings ([`RunFilter`]) and the [`Overview`] of a
+//!   [`Window`] (aggregates in SQL, `stats`). The rest is internal:
 //!   - `machine`: the run state machine, every rule of a run, with no I/O (events and the
 //!     time in, effects out);
 //!   - `driver`: the loop that feeds it and carries its effects out, and `intake`, which turns
@@ -62,7 +63,9 @@ mod process;
 mod procfile;
 mod publish;
 mod retry;
+mod run_filter;
 mod runner;
+mod stats;
 pub mod store;
 mod triggers;
 mod views;
@@ -72,4 +75,6 @@ pub use engine::{Engine, EngineBuilder};
 pub use error::{AppError, Error, JournalError, Result, RunError, StoreError};
 pub use procfile::{Procfile, parse_dotenv};
 pub use retry::RetryPolicy;
+pub use run_filter::RunFilter;
+pub use stats::{Bucket, CmdStats, Counts, Overview, Percentiles, Series, Window};
 pub use views::{AttemptRow, RunSummary};

@@ -82,30 +82,34 @@ pub(crate) fn list_runs(
     let rows = stmt
         .query_map(
             params![status, before_seq, i64::try_from(limit).unwrap_or(100)],
-            |r| {
-                Ok((
-                    r.get(0)?,
-                    RunSummary {
-                        run_id: r.get(1)?,
-                        title: r.get(2)?,
-                        status: r
-                            .get::<_, String>(3)?
-                            .parse()
-                            .map_err(|e: linedee::Error| {
-                                rusqlite::Error::FromSqlConversionFailure(
-                                    3,
-                                    rusqlite::types::Type::Text,
-                                    e.into(),
-                                )
-                            })?,
-                        trigger_key: r.get(4)?,
-                        created_ms: r.get(5)?,
-                        started_ms: r.get(6)?,
-                        finished_ms: r.get(7)?,
-                    },
-                ))
-            },
+            summary,
         )?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
+}
+
+/// A row of `SELECT seq, run_id, title, status, trigger_key, created_ms, started_ms,
+/// finished_ms` as a line of the runs list and its `seq`.
+pub(crate) fn summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, RunSummary)> {
+    Ok((
+        r.get(0)?,
+        RunSummary {
+            run_id: r.get(1)?,
+            title: r.get(2)?,
+            status: r
+                .get::<_, String>(3)?
+                .parse()
+                .map_err(|e: linedee::Error| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        3,
+                        rusqlite::types::Type::Text,
+                        e.into(),
+                    )
+                })?,
+            trigger_key: r.get(4)?,
+            created_ms: r.get(5)?,
+            started_ms: r.get(6)?,
+            finished_ms: r.get(7)?,
+        },
+    ))
 }

@@ -17,7 +17,7 @@ async fn the_browser_shows_the_runs_and_one_timeline_bar_per_attempt() {
     let runs = succeeded_and_failed(&t).await;
     let d = dashboard(&t.engine).await;
 
-    let dom = chromium(&format!("{}/#/", d.url), &["--dump-dom"]).await;
+    let dom = chromium(&format!("{}/#/runs", d.url), &["--dump-dom"]).await;
     let rows = tags(&dom, "tr", &["class=\"run-row\""]);
     assert_eq!(rows.len(), 2, "{dom}");
     assert_eq!(
@@ -105,7 +105,7 @@ async fn the_browser_shows_the_runs_and_one_timeline_bar_per_attempt() {
     assert_eq!(rows.len(), 1, "filtered by status: {dom}");
     assert!(rows[0].contains(&runs.failed), "{dom}");
 
-    screenshot(&format!("{}/#/", d.url), "runs.png").await;
+    screenshot(&format!("{}/#/runs", d.url), "runs.png").await;
     screenshot(
         &format!("{}/#/runs/{}", d.url, runs.failed),
         "run-failed.png",

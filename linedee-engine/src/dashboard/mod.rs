@@ -1,17 +1,22 @@
-//! The dashboard served by `linedee local`: a runs list and a run page (timeline, tasks, logs
-//! with a live tail), over a small JSON API.
+//! The dashboard served by `linedee local`: an overview of activity, a runs list and a run
+//! page (timeline, tasks, logs with a live tail), over a small JSON API.
 //!
 //! Layout:
 //! - [`serve`]: the entry point; binds nothing itself, serves the caller's listener.
 //! - `routes.rs`: the routes and their handlers; `respond.rs`: responses, security headers,
-//!   query parsing, the token check; `logs.rs`: reading a slice of an attempt's log.
-//! - `assets/`: `index.html`, `app.js`, `style.css`, embedded with `include_str!`, so users
-//!   need no front-end build.
+//!   query parsing, the token check; `logs.rs`: reading a slice of an attempt's log;
+//!   `overview.rs`: the overview's route and the runs list's filters.
+//! - `assets/`: `index.html`, `app.js`, `overview.js` (the overview page, its SVG chart),
+//!   `style.css`, embedded with `include_str!`, so users need no front-end build.
 //!
 //! Routes:
-//! - `GET /`, `/app.js`, `/style.css`: the app (hash routing: `#/` and `#/runs/{id}`).
-//! - `GET /api/runs?status=&before=&limit=`: `{"runs": [RunSummary…], "next": cursor|null}`,
-//!   newest first, keyset-paginated (`before` is the `next` of the previous page).
+//! - `GET /`, `/app.js`, `/overview.js`, `/style.css`: the app (hash routing: `#/` the
+//!   overview, `#/runs` the runs list, `#/runs/{id}` a run).
+//! - `GET /api/overview?window=1h|24h|7d`: an [`Overview`](crate::Overview) (`overview.rs`).
+//! - `GET /api/runs?status=&before=&limit=&window=&q=&cmd=`: `{"runs": [RunSummary…],
+//!   "next": cursor|null}`, newest first, keyset-paginated (`before` is the `next` of the
+//!   previous page); `window`, `q` (title or trigger-key prefix) and `cmd` narrow it as
+//!   [`RunFilter`](crate::RunFilter) says.
 //! - `GET /api/runs/{id}`: `{"run": RunStatus, "attempts": [AttemptRow…], "now_ms": …}`.
 //! - `GET /api/logs/{task_id}/{attempt}?offset=N`: up to 64 KiB of the attempt's log from
 //!   byte `offset`: `{"text": …, "offset": N, "next_offset": M, "size": S}`.
@@ -21,6 +26,7 @@
 //! Everything else is read-only. Errors are JSON `{"error": "…"}` with a 4xx/5xx status.
 
 mod logs;
+mod overview;
 mod respond;
 mod routes;
 

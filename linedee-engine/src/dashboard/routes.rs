@@ -20,6 +20,7 @@ pub(crate) struct State {
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const STYLE_CSS: &str = include_str!("assets/style.css");
+const OVERVIEW_JS: &str = include_str!("assets/overview.js");
 
 /// Runs per page when the request does not say.
 const DEFAULT_LIMIT: usize = 50;
@@ -43,6 +44,8 @@ pub(crate) async fn handle<B>(state: &State, req: Request<B>) -> Resp {
         [""] | ["index.html"] => asset(get, "text/html; charset=utf-8", INDEX_HTML),
         ["app.js"] => asset(get, "text/javascript; charset=utf-8", APP_JS),
         ["style.css"] => asset(get, "text/css; charset=utf-8", STYLE_CSS),
+        ["overview.js"] => asset(get, "text/javascript; charset=utf-8", OVERVIEW_JS),
+        ["api", "overview"] if get => super::overview::overview(state, query.as_deref()).await,
         ["api", "runs"] if get => runs(state, query.as_deref()).await,
         ["api", "runs", id] if get => run(state, id).await,
         ["api", "runs", id, action @ ("cancel" | "retry")] if post => {
@@ -51,7 +54,7 @@ pub(crate) async fn handle<B>(state: &State, req: Request<B>) -> Resp {
         ["api", "logs", task_id, attempt] if get => {
             log(state, task_id, attempt, query.as_deref()).await
         }
-        ["api", "runs"] | ["api", "runs", _] | ["api", "logs", _, _] => {
+        ["api", "runs" | "overview"] | ["api", "runs", _] | ["api", "logs", _, _] => {
             respond::method_not_allowed("GET")
         }
         ["api", "runs", _, "cancel" | "retry"] => respond::method_not_allowed("POST"),
@@ -82,15 +85,21 @@ fn parse_state(s: &str) -> Option<RunState> {
     .find(|st| st.as_str() == s)
 }
 
-/// `GET /api/runs?status=&before=&limit=`.
+/// `GET /api/runs?status=&before=&limit=&window=&q=&cmd=`.
 async fn runs(state: &State, query: Option<&str>) -> Resp {
     let pairs = match respond::query_pairs(query) {
         Ok(p) => p,
         Err(e) => return respond::error(StatusCode::BAD_REQUEST, e),
     };
     let (mut status, mut before, mut limit) = (None, None, DEFAULT_LIMIT);
+    let mut filter = crate::RunFilter::default();
     for (k, v) in &pairs {
         match k.as_str() {
+            "window" | "q" | "cmd" => {
+                if let Err(e) = super::overview::refine(&mut filter, k, v) {
+                    return respond::error(StatusCode::BAD_REQUEST, e);
+                }
+            }
             "status" if v.is_empty() => {}
             "status" => match parse_state(v) {
                 Some(s) => status = Some(s),
@@ -128,12 +137,16 @@ async fn runs(state: &State, query: Option<&str>) -> Resp {
             other => {
                 return respond::error(
                     StatusCode::BAD_REQUEST,
-                    format!("unknown query parameter `{other}`; expected status, before, limit"),
+                    format!(
+                        "unknown query parameter `{other}`; expected status, before, limit, \
+                         window, q, cmd"
+                    ),
                 );
             }
         }
     }
-    match state.engine.runs(status, before, limit).await {
+    filter.status = status;
+    match state.engine.find_runs(filter, before, limit).await {
         Ok((runs, next)) => respond::json(StatusCode::OK, &json!({ "runs": runs, "next": next })),
         Err(e) => engine_error(&e),
     }
@@ -250,7 +263,7 @@ async fn log(state: &State, task_id: &str, attempt: &str, query: Option<&str>) -
 }
 
 /// The engine's message, with the status that fits.
-fn engine_error(e: &Error) -> Resp {
+pub(super) fn engine_error(e: &Error) -> Resp {
     let status = match e {
         Error::Run(RunError::NotFound(_)) => StatusCode::NOT_FOUND,
         Error::Run(

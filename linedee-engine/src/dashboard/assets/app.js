@@ -1,4 +1,5 @@
-// linedee dashboard: a runs list (#/) and a run page (#/runs/{id}), over the JSON API.
+// linedee dashboard: the overview (#/, in overview.js), a runs list (#/runs) and a run page
+// (#/runs/{id}), over the JSON API.
 // Everything from the API is put in the page with textContent, never as HTML.
 "use strict";
 
@@ -93,36 +94,67 @@ function route() {
   const [path, query] = hash.split("?");
   const m = path.match(/^\/runs\/([0-9A-Za-z_-]{1,64})$/);
   if (m) return runPage(m[1], generation);
-  return runsPage(new URLSearchParams(query || ""), generation);
+  const params = new URLSearchParams(query || "");
+  // `#/?status=…` was the runs list before the overview: such links still lead there.
+  if (path === "/runs" || params.has("status") || params.has("before")) return runsPage(params, generation);
+  return overviewPage(params, generation);
 }
 
 // ---- Runs list -------------------------------------------------------------------------
 
+const FILTERS = ["status", "window", "q", "cmd"];
+
 async function runsPage(params, gen) {
-  const status = params.get("status") || "";
+  const f = Object.fromEntries(FILTERS.map((k) => [k, params.get(k) || ""]));
   const before = params.get("before") || "";
-  const filter = el("select", { id: "status-filter" }, el("option", { value: "" }, "all statuses"));
-  for (const s of STATUSES) {
-    const o = el("option", { value: s }, s);
-    if (s === status) o.selected = true;
-    filter.append(o);
-  }
-  filter.addEventListener("change", () => {
-    location.hash = "#/" + (filter.value ? "?status=" + filter.value : "");
+  // The filter state lives in the URL, so a filtered list is a link to share.
+  const go = (changes) => {
+    const q = new URLSearchParams();
+    for (const k of FILTERS) {
+      const v = k in changes ? changes[k] : f[k];
+      if (v) q.set(k, v);
+    }
+    location.hash = "#/runs" + (q.toString() ? "?" + q.toString() : "");
+  };
+  const select = (id, options, value, key) => {
+    const s = el("select", { id }, ...options.map(([v, label]) => {
+      const o = el("option", { value: v }, label);
+      if (v === value) o.selected = true;
+      return o;
+    }));
+    s.addEventListener("change", () => go({ [key]: s.value }));
+    return s;
+  };
+  const filter = select("status-filter", [["", "all statuses"], ...STATUSES.map((s) => [s, s])], f.status, "status");
+  const windowFilter = select("window-filter", [["", "any time"], ["1h", "last 1h"], ["24h", "last 24h"], ["7d", "last 7d"]], f.window, "window");
+  const search = el("input", { id: "search", type: "search", placeholder: "title or trigger key starts with…", value: f.q });
+  search.addEventListener("keydown", (e) => { if (e.key === "Enter") go({ q: search.value.trim() }); });
+  search.addEventListener("change", () => { if (search.value.trim() !== f.q) go({ q: search.value.trim() }); });
+  const jump = el("input", { id: "jump", type: "text", placeholder: "run id", size: "28" });
+  jump.addEventListener("keydown", (e) => {
+    if (e.key !== "Enter") return;
+    const id = jump.value.trim();
+    if (/^[0-9A-Za-z_-]{1,64}$/.test(id)) location.hash = "#/runs/" + id;
+    else showNotice("`" + id + "` is not a run id: 1 to 64 of 0-9, A-Z, a-z, _ and -.", true);
   });
+  const cmdChip = f.cmd ? el("span", { class: "chip", id: "cmd-filter", "data-cmd": f.cmd }, "cmd ", el("code", {}, f.cmd), " ",
+    el("a", { href: "#", id: "clear-cmd" }, "×")) : null;
+  if (cmdChip) cmdChip.querySelector("a").addEventListener("click", (e) => { e.preventDefault(); go({ cmd: "" }); });
   const tbody = el("tbody");
   const pager = el("div", { class: "pager" });
   app.replaceChildren(
-    el("div", { class: "toolbar" }, el("label", {}, "Status ", filter)),
+    el("div", { class: "toolbar" }, el("label", {}, "Status ", filter), el("label", {}, "Window ", windowFilter),
+      el("label", {}, "Search ", search), cmdChip, el("label", { class: "jump" }, "Go to run ", jump)),
     el("table", { class: "runs", id: "runs" },
       el("thead", {}, el("tr", {}, ...["Status", "Title", "Trigger key", "Started", "Duration"].map((h) => el("th", {}, h)))),
       tbody),
     pager);
   app.dataset.view = "runs";
+  const status = f.status;
 
   async function load() {
     const q = new URLSearchParams();
-    if (status) q.set("status", status);
+    for (const k of FILTERS) if (f[k]) q.set(k, f[k]);
     if (before) q.set("before", before);
     let page;
     try {
@@ -144,8 +176,10 @@ async function runsPage(params, gen) {
         el("td", {}, r.started_ms ? duration(end - r.started_ms) : ""));
     });
     tbody.replaceChildren(...rows);
-    if (!rows.length) tbody.append(el("tr", {}, el("td", { colspan: "5", class: "empty" }, "No runs yet.")));
-    const base = "#/?" + (status ? "status=" + status + "&" : "");
+    if (!rows.length) tbody.append(el("tr", {}, el("td", { colspan: "5", class: "empty" }, FILTERS.some((k) => f[k]) ? "No runs match." : "No runs yet.")));
+    const kept = new URLSearchParams();
+    for (const k of FILTERS) if (f[k]) kept.set(k, f[k]);
+    const base = "#/runs?" + (kept.toString() ? kept.toString() + "&" : "");
     pager.replaceChildren();
     if (before) pager.append(el("a", { href: base.replace(/[&?]$/, ""), id: "newest" }, "« Newest"));
     if (page.next) pager.append(el("a", { href: base + "before=" + page.next, id: "older" }, "Older »"));
@@ -223,7 +257,7 @@ function renderRun(doc) {
     actions.append(actionButton(run.run_id, "retry", "Retry run", ""));
   }
   const head = el("div", { class: "card run-head", id: "run", "data-run-id": run.run_id, "data-status": run.status },
-    el("div", {}, el("a", { href: "#/" }, "← Runs")),
+    el("div", {}, el("a", { href: "#/runs" }, "← Runs")),
     el("h1", {}, run.title || run.run_id, " ", badge(run.status)),
     run.error ? el("div", { class: "error-text", id: "run-error" }, run.error) : null,
     facts, actions);
