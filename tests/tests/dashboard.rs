@@ -2,7 +2,7 @@
 //! it) and over HTTP. Helpers are in `dashboard/support.rs`.
 
 #[path = "dashboard/support.rs"]
-mod support;
+pub(crate) mod support;
 
 use std::time::Duration;
 

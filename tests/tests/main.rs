@@ -10,5 +10,6 @@ mod faults;
 mod fuzz_corpus;
 #[path = "../interop/main.rs"]
 mod interop;
+mod overview;
 mod secrets;
 mod security;

@@ -1,17 +1,14 @@
 //! The dashboard's overview (issue 18) after real runs the test makes happen: its JSON API,
 //! the page in headless Chromium, the runs list its links lead to, and the lockdown of its
-//! routes. Reuses the dashboard tests' helpers (`dashboard/support.rs`, included as is).
+//! routes. Uses the dashboard tests' helpers (`dashboard/support.rs`).
 
-#[allow(dead_code)]
-#[path = "dashboard/support.rs"]
-mod support;
 
 use std::time::Duration;
 
 use linedee::status::RunState;
 use linedee::{Task, Workflow};
 use linedee_tests::{TestEngine, workspace_root};
-use support::*;
+use crate::dashboard::support::*;
 
 /// Process types, so each `cmd` of the overview's table is a plain name.
 const PROCFILE: &str = "ok: true\nfail: echo failing >&2; exit 3\nslow: sleep 30\n";
