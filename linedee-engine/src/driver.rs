@@ -97,6 +97,9 @@ type Reply = (
     std::result::Result<(), Refused>,
 );
 
+/// A control request waiting for its run to exist.
+type Deferred = (Event, oneshot::Sender<Result<()>>);
+
 /// The loop's own state.
 #[derive(Default)]
 struct State {
@@ -108,6 +111,8 @@ struct State {
     starting: HashMap<(String, u32), CancellationToken>,
     /// The engine is shutting down: runs loaded from the journal start nothing new either.
     halted: bool,
+    /// Control requests for runs whose trigger is pending, applied once the run exists.
+    deferred: HashMap<String, Vec<Deferred>>,
 }
 
 impl Driver {
@@ -323,6 +328,16 @@ impl Driver {
             records.into_iter().zip(created).zip(turn.created)
         {
             let run_id = record.run_id.clone();
+            // Requests that waited for this run go in now that it exists (created by this
+            // delivery or an earlier one).
+            for (event, reply) in st.deferred.remove(&run_id).unwrap_or_default() {
+                let run_id = run_id.clone();
+                let _ = self.tx.send(Input::Control {
+                    run_id,
+                    event,
+                    reply,
+                });
+            }
             if was_created {
                 tracing::info!(run_id, key = %delivery.key, "run created");
                 st.runs.insert(run_id.clone(), record);
@@ -376,7 +391,19 @@ impl Driver {
                 run_id,
                 event,
                 reply,
-            } => match self.event(st, now, &run_id, event).await {
+            } => match self.event(st, now, &run_id, event.clone()).await {
+                // Submitted, not taken in yet (`linedee cancel` right after `submit`): the
+                // request waits for the run's creation.
+                None if linedee::metadata::is_valid_run_id(&run_id)
+                    && self
+                        .parts
+                        .triggers
+                        .pending_run(&run_id)
+                        .await
+                        .unwrap_or(false) =>
+                {
+                    st.deferred.entry(run_id).or_default().push((event, reply));
+                }
                 None => {
                     let _ = reply.send(Err(RunError::NotFound(run_id).into()));
                 }

@@ -220,3 +220,24 @@ async fn a_journal_that_cannot_be_written_stops_the_engine_with_the_reason_and_i
     assert!(!alive, "process {pid} outlived the engine");
     running.stop = None;
 }
+
+#[tokio::test]
+async fn a_cancel_sent_right_after_the_trigger_waits_for_the_run_instead_of_not_finding_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let running = start(build(dir.path(), Duration::ZERO)).await;
+    for i in 0..5 {
+        let run_id = format!("early{i}");
+        running
+            .submit(&run_id, r#"{"run":[{"cmd":"sleep 30"}]}"#)
+            .await;
+        // No wait: the trigger is committed, its run may not exist yet.
+        running.engine.cancel(&run_id).await.expect("cancel");
+        let status = running.until(&run_id, |s| s.status.is_finished()).await;
+        assert_eq!(status.status, RunState::Cancelled, "{status:?}");
+    }
+    match running.engine.cancel("never-submitted").await {
+        Err(Error::Run(crate::RunError::NotFound(id))) => assert_eq!(id, "never-submitted"),
+        other => panic!("{other:?}"),
+    }
+    running.stop().await;
+}

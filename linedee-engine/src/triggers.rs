@@ -49,6 +49,9 @@ pub(crate) trait TriggerSource: Send + Sync + 'static {
     async fn next(&self) -> Option<Notice>;
     /// The trigger's run was created (or already existed): do not deliver it again.
     async fn ack(&self, delivery: &Delivery) -> Result<()>;
+    /// Whether a trigger not yet acknowledged names `run_id` (`ld_run_id`): its run is about
+    /// to exist, so a request for it waits rather than failing.
+    async fn pending_run(&self, run_id: &str) -> Result<bool>;
 }
 
 /// The embedded store's outbox and object events.
@@ -145,6 +148,15 @@ impl TriggerSource for Outbox {
                 None => st.backlog = None,
             }
         }
+    }
+
+    async fn pending_run(&self, run_id: &str) -> Result<bool> {
+        Ok(self
+            .store
+            .pending_triggers()
+            .await?
+            .iter()
+            .any(|t| t.run_id.as_deref() == Some(run_id)))
     }
 
     async fn ack(&self, delivery: &Delivery) -> Result<()> {

@@ -2,13 +2,12 @@
 //! the page in headless Chromium, the runs list its links lead to, and the lockdown of its
 //! routes. Uses the dashboard tests' helpers (`dashboard/support.rs`).
 
-
 use std::time::Duration;
 
+use crate::dashboard::support::*;
 use linedee::status::RunState;
 use linedee::{Task, Workflow};
 use linedee_tests::{TestEngine, workspace_root};
-use crate::dashboard::support::*;
 
 /// Process types, so each `cmd` of the overview's table is a plain name.
 const PROCFILE: &str = "ok: true\nfail: echo failing >&2; exit 3\nslow: sleep 30\n";
