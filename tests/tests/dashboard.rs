@@ -346,24 +346,7 @@ async fn every_response_is_locked_down_and_none_holds_the_token() {
             "application/json",
         ),
     ] {
-        let resp = reqwest::get(format!("{}{path}", d.url)).await.expect("GET");
-        assert_eq!(resp.status().as_u16(), 200, "{path}");
-        let h = resp.headers().clone();
-        assert!(
-            h["content-type"]
-                .to_str()
-                .is_ok_and(|c| c.starts_with(kind)),
-            "{path}: {h:?}"
-        );
-        assert!(
-            h["content-security-policy"]
-                .to_str()
-                .is_ok_and(|c| c.starts_with("default-src 'self'")),
-            "{path}"
-        );
-        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
-        let body = resp.text().await.expect("body");
-        assert!(!body.contains(&d.token), "{path} holds the token");
+        assert_locked_down(&d.url, path, kind, &d.token).await;
     }
     let (code, body) = get_json(&format!("{}/nope", d.url)).await;
     assert_eq!(code, 404, "{body}");

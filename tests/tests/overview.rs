@@ -265,24 +265,7 @@ async fn the_overview_routes_are_locked_down_and_check_their_input() {
         ("/api/overview?window=7d", "application/json"),
         ("/api/runs?window=24h&q=in/&cmd=ok", "application/json"),
     ] {
-        let resp = reqwest::get(format!("{}{path}", d.url)).await.expect("GET");
-        assert_eq!(resp.status().as_u16(), 200, "{path}");
-        let h = resp.headers().clone();
-        assert!(
-            h["content-type"]
-                .to_str()
-                .is_ok_and(|c| c.starts_with(kind)),
-            "{path}: {h:?}"
-        );
-        assert!(
-            h["content-security-policy"]
-                .to_str()
-                .is_ok_and(|c| c.starts_with("default-src 'self'")),
-            "{path}"
-        );
-        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
-        let body = resp.text().await.expect("body");
-        assert!(!body.contains(&d.token), "{path} holds the token");
+        assert_locked_down(&d.url, path, kind, &d.token).await;
     }
     let (_, o) = get_json(&format!("{}/api/overview", d.url)).await;
     assert_eq!(

@@ -1,8 +1,6 @@
 //! The state of one run, as the machine keeps it: serialisable, versioned JSON that a journal
 //! stores as it is (a row of the local journal, an S3 object in the cloud).
 
-use std::str::FromStr;
-
 use linedee::Workflow;
 use linedee::status::{RunState, RunStatus, StepStatus, TaskState, TaskStatus, Trigger};
 use serde::{Deserialize, Serialize};
@@ -133,25 +131,6 @@ impl Outcome {
             Outcome::Cancelled => "cancelled",
             Outcome::Interrupted => "interrupted",
         }
-    }
-}
-
-impl FromStr for Outcome {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        Ok(match s {
-            "succeeded" => Outcome::Succeeded,
-            "failed" => Outcome::Failed,
-            "timed_out" => Outcome::TimedOut,
-            "cancelled" => Outcome::Cancelled,
-            "interrupted" => Outcome::Interrupted,
-            other => {
-                return Err(format!(
-                    "unknown attempt outcome `{other}`: expected one of succeeded, failed, timed_out, cancelled, interrupted"
-                ));
-            }
-        })
     }
 }
 

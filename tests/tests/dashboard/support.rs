@@ -219,3 +219,26 @@ pub(crate) async fn wait_api(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// `GET {base}{path}` answers 200 with a `kind` content type, the dashboard's CSP and
+/// `nosniff`, and a body without the token.
+pub(crate) async fn assert_locked_down(base: &str, path: &str, kind: &str, token: &str) {
+    let resp = reqwest::get(format!("{base}{path}")).await.expect("GET");
+    assert_eq!(resp.status().as_u16(), 200, "{path}");
+    let h = resp.headers().clone();
+    assert!(
+        h["content-type"]
+            .to_str()
+            .is_ok_and(|c| c.starts_with(kind)),
+        "{path}: {h:?}"
+    );
+    assert!(
+        h["content-security-policy"]
+            .to_str()
+            .is_ok_and(|c| c.starts_with("default-src 'self'")),
+        "{path}"
+    );
+    assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+    let body = resp.text().await.expect("body");
+    assert!(!body.contains(token), "{path} holds the token");
+}
