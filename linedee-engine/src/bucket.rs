@@ -66,6 +66,16 @@ impl Bucket for Store {
                 .put_file(bucket, key, &path, Some("text/plain; charset=utf-8"))
                 .await
                 .map(drop),
+            LogBody::Bytes(bytes) => self
+                .put_object(
+                    bucket,
+                    key,
+                    bytes.into(),
+                    Some("text/plain; charset=utf-8"),
+                    BTreeMap::new(),
+                )
+                .await
+                .map(drop),
         }
     }
 }
@@ -104,8 +114,11 @@ impl Bucket for linedee::Client {
 
     async fn put_log(&self, bucket: &str, key: &str, log: LogBody) -> Result<()> {
         same_bucket(self, bucket)?;
-        let LogBody::File(path) = log;
-        self.put(key, linedee::Body::from_path(path))
+        let body = match log {
+            LogBody::File(path) => linedee::Body::from_path(path),
+            LogBody::Bytes(bytes) => linedee::Body::from(bytes),
+        };
+        self.put(key, body)
             .content_type("text/plain; charset=utf-8")
             .send()
             .await

@@ -55,6 +55,8 @@ pub(crate) enum StartError {
 pub(crate) enum LogBody {
     /// A local file.
     File(PathBuf),
+    /// Text the runner fetched (a dyno's log lines).
+    Bytes(Vec<u8>),
 }
 
 /// Starts and stops attempts' processes.
@@ -82,4 +84,12 @@ pub(crate) trait Runner: Send + Sync + 'static {
 
     /// Stops every process this runner started and waits until all have exited.
     async fn stop_all(&self);
+
+    /// Whether the process behind `runner` (from any engine, this one or an earlier one) still
+    /// runs: `Some(false)` when the runner knows it is gone, `None` when it cannot tell (a
+    /// process on another host). A driver that lost an exit notice asks this.
+    async fn alive(&self, runner: &str) -> Option<bool> {
+        let _ = runner;
+        None
+    }
 }
