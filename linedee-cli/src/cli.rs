@@ -35,6 +35,9 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Run the store, the engine and the dashboard in this process (Ctrl-C stops it).
     Local(LocalArgs),
+    /// Run line^d on AWS: consume a bucket's S3 events from SQS, as one of any number of
+    /// identical replicas (docs/serve.md).
+    Serve(ServeArgs),
     /// Start a workflow: write it to the bucket with `ld_run: true`.
     Submit(SubmitArgs),
     /// Upload a file with a workflow attached as `ld_code`; the file is the run's input.
@@ -88,6 +91,42 @@ pub(crate) struct LocalArgs {
     #[arg(long, default_value_t = 8)]
     pub(crate) concurrency: usize,
     /// Do not echo task output (it is still kept in the logs).
+    #[arg(long, short)]
+    pub(crate) quiet: bool,
+}
+
+/// `linedee serve`. Every setting also comes from its environment variable.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// The bucket whose uploads start runs (its event notifications go to the queue).
+    #[arg(long, env = "LD_S3_BUCKET")]
+    pub(crate) bucket: String,
+    /// The SQS queue the bucket's event notifications go to (a standard queue with a DLQ).
+    #[arg(long, env = "LD_SQS_QUEUE_URL")]
+    pub(crate) queue_url: String,
+    /// Where runs' state objects go in the bucket.
+    #[arg(long, env = "LD_STATE_PREFIX", default_value = "ld/engine/")]
+    pub(crate) state_prefix: String,
+    /// The app's directory (its Procfile and `.env`): tasks run there.
+    #[arg(long, env = "LD_APP_DIR", default_value = ".")]
+    pub(crate) app_dir: std::path::PathBuf,
+    /// Where task logs are kept before they are stored in the bucket.
+    #[arg(long, env = "LD_SERVE_DATA_DIR", default_value = ".linedee/serve")]
+    pub(crate) data_dir: std::path::PathBuf,
+    /// Most task processes this replica runs at once.
+    #[arg(long, env = "LD_CONCURRENCY", default_value_t = 8)]
+    pub(crate) concurrency: usize,
+    /// Seconds between a running run's ticks at most (liveness checks, repairs).
+    #[arg(long, env = "LD_HEARTBEAT", default_value_t = 60)]
+    pub(crate) heartbeat: u64,
+    /// Seconds after which a start that was asked for and never reported is asked for again.
+    #[arg(long, env = "LD_START_GRACE", default_value_t = 300)]
+    pub(crate) start_grace: u64,
+    /// Do not check that the bucket notifies the queue (for S3-compatible stores without
+    /// event notifications, whose events reach the queue another way).
+    #[arg(long, env = "LD_NO_NOTIFICATION_CHECK")]
+    pub(crate) no_notification_check: bool,
+    /// Do not echo task output.
     #[arg(long, short)]
     pub(crate) quiet: bool,
 }

@@ -123,11 +123,11 @@ pub(crate) async fn run(dir: &Path, args: LocalArgs) -> anyhow::Result<u8> {
 }
 
 /// SIGINT (Ctrl-C) and SIGTERM, listened for from the moment this returns.
-type Signals = (tokio::signal::unix::Signal, tokio::signal::unix::Signal);
+pub(crate) type Signals = (tokio::signal::unix::Signal, tokio::signal::unix::Signal);
 
 /// Installs the handlers before the ready line is printed, so a signal sent as soon as it
 /// appears stops the engine gracefully instead of killing it.
-fn listen_for_signals() -> anyhow::Result<Signals> {
+pub(crate) fn listen_for_signals() -> anyhow::Result<Signals> {
     use tokio::signal::unix::{SignalKind, signal};
     let int = signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?;
     let term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
@@ -135,7 +135,7 @@ fn listen_for_signals() -> anyhow::Result<Signals> {
 }
 
 /// Cancels `stop` on the first Ctrl-C or SIGTERM; a second one exits at once.
-async fn on_signal((mut int, mut term): Signals, stop: CancellationToken) {
+pub(crate) async fn on_signal((mut int, mut term): Signals, stop: CancellationToken) {
     tokio::select! {
         _ = int.recv() => {}
         _ = term.recv() => {}
@@ -150,7 +150,7 @@ async fn on_signal((mut int, mut term): Signals, stop: CancellationToken) {
     std::process::exit(130);
 }
 
-fn init_tracing(quiet: bool) {
+pub(crate) fn init_tracing(quiet: bool) {
     let default = if quiet { "warn" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));

@@ -6,7 +6,7 @@
 //!
 //! Layout: [`cli`] (arguments), [`env`](mod@env) (configuration), [`exit`] (exit codes and error
 //! classes), then one module per command group: [`local`], [`submit`], [`runs`], [`logs`],
-//! [`control`], [`stats`], [`validate`], [`export`].
+//! [`control`], [`serve`], [`stats`], [`validate`], [`export`].
 
 mod cli;
 mod control;
@@ -16,6 +16,7 @@ mod export;
 mod local;
 mod logs;
 mod runs;
+mod serve;
 mod stats;
 mod submit;
 mod validate;
@@ -57,6 +58,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     let config = || Config::load(&cli.dir);
     match cli.command {
         Command::Local(args) => local::run(&cli.dir, args).await,
+        Command::Serve(args) => serve::run(args).await,
         Command::Submit(args) => submit::submit(&config()?, args).await,
         Command::Upload(args) => submit::upload(&config()?, args).await,
         Command::Runs(args) => runs::list(&config()?, args).await,

@@ -649,7 +649,7 @@ impl Driver {
 }
 
 /// What the runner needs for an attempt, from the run's record (protocol §6 for `line_D`).
-fn spec(run: &RunRecord, task_id: &str, attempt: u32) -> Option<AttemptSpec> {
+pub(crate) fn spec(run: &RunRecord, task_id: &str, attempt: u32) -> Option<AttemptSpec> {
     let t = run.task(task_id)?;
     let def = run.def(t.step, t.idx)?;
     let mut line_d = linedee::LineD::new(task_id.to_owned());

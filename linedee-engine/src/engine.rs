@@ -142,7 +142,7 @@ impl EngineBuilder {
             procfile,
             dotenv,
             self.console,
-            Arc::clone(&env),
+            Some(Arc::clone(&env)),
             self.concurrency,
         ));
         let driver = Driver::new(Parts {

@@ -27,9 +27,42 @@ pub enum Error {
     /// A bucket reached through the SDK's client failed.
     #[error("the bucket failed")]
     Bucket(#[source] linedee::Error),
+    /// `serve` failed: an AWS request, a setting, or a run's stored state.
+    #[error(transparent)]
+    Cloud(#[from] CloudError),
     /// An internal task of the engine failed.
     #[error("engine internal error: {0}")]
     Internal(String),
+}
+
+/// What went wrong in `serve` (line^d on AWS S3 and SQS).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CloudError {
+    /// An S3 or SQS request failed (after the SDK's retries).
+    #[error("{op} failed: {message}")]
+    Request {
+        /// The operation and what it was on.
+        op: String,
+        /// What the service or the connection said.
+        message: String,
+    },
+    /// A setting is missing or wrong; the message says what to fix.
+    #[error("{0}")]
+    Config(String),
+    /// A run's stored state object cannot be read (it was edited, or written by another
+    /// version).
+    #[error("the state of run {run_id} (s3://{bucket}/{key}) cannot be read: {reason}")]
+    State {
+        /// The run.
+        run_id: String,
+        /// The state bucket.
+        bucket: String,
+        /// The state object's key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// What went wrong in the embedded store: its files, its SQLite index, or a request it refuses

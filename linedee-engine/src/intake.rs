@@ -79,7 +79,8 @@ async fn resolve(bucket: &dyn Bucket, d: &Delivery) -> (String, Result<Workflow,
     (run_id, workflow)
 }
 
-async fn workflow_of(bucket: &dyn Bucket, d: &Delivery) -> Result<Workflow, String> {
+/// The trigger's workflow (from `ld_code`, or the body for `ld_run`), or what is wrong with it.
+pub(crate) async fn workflow_of(bucket: &dyn Bucket, d: &Delivery) -> Result<Workflow, String> {
     let text = match d.kind {
         TriggerKind::LdCode => match d.metadata.get(LD_CODE) {
             Some(v) => linedee::metadata::decode_rfc2047(v).into_owned(),

@@ -37,6 +37,7 @@
 //!   the engine in process.
 //! - [`dashboard`]: the read-only web dashboard (cancel and retry need the local token).
 //!   The store and the dashboard share one accept loop with graceful shutdown (`http`).
+//! - [`serve`]: line^d on AWS (S3 + SQS), as stateless replicas: [`serve::Serve`].
 //! - [`Procfile`], [`parse_dotenv`]: the app's process types and `.env`.
 //! - [`Console`]: foreman-style task output. [`RetryPolicy`]: retries and backoff.
 //! - [`Error`], [`Result`]: the crate's errors, one variant per concern: [`StoreError`],
@@ -65,6 +66,7 @@ mod publish;
 mod retry;
 mod run_filter;
 mod runner;
+pub mod serve;
 mod stats;
 pub mod store;
 mod triggers;
@@ -72,7 +74,7 @@ mod views;
 
 pub use console::Console;
 pub use engine::{Engine, EngineBuilder};
-pub use error::{AppError, Error, JournalError, Result, RunError, StoreError};
+pub use error::{AppError, CloudError, Error, JournalError, Result, RunError, StoreError};
 pub use procfile::{Procfile, parse_dotenv};
 pub use retry::RetryPolicy;
 pub use run_filter::RunFilter;

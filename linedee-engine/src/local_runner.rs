@@ -74,7 +74,9 @@ pub(crate) struct LocalRunner {
     procfile: ProcfileSource,
     dotenv: Vec<(String, String)>,
     console: Console,
-    env: Arc<StoreEnv>,
+    /// The embedded store's `LD_*` variables; `None` under `serve`, where a task inherits the
+    /// engine's environment as a dyno gets the app's config vars.
+    env: Option<Arc<StoreEnv>>,
     permits: Arc<Semaphore>,
     /// Foreman-style process numbers: `DYNO=run.N`, shown as `name.N`.
     dynos: AtomicU64,
@@ -91,7 +93,7 @@ impl LocalRunner {
         procfile: ProcfileSource,
         dotenv: Vec<(String, String)>,
         console: Console,
-        env: Arc<StoreEnv>,
+        env: Option<Arc<StoreEnv>>,
         concurrency: usize,
     ) -> Self {
         LocalRunner {
@@ -125,12 +127,14 @@ impl LocalRunner {
                 .filter(|(k, _)| !linedee::validate::is_reserved_name(k))
                 .cloned(),
         );
-        let (store_env, bucket) = (Arc::clone(&self.env), spec.bucket.clone());
-        env.extend(
-            tokio::task::spawn_blocking(move || store_env.vars(&bucket))
-                .await
-                .unwrap_or_default(),
-        );
+        if let Some(store_env) = &self.env {
+            let (store_env, bucket) = (Arc::clone(store_env), spec.bucket.clone());
+            env.extend(
+                tokio::task::spawn_blocking(move || store_env.vars(&bucket))
+                    .await
+                    .unwrap_or_default(),
+            );
+        }
         let dyno = self.dynos.fetch_add(1, Ordering::Relaxed);
         env.push(("DYNO".into(), format!("run.{dyno}")));
         env.push((linedee::line_d::VAR.into(), spec.line_d.clone()));

@@ -56,6 +56,7 @@ pub(crate) enum LogBody {
     /// A local file.
     File(PathBuf),
     /// Text the runner fetched (a dyno's log lines).
+    #[allow(dead_code)] // made by the dyno runner
     Bytes(Vec<u8>),
 }
 

@@ -12,4 +12,5 @@
 
 mod local;
 mod moto;
+mod serve;
 mod support;

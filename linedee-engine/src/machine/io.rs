@@ -52,8 +52,9 @@ pub(crate) enum Event {
     Interrupt,
 }
 
-/// A timer of a run.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// A timer of a run (serialisable: a cloud driver keeps armed timers in the run's state).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "timer", rename_all = "snake_case")]
 pub(crate) enum Timer {
     /// `attempt` of a task must have its output by now.
     Timeout { task_id: String, attempt: u32 },

@@ -21,6 +21,6 @@ mod run;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use io::{Effect, Event, Refused, Timer};
-pub(crate) use record::{Millis, RunRecord, now_ms};
+pub(crate) use io::{Effect, Event, Refused, StopReason, Timer};
+pub(crate) use record::{Millis, RunRecord, Wait, now_ms};
 pub(crate) use run::Machine;

@@ -1,0 +1,54 @@
+//! `linedee serve`: one replica of line^d on AWS S3 + SQS (`docs/serve.md`). The engine's own
+//! AWS access uses the standard AWS credential chain; tasks get this process's environment
+//! (the app's `LD_*` variables included) plus `line_D` and their options.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use linedee_engine::serve::Serve;
+use linedee_engine::{Console, RetryPolicy};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::ServeArgs;
+use crate::exit;
+use crate::local::{init_tracing, listen_for_signals, on_signal};
+
+/// `linedee serve`.
+pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<u8> {
+    init_tracing(args.quiet);
+    let signals = listen_for_signals()?;
+    let (s3, sqs) = linedee_engine::serve::aws_clients().await;
+    let console = if args.quiet {
+        Console::quiet()
+    } else {
+        Console::stdout()
+    };
+    let serve = Serve::builder()
+        .bucket(&args.bucket)
+        .queue_url(&args.queue_url)
+        .state_prefix(&args.state_prefix)
+        .clients(s3, sqs)
+        .app_dir(&args.app_dir)
+        .data_dir(&args.data_dir)
+        .concurrency(args.concurrency)
+        .retry_policy(RetryPolicy::default())
+        .heartbeat(Duration::from_secs(args.heartbeat.max(1)))
+        .start_grace(Duration::from_secs(args.start_grace.max(1)))
+        .check_notification(!args.no_notification_check)
+        .console(console)
+        .build()
+        .await
+        .map_err(|e| exit::bad_input(format!("linedee serve cannot start: {e}")))?;
+    let stop = CancellationToken::new();
+    tokio::spawn(on_signal(signals, stop.clone()));
+    println!(
+        "linedee serve: bucket {} queue {} (Ctrl-C stops)",
+        args.bucket, args.queue_url
+    );
+    serve
+        .run(async move { stop.cancelled().await })
+        .await
+        .context("linedee serve stopped with an error")?;
+    println!("linedee serve stopped");
+    Ok(exit::OK)
+}

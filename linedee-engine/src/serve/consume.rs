@@ -1,0 +1,147 @@
+//! From a queue message to the driver: which objects start runs, which are outputs, and the
+//! run id of a trigger (its `ld_run_id`, or one derived from the event, so every replica that
+//! receives a copy of the event agrees on it).
+
+use std::sync::Arc;
+
+use linedee::metadata::LD_RUN_ID;
+use md5::{Digest, Md5};
+
+use super::message::{self, Message, ObjectEvent};
+use super::queue::Received;
+use super::worker::Worker;
+use crate::error::{CloudError, Result};
+use crate::store::{ENGINE_PREFIX, trigger_kind};
+use crate::triggers::Delivery;
+
+/// The prefix of task outputs.
+const OUT_PREFIX: &str = "out/";
+
+impl Worker {
+    /// Handles one message; `Ok` when it can be deleted.
+    pub(crate) async fn handle(self: &Arc<Self>, msg: &Received) -> Result<()> {
+        match message::parse(&msg.body) {
+            Err(reason) => Err(CloudError::Request {
+                op: format!("reading message {}", msg.id),
+                message: reason,
+            }
+            .into()),
+            Ok(Message::Test) => Ok(()),
+            Ok(Message::Tick(tick)) => self.tick(&tick).await,
+            Ok(Message::Objects(events)) => {
+                for event in events.iter().filter(|e| e.created()) {
+                    self.object(msg, event).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn object(self: &Arc<Self>, msg: &Received, event: &ObjectEvent) -> Result<()> {
+        if let Some(task_id) = event.key.strip_prefix(OUT_PREFIX) {
+            if !task_id.is_empty() {
+                self.output(event, task_id).await?;
+            }
+            return Ok(());
+        }
+        if event.key.starts_with(ENGINE_PREFIX) {
+            return Ok(());
+        }
+        // S3 events carry no metadata: HEAD the version the event is about.
+        let Some(head) = self
+            .s3
+            .head(&event.bucket, &event.key, event.version_id.as_deref())
+            .await?
+        else {
+            tracing::info!(
+                bucket = %event.bucket,
+                key = %event.key,
+                version = ?event.version_id,
+                "the object (or its version) was deleted before it could be read; no run"
+            );
+            return Ok(());
+        };
+        let Some(kind) = trigger_kind(&event.key, &head.metadata) else {
+            return Ok(());
+        };
+        let kind = match kind {
+            crate::store::TriggerKind::LdCode => linedee::status::TriggerKind::LdCode,
+            _ => linedee::status::TriggerKind::LdRun,
+        };
+        let etag = head.etag.clone().or_else(|| event.etag.clone());
+        let delivery = Delivery {
+            dedup: msg.id.clone(),
+            bucket: event.bucket.clone(),
+            key: event.key.clone(),
+            etag: etag.clone(),
+            kind,
+            run_id: head.metadata.get(LD_RUN_ID).cloned(),
+            metadata: head.metadata,
+        };
+        let derived = derived_run_id(event, etag.as_deref());
+        let (run_id, workflow) = match delivery.run_id.as_deref() {
+            Some(id) if linedee::metadata::is_valid_run_id(id) => (
+                id.to_owned(),
+                crate::intake::workflow_of(&self.s3, &delivery).await,
+            ),
+            Some(bad) => (
+                derived,
+                Err(format!(
+                    "metadata ld_run_id {bad:?} is invalid: expected 1 to 64 characters of [0-9A-Za-z_-]"
+                )),
+            ),
+            None => (
+                derived,
+                crate::intake::workflow_of(&self.s3, &delivery).await,
+            ),
+        };
+        self.create(msg, &delivery, &run_id, workflow)
+            .await
+            .map(drop)
+    }
+}
+
+/// A run id from the event: the same for every copy of one write (bucket, key, and the version
+/// id, else the ETag and the sequencer).
+pub(crate) fn derived_run_id(event: &ObjectEvent, etag: Option<&str>) -> String {
+    let mut h = Md5::new();
+    for part in [
+        event.bucket.as_str(),
+        event.key.as_str(),
+        event.version_id.as_deref().unwrap_or(""),
+        etag.unwrap_or(""),
+        event.sequencer.as_deref().unwrap_or(""),
+    ] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    hex::encode(h.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(version: Option<&str>, sequencer: Option<&str>) -> ObjectEvent {
+        ObjectEvent {
+            bucket: "b".into(),
+            key: "in/a".into(),
+            name: "ObjectCreated:Put".into(),
+            etag: Some("e".into()),
+            version_id: version.map(str::to_owned),
+            sequencer: sequencer.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn derived_run_ids_are_stable_valid_and_distinct_per_write() {
+        let a = derived_run_id(&event(Some("v1"), Some("01")), Some("e"));
+        assert_eq!(a, derived_run_id(&event(Some("v1"), Some("01")), Some("e")));
+        assert!(linedee::metadata::is_valid_run_id(&a), "{a}");
+        assert_ne!(a, derived_run_id(&event(Some("v2"), Some("02")), Some("e")));
+        assert_ne!(
+            derived_run_id(&event(None, Some("01")), Some("e")),
+            derived_run_id(&event(None, Some("02")), Some("e"))
+        );
+    }
+}

@@ -1,0 +1,222 @@
+//! Carrying out the machine's effects under `serve`, after the state they follow from is
+//! written: starts and stops through the runner, output checks and documents through S3.
+
+use std::sync::Arc;
+
+use linedee::RunStatus;
+use tokio_util::sync::CancellationToken;
+
+use super::worker::{Worker, lock};
+use crate::bucket::Bucket;
+use crate::machine::{Effect, Event, RunRecord};
+use crate::runner::{Exit, StartError};
+
+impl Worker {
+    /// Carries out a run's effects (each in a task of its own; their answers come back as
+    /// events through [`Worker::apply`]).
+    pub(crate) fn carry_out(self: &Arc<Self>, run: &RunRecord, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::CheckOutput { task_id } => self.check_output(run, task_id),
+                Effect::StartAttempt { task_id, attempt } => self.start(run, task_id, attempt),
+                Effect::StopAttempt {
+                    task_id,
+                    attempt,
+                    runner,
+                    ..
+                } => match runner {
+                    // A start this replica is making is withdrawn; another replica's start is
+                    // refused when it reports (the machine stops an unwanted start).
+                    None => {
+                        if let Some(t) = lock(&self.starting).get(&(task_id, attempt)) {
+                            t.cancel();
+                        }
+                    }
+                    Some(r) => {
+                        let me = Arc::clone(self);
+                        tokio::spawn(async move { me.runner.stop(&r).await });
+                    }
+                },
+                Effect::StopStale {
+                    task_id, runner, ..
+                } => {
+                    let me = Arc::clone(self);
+                    tokio::spawn(async move { me.runner.stop_stale(&runner, &task_id).await });
+                }
+                // Kept in the state; the run's tick fires it.
+                Effect::ArmTimer { .. } => {}
+                Effect::StoreLog { task_id, attempt } => {
+                    let me = Arc::clone(self);
+                    let bucket = run.trigger.bucket.clone();
+                    tokio::spawn(async move {
+                        let key = linedee::status::log_key(&task_id, attempt);
+                        if let Some(log) = me.runner.log(&task_id, attempt).await
+                            && let Err(e) = me.s3.put_log(&bucket, &key, log).await
+                        {
+                            tracing::warn!(task_id, attempt, error = %e, "cannot store a task log");
+                        }
+                    });
+                }
+                Effect::Publish => self.publish(run),
+                Effect::Finished(status) => {
+                    tracing::info!(run_id = %run.run_id, %status, "run finished");
+                }
+            }
+        }
+    }
+
+    /// Asks whether a task's output landed; answers with `OutputLanded` or `OutputMissing`.
+    fn check_output(self: &Arc<Self>, run: &RunRecord, task_id: String) {
+        let me = Arc::clone(self);
+        let (run_id, bucket) = (run.run_id.clone(), run.trigger.bucket.clone());
+        tokio::spawn(async move {
+            let event = match me.s3.output(&bucket, &task_id).await {
+                Ok(Some(state)) => Event::OutputLanded { task_id, state },
+                Ok(None) => Event::OutputMissing { task_id },
+                Err(e) => {
+                    // The run's next tick asks again.
+                    tracing::warn!(task_id, error = %e, "cannot check an output");
+                    return;
+                }
+            };
+            if let Err(e) = me.apply(&run_id, vec![event]).await {
+                tracing::warn!(run_id, error = %e, "cannot record an output check");
+            }
+        });
+    }
+
+    /// Starts an attempt through the runner, unless this replica is already starting it.
+    fn start(self: &Arc<Self>, run: &RunRecord, task_id: String, attempt: u32) {
+        let Some(spec) = crate::driver::spec(run, &task_id, attempt) else {
+            return;
+        };
+        let no_output = run
+            .task(&task_id)
+            .and_then(|t| run.def(t.step, t.idx))
+            .is_some_and(|d| d.no_output);
+        let key = (task_id.clone(), attempt);
+        let cancel = {
+            let mut starting = lock(&self.starting);
+            if starting.contains_key(&key) {
+                return;
+            }
+            let cancel = CancellationToken::new();
+            starting.insert(key.clone(), cancel.clone());
+            cancel
+        };
+        let me = Arc::clone(self);
+        let (run_id, bucket) = (run.run_id.clone(), run.trigger.bucket.clone());
+        tokio::spawn(async move {
+            // The exit is applied only after the start is: a quick process must not exit
+            // before it has started, as far as the state knows.
+            let (recorded, mut wait_recorded) = tokio::sync::watch::channel(false);
+            let on_exit = {
+                let (me, run_id, task_id) = (Arc::clone(&me), run_id.clone(), task_id.clone());
+                Box::new(move |exit: Exit| {
+                    tokio::spawn(async move {
+                        let _ = wait_recorded.wait_for(|done| *done).await;
+                        me.exited(&run_id, &bucket, task_id, attempt, no_output, exit)
+                            .await;
+                    });
+                })
+            };
+            let started = me.runner.start(spec, cancel, on_exit).await;
+            lock(&me.starting).remove(&key);
+            let event = match started {
+                Ok(runner) => Event::AttemptStarted {
+                    task_id,
+                    attempt,
+                    runner,
+                },
+                Err(StartError::Failed(reason)) => Event::SpawnFailed {
+                    task_id,
+                    attempt,
+                    reason,
+                },
+                Err(StartError::Cancelled) => return,
+            };
+            if let Err(e) = me.apply(&run_id, vec![event]).await {
+                tracing::warn!(run_id, error = %e, "cannot record a start; the run's tick repairs it");
+            }
+            let _ = recorded.send(true);
+        });
+    }
+
+    /// An attempt's process exited: its output (if it landed) and its exit, in one change.
+    async fn exited(
+        self: &Arc<Self>,
+        run_id: &str,
+        bucket: &str,
+        task_id: String,
+        attempt: u32,
+        no_output: bool,
+        exit: Exit,
+    ) {
+        let mut events = Vec::with_capacity(2);
+        if !no_output && let Ok(Some(state)) = self.s3.output(bucket, &task_id).await {
+            events.push(Event::OutputLanded {
+                task_id: task_id.clone(),
+                state,
+            });
+        }
+        events.push(Event::Exited {
+            task_id,
+            attempt,
+            code: exit.code,
+            detail: exit.detail,
+        });
+        if let Err(e) = self.apply(run_id, events).await {
+            tracing::warn!(run_id, error = %e, "cannot record an exit; the run's tick repairs it");
+        }
+    }
+
+    /// Writes the run's status document; documents of one run are written in order, and one
+    /// that a newer one replaces before it is written is skipped.
+    pub(crate) fn publish(self: &Arc<Self>, run: &RunRecord) {
+        let doc = (run.trigger.bucket.clone(), run.status_document());
+        {
+            let mut publishing = lock(&self.publishing);
+            if let Some(slot) = publishing.get_mut(&run.run_id) {
+                *slot = Some(doc);
+                return;
+            }
+            publishing.insert(run.run_id.clone(), Some(doc));
+        }
+        let me = Arc::clone(self);
+        let run_id = run.run_id.clone();
+        tokio::spawn(async move {
+            loop {
+                let next = {
+                    let mut publishing = lock(&me.publishing);
+                    match publishing.get_mut(&run_id).and_then(Option::take) {
+                        Some(doc) => doc,
+                        None => {
+                            publishing.remove(&run_id);
+                            return;
+                        }
+                    }
+                };
+                me.write_status(&run_id, next).await;
+            }
+        });
+    }
+
+    pub(super) async fn write_status(&self, run_id: &str, (bucket, doc): (String, RunStatus)) {
+        let finished = doc.status.is_finished();
+        let body = match serde_json::to_vec(&doc) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(run_id, error = %e, "cannot encode a status document");
+                return;
+            }
+        };
+        let key = linedee::status::status_key(run_id);
+        match self.s3.put_json(&bucket, &key, body).await {
+            Ok(()) if finished => {
+                lock(&self.published_final).insert(run_id.to_owned());
+            }
+            Ok(()) => {}
+            Err(e) => tracing::warn!(run_id, error = %e, "cannot write a status document"),
+        }
+    }
+}

@@ -1,0 +1,410 @@
+//! `linedee serve`: line^d on AWS, as any number of identical, stateless replicas.
+//!
+//! S3 event notifications arrive on an SQS queue; each run's state is one S3 object changed
+//! only by compare-and-swap (`If-None-Match: *` to create, `If-Match` to advance); the run's
+//! timers live in that state and a delayed SQS message (its tick) carries it on. The run state
+//! machine is the local engine's; only this driver differs. `docs/serve.md` has the design,
+//! the deployment and the guarantees.
+//!
+//! - `message`: the queue's bodies (S3 records, the test event, ticks);
+//! - `consume`: which objects start runs or prove outputs, and trigger run ids;
+//! - `worker`: the compare-and-swap transitions and the ticks' schedule; `effects` carries
+//!   the machine's effects out; `tick` fires timers and repairs what a lost replica left;
+//! - `state`, `s3`, `queue`: the state objects, S3 and SQS.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::console::Console;
+use crate::error::{CloudError, Result};
+use crate::local_runner::{LocalRunner, ProcfileSource};
+use crate::machine::Machine;
+use crate::retry::RetryPolicy;
+use crate::runner::Runner;
+
+mod consume;
+mod effects;
+mod message;
+mod queue;
+mod s3;
+mod state;
+mod tick;
+mod worker;
+
+use queue::{LONG_POLL_S, Queue, Received};
+use s3::S3;
+use state::States;
+use worker::{Pace, Worker};
+
+/// Settings of [`Serve`]: the bucket, the queue, the app, and the pace of ticks.
+///
+/// ```no_run
+/// # async fn demo() -> linedee_engine::Result<()> {
+/// let (s3, sqs) = linedee_engine::serve::aws_clients().await;
+/// let serve = linedee_engine::serve::Serve::builder()
+///     .bucket("my-ld-bucket")
+///     .queue_url("https://sqs.us-east-1.amazonaws.com/123456789012/ld-events")
+///     .clients(s3, sqs)
+///     .app_dir(".")
+///     .build()
+///     .await?;
+/// serve.run(async { let _ = tokio::signal::ctrl_c().await; }).await
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct ServeBuilder {
+    bucket: Option<String>,
+    queue_url: Option<String>,
+    state_prefix: String,
+    clients: Option<(aws_sdk_s3::Client, aws_sdk_sqs::Client)>,
+    app_dir: PathBuf,
+    data_dir: PathBuf,
+    concurrency: usize,
+    messages: usize,
+    retry: RetryPolicy,
+    heartbeat: Duration,
+    start_grace: Duration,
+    check_notification: bool,
+    console: Console,
+}
+
+impl Default for ServeBuilder {
+    fn default() -> Self {
+        ServeBuilder {
+            bucket: None,
+            queue_url: None,
+            state_prefix: "ld/engine/".to_owned(),
+            clients: None,
+            app_dir: PathBuf::from("."),
+            data_dir: PathBuf::from(".linedee/serve"),
+            concurrency: 8,
+            messages: 32,
+            retry: RetryPolicy::default(),
+            heartbeat: Duration::from_secs(60),
+            start_grace: Duration::from_secs(300),
+            check_notification: true,
+            console: Console::stdout(),
+        }
+    }
+}
+
+/// The AWS clients from the standard credential chain and configuration (`AWS_*` variables,
+/// profiles, instance or container roles). An endpoint override (`AWS_ENDPOINT_URL`,
+/// `AWS_ENDPOINT_URL_S3`) turns on path-style S3 addressing, as S3-compatible stores need.
+pub async fn aws_clients() -> (aws_sdk_s3::Client, aws_sdk_sqs::Client) {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    let path_style = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()));
+    let s3 = aws_sdk_s3::config::Builder::from(&config)
+        .force_path_style(path_style)
+        .build();
+    (
+        aws_sdk_s3::Client::from_conf(s3),
+        aws_sdk_sqs::Client::new(&config),
+    )
+}
+
+impl ServeBuilder {
+    /// The bucket whose uploads start runs (required).
+    pub fn bucket(mut self, bucket: impl Into<String>) -> Self {
+        self.bucket = Some(bucket.into());
+        self
+    }
+
+    /// The SQS queue the bucket's event notifications go to (required).
+    pub fn queue_url(mut self, url: impl Into<String>) -> Self {
+        self.queue_url = Some(url.into());
+        self
+    }
+
+    /// Where runs' state objects go in the bucket (default `ld/engine/`).
+    pub fn state_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.state_prefix = prefix.into();
+        self
+    }
+
+    /// The S3 and SQS clients ([`aws_clients`] reads the standard AWS configuration).
+    pub fn clients(mut self, s3: aws_sdk_s3::Client, sqs: aws_sdk_sqs::Client) -> Self {
+        self.clients = Some((s3, sqs));
+        self
+    }
+
+    /// The app (its `Procfile` and `.env`), for the local runner (default `.`).
+    pub fn app_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.app_dir = dir.into();
+        self
+    }
+
+    /// Where the local runner keeps attempts' logs before storing them (default
+    /// `.linedee/serve`).
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = dir.into();
+        self
+    }
+
+    /// Processes the local runner runs at once (default 8).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// Retries and backoff of failed attempts.
+    pub fn retry_policy(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// How often a running run's tick comes at least (default 60 s): it notices processes
+    /// that are gone and repairs what a lost replica left undone.
+    pub fn heartbeat(mut self, every: Duration) -> Self {
+        self.heartbeat = every;
+        self
+    }
+
+    /// After how long a start that was asked for and never reported is asked for again
+    /// (default 300 s).
+    pub fn start_grace(mut self, grace: Duration) -> Self {
+        self.start_grace = grace;
+        self
+    }
+
+    /// Whether `build` checks that the bucket notifies the queue (default on; S3-compatible
+    /// stores without notifications need it off, with events sent to the queue otherwise).
+    pub fn check_notification(mut self, check: bool) -> Self {
+        self.check_notification = check;
+        self
+    }
+
+    /// Where task output goes (default: this process's stdout, foreman-style).
+    pub fn console(mut self, console: Console) -> Self {
+        self.console = console;
+        self
+    }
+
+    /// Checks the settings against AWS: the bucket and the queue are reachable, and the
+    /// bucket's notification goes to the queue. A wrong setting fails with what to fix.
+    pub async fn build(self) -> Result<Serve> {
+        let missing = |what: &str, var: &str| {
+            CloudError::Config(format!("{what} is not set: pass it, or set {var}"))
+        };
+        let bucket = self
+            .bucket
+            .clone()
+            .ok_or_else(|| missing("the bucket", "LD_S3_BUCKET"))?;
+        let queue_url = self
+            .queue_url
+            .clone()
+            .ok_or_else(|| missing("the queue", "LD_SQS_QUEUE_URL"))?;
+        let (s3_client, sqs_client) = match self.clients.clone() {
+            Some(c) => c,
+            None => aws_clients().await,
+        };
+        let s3 = S3::new(s3_client.clone());
+        let queue = Queue::new(sqs_client, queue_url);
+        s3.check_bucket(&bucket).await?;
+        let info = queue.check().await?;
+        if self.check_notification {
+            check_notification(&s3_client, &bucket, &info.arn, queue.url()).await?;
+        }
+        match &info.dead_letter {
+            Some((arn, max)) => {
+                tracing::info!(dead_letter = %arn, max_receives = max, "the queue has a dead-letter queue")
+            }
+            None => {
+                tracing::warn!(queue = %queue.url(), "the queue has no dead-letter queue: a message that keeps failing comes back forever; add a redrive policy (docs/serve.md)")
+            }
+        }
+        let runner = self.local_runner()?;
+        let visibility = Duration::from_secs(info.visibility_s.max(1));
+        let pace = Pace {
+            heartbeat: self.heartbeat,
+            start_grace: self.start_grace,
+            lost_tick: visibility + self.heartbeat,
+        };
+        let states = States::new(s3.clone(), bucket.clone(), self.state_prefix.clone());
+        let worker = Worker::new(
+            Machine { retry: self.retry },
+            states,
+            s3,
+            queue.clone(),
+            runner,
+            pace,
+        );
+        Ok(Serve {
+            worker: Arc::new(worker),
+            queue,
+            visibility,
+            messages: self.messages,
+        })
+    }
+
+    fn local_runner(&self) -> Result<Arc<dyn Runner>> {
+        let procfile = ProcfileSource::open(self.app_dir.join("Procfile"))?;
+        let dotenv = crate::procfile::load_dotenv(&self.app_dir)?;
+        let app_dir = std::fs::canonicalize(&self.app_dir)
+            .map_err(|e| crate::Error::file("cannot open app dir", &self.app_dir, e))?;
+        std::fs::create_dir_all(&self.data_dir)
+            .map_err(|e| crate::Error::file("cannot create the data dir", &self.data_dir, e))?;
+        let runner = Arc::new(LocalRunner::new(
+            app_dir,
+            self.data_dir.clone(),
+            procfile,
+            dotenv,
+            self.console.clone(),
+            None,
+            self.concurrency,
+        ));
+        Ok(Arc::new(runner))
+    }
+}
+
+/// Fails unless the bucket sends object-created events to the queue.
+async fn check_notification(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    queue_arn: &str,
+    queue_url: &str,
+) -> Result<()> {
+    let config = s3
+        .get_bucket_notification_configuration()
+        .bucket(bucket)
+        .send()
+        .await
+        .map_err(|e| {
+            CloudError::Config(format!(
+                "cannot read the notification configuration of bucket `{bucket}` ({}): the engine's credentials need s3:GetBucketNotification",
+                aws_sdk_s3::error::DisplayErrorContext(&e)
+            ))
+        })?;
+    let found = config.queue_configurations().iter().any(|q| {
+        q.queue_arn() == queue_arn
+            && q.events()
+                .iter()
+                .any(|e| e.as_str().starts_with("s3:ObjectCreated:"))
+    });
+    if found {
+        Ok(())
+    } else {
+        Err(CloudError::Config(format!(
+            "the queue has no notification from bucket `{bucket}`: add an event notification of s3:ObjectCreated:* on `{bucket}` to the queue {queue_arn} ({queue_url}); see docs/serve.md"
+        ))
+        .into())
+    }
+}
+
+/// A replica of line^d on AWS: consumes the queue until shut down.
+#[derive(Debug)]
+pub struct Serve {
+    worker: Arc<Worker>,
+    queue: Queue,
+    visibility: Duration,
+    messages: usize,
+}
+
+impl Serve {
+    /// A builder with the defaults.
+    pub fn builder() -> ServeBuilder {
+        ServeBuilder::default()
+    }
+
+    /// Consumes the queue until `shutdown` completes, then lets the messages in hand finish.
+    /// Processes the local runner started are stopped; dynos go on (another replica carries
+    /// their runs on).
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+        let stop = CancellationToken::new();
+        let slots = Arc::new(Semaphore::new(self.messages));
+        let mut failures = 0u32;
+        tokio::pin!(shutdown);
+        loop {
+            let free = slots.available_permits().min(10);
+            let received = tokio::select! {
+                () = &mut shutdown => break,
+                r = self.receive(free, &slots) => r,
+            };
+            let batch = match received {
+                Ok(batch) => {
+                    failures = 0;
+                    batch
+                }
+                Err(e) => {
+                    failures += 1;
+                    let wait = Duration::from_millis(200 * 2u64.pow(failures.min(7)));
+                    tracing::error!(error = %e, retry_in = ?wait, "cannot receive from the queue");
+                    tokio::select! {
+                        () = &mut shutdown => break,
+                        () = tokio::time::sleep(wait) => continue,
+                    }
+                }
+            };
+            for msg in batch {
+                let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+                    break;
+                };
+                let (worker, queue, visibility) = (
+                    Arc::clone(&self.worker),
+                    self.queue.clone(),
+                    self.visibility,
+                );
+                tokio::spawn(async move {
+                    process(&worker, &queue, visibility, msg).await;
+                    drop(permit);
+                });
+            }
+        }
+        stop.cancel();
+        // The messages in hand finish (each is short: effects run on their own).
+        let _ = slots.acquire_many(self.messages as u32).await;
+        self.worker.runner.stop_all().await;
+        Ok(())
+    }
+
+    async fn receive(&self, free: usize, slots: &Arc<Semaphore>) -> Result<Vec<Received>> {
+        if free == 0 {
+            // Every slot busy: wait for one before asking for more.
+            drop(Arc::clone(slots).acquire_owned().await);
+            return Ok(Vec::new());
+        }
+        self.queue
+            .receive(i32::try_from(free).unwrap_or(10), LONG_POLL_S)
+            .await
+    }
+}
+
+/// Handles a message, keeping it invisible while it is worked on; deletes it once handled.
+async fn process(worker: &Arc<Worker>, queue: &Queue, visibility: Duration, msg: Received) {
+    let extend = async {
+        let half = (visibility / 2).max(Duration::from_secs(1));
+        loop {
+            tokio::time::sleep(half).await;
+            let secs = i32::try_from(visibility.as_secs()).unwrap_or(30);
+            if let Err(e) = queue.extend(&msg.receipt, secs).await {
+                tracing::warn!(message_id = %msg.id, error = %e, "cannot extend a message's visibility");
+            }
+        }
+    };
+    let handled = tokio::select! {
+        r = worker.handle(&msg) => r,
+        () = extend => return,
+    };
+    match handled {
+        Ok(()) => {
+            if let Err(e) = queue.delete(&msg.receipt).await {
+                tracing::warn!(message_id = %msg.id, error = %e, "cannot delete a handled message; handling it again is harmless");
+            }
+        }
+        Err(e) => tracing::error!(
+            message_id = %msg.id,
+            receives = msg.receives,
+            error = %e,
+            "a message was not handled; it comes back after the visibility timeout, and goes to the dead-letter queue after the queue's maximum receives"
+        ),
+    }
+}

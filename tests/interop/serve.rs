@@ -1,0 +1,378 @@
+//! `linedee serve` end to end on moto's S3 and SQS, with a real bucket notification: the
+//! product document's three workflows run by a `linedee serve` child process, and bad input
+//! on the queue (a body that is not an event, an event for a deleted object) that goes to the
+//! dead-letter queue or is dropped, without stopping the replica.
+
+use std::collections::HashMap;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use aws_sdk_s3::types::{
+    BucketVersioningStatus, Event, NotificationConfiguration, QueueConfiguration,
+    VersioningConfiguration,
+};
+use aws_sdk_sqs::types::QueueAttributeName;
+use linedee::credentials::{Credentials, CredentialsCache, StaticProvider};
+use linedee::status::TriggerKind;
+use linedee::{Body, Client, Machine, RunState, Task, TaskGroup, Workflow};
+use linedee_tests::{binary, example_tasks};
+
+use super::support::{DEADLINE, Moto, eventually};
+
+const BUCKET: &str = "ld-served";
+const KEY_ID: &str = "AKIAMOTOSERVE";
+const SECRET: &str = "moto-serve-secret";
+
+/// moto as S3 and SQS: the bucket (versioned) notifies `ld-events`, whose dead-letter queue
+/// takes a message after 2 receives.
+struct Aws {
+    moto: Moto,
+    client: Client,
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+    dlq_url: String,
+}
+
+async fn aws(visibility_s: u32) -> Aws {
+    let moto = Moto::start().await;
+    let creds = Credentials::new(KEY_ID, SECRET, None, None);
+    let client = Client::builder()
+        .bucket(BUCKET)
+        .endpoint(&moto.endpoint)
+        .credentials_cache(CredentialsCache::new(StaticProvider::new(creds)))
+        .build()
+        .expect("client");
+    let s3 = client.s3();
+    s3.create_bucket()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .expect("bucket");
+    s3.put_bucket_versioning()
+        .bucket(BUCKET)
+        .versioning_configuration(
+            VersioningConfiguration::builder()
+                .status(BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("versioning");
+    let sqs_conf = aws_sdk_sqs::Config::builder()
+        .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+        .endpoint_url(&moto.endpoint)
+        .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            KEY_ID, SECRET, None, None, "test",
+        ))
+        .build();
+    let sqs = aws_sdk_sqs::Client::from_conf(sqs_conf);
+    let dlq_url = sqs
+        .create_queue()
+        .queue_name("ld-events-dlq")
+        .send()
+        .await
+        .expect("dlq")
+        .queue_url
+        .expect("dlq url");
+    let dlq_arn = queue_arn(&sqs, &dlq_url).await;
+    let redrive = format!(r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"2"}}"#);
+    let queue_url = sqs
+        .create_queue()
+        .queue_name("ld-events")
+        .attributes(QueueAttributeName::RedrivePolicy, redrive)
+        .attributes(
+            QueueAttributeName::VisibilityTimeout,
+            visibility_s.to_string(),
+        )
+        .send()
+        .await
+        .expect("queue")
+        .queue_url
+        .expect("queue url");
+    let arn = queue_arn(&sqs, &queue_url).await;
+    s3.put_bucket_notification_configuration()
+        .bucket(BUCKET)
+        .notification_configuration(
+            NotificationConfiguration::builder()
+                .queue_configurations(
+                    QueueConfiguration::builder()
+                        .queue_arn(arn)
+                        .events(Event::from("s3:ObjectCreated:*"))
+                        .build()
+                        .expect("queue configuration"),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .expect("notification");
+    Aws {
+        moto,
+        client,
+        sqs,
+        queue_url,
+        dlq_url,
+    }
+}
+
+async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
+    sqs.get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("queue attributes")
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .expect("queue arn")
+}
+
+/// A `linedee serve` child process (its own process group, killed with its tasks on drop).
+struct Serve {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Serve {
+    fn start(aws: &Aws, procfile: &str, extra: &[(&str, &str)]) -> Serve {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let app = dir.path().join("app");
+        std::fs::create_dir_all(&app).expect("app dir");
+        std::fs::write(app.join("Procfile"), procfile).expect("Procfile");
+        let log = std::fs::File::create(dir.path().join("serve.log")).expect("log");
+        let mut cmd = Command::new(binary("linedee-cli", "linedee"));
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy().into_owned();
+            if k.starts_with("AWS_") || k.starts_with("LD_") || k == "line_D" {
+                cmd.env_remove(&k);
+            }
+        }
+        let env: HashMap<&str, String> = HashMap::from([
+            ("AWS_ENDPOINT_URL", aws.moto.endpoint.clone()),
+            ("AWS_ACCESS_KEY_ID", KEY_ID.to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET.to_owned()),
+            ("AWS_REGION", "us-east-1".to_owned()),
+            ("AWS_CONFIG_FILE", "/dev/null".to_owned()),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null".to_owned()),
+            ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+            ("LD_S3_BUCKET", BUCKET.to_owned()),
+            ("LD_SQS_QUEUE_URL", aws.queue_url.clone()),
+            ("LD_APP_DIR", app.display().to_string()),
+            (
+                "LD_SERVE_DATA_DIR",
+                dir.path().join("data").display().to_string(),
+            ),
+            ("LD_HEARTBEAT", "2".to_owned()),
+            // What the tasks use to write their outputs, as on a dyno.
+            ("LD_S3_ENDPOINT", aws.moto.endpoint.clone()),
+            ("LD_AWS_ACCESS_KEY_ID", KEY_ID.to_owned()),
+            ("LD_AWS_SECRET_ACCESS_KEY", SECRET.to_owned()),
+            ("LD_REGION", "us-east-1".to_owned()),
+            ("RUST_LOG", "info,aws=warn".to_owned()),
+        ]);
+        cmd.envs(env)
+            .envs(extra.iter().copied())
+            .arg("serve")
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .process_group(0);
+        let child = cmd.spawn().expect("linedee serve starts");
+        Serve { child, dir }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
+    }
+
+    fn still_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let pgid = nix::unistd::Pid::from_raw(-(self.child.id() as i32));
+        let _ = nix::sys::signal::kill(pgid, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+fn procfile(bin: &Path) -> String {
+    format!(
+        "process-image: {b} process-image\nget-data: {b} get-data\n",
+        b = bin.display()
+    )
+}
+
+async fn wait(client: &Client, run_id: &str, serve: &Serve) -> linedee::RunStatus {
+    let mut last = None;
+    let start = std::time::Instant::now();
+    loop {
+        if let Ok(s) = client.run(run_id).await {
+            if s.status.is_finished() {
+                return s;
+            }
+            last = Some(s);
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "run {run_id} did not finish within {DEADLINE:?}: {last:#?}\nserve log:\n{}",
+            serve.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_on_moto_runs_the_product_documents_three_workflows() {
+    let aws = aws(30).await;
+    let serve = Serve::start(&aws, &procfile(&example_tasks()), &[]);
+    // 1. The starter: two steps that only echo (`ld_run`).
+    let starter = Workflow::new()
+        .title("Example 2-step workflow")
+        .step(
+            Task::new(r#"bash -c 'echo "Do Step 1"'"#)
+                .machine(Machine::Basic)
+                .no_output(),
+        )
+        .step(
+            Task::new(r#"bash -c 'echo "Do Step 2"'"#)
+                .machine(Machine::Basic)
+                .no_output(),
+        );
+    let s1 = aws
+        .client
+        .submit("in/example", &starter)
+        .await
+        .expect("submit");
+    // 2. A media file with its workflow as `ld_code`, run by a Rust `#[ld_task]`.
+    let media = Workflow::new().title("Process media files").step(
+        Task::new("process_image")
+            .timeout(Duration::from_secs(30))
+            .option("dir", "out"),
+    );
+    let s2 = aws
+        .client
+        .upload("in/img/example_img.jpg", Body::from(vec![7u8; 4096]))
+        .workflow(&media)
+        .content_type("image/jpeg")
+        .send()
+        .await
+        .expect("upload");
+    // 3. The parallel `get_data` group.
+    let etl = Workflow::new().step(
+        TaskGroup::new(
+            ["posts", "users", "comments"].map(|e| Task::new("get_data").option("endpoint", e)),
+        )
+        .name("Run a parallel Task Group"),
+    );
+    let s3 = aws.client.submit("in/etl", &etl).await.expect("submit");
+
+    let run1 = wait(&aws.client, s1.run_id(), &serve).await;
+    assert_eq!(
+        run1.status,
+        RunState::Succeeded,
+        "{run1:#?}\n{}",
+        serve.log()
+    );
+    assert_eq!(run1.steps.len(), 2);
+    assert!(run1.tasks().all(|t| t.attempts == 1), "{run1:#?}");
+
+    let run2 = wait(&aws.client, s2.run_id(), &serve).await;
+    assert_eq!(
+        run2.status,
+        RunState::Succeeded,
+        "{run2:#?}\n{}",
+        serve.log()
+    );
+    assert_eq!(run2.trigger.kind, TriggerKind::LdCode);
+    let task = &run2.steps[0].tasks[0];
+    let state = task
+        .state
+        .as_ref()
+        .expect("ld_state in the status document");
+    assert_eq!(state["bytes"], 4096, "{state}");
+
+    let run3 = wait(&aws.client, s3.run_id(), &serve).await;
+    assert_eq!(
+        run3.status,
+        RunState::Succeeded,
+        "{run3:#?}\n{}",
+        serve.log()
+    );
+    for (task, expected) in run3.steps[0].tasks.iter().zip([5, 3, 6]) {
+        let out = aws.client.task_output(&task.task_id).await.expect("output");
+        let records: serde_json::Value =
+            serde_json::from_slice(&out.bytes().await.expect("body")).expect("json");
+        assert_eq!(
+            records.as_array().map(Vec::len),
+            Some(expected),
+            "{records}"
+        );
+    }
+    // Each attempt's log is stored, as on the local engine.
+    let log = eventually("the media task's log", || async {
+        let key = linedee::status::log_key(&task.task_id, 1);
+        let o = aws.client.get(&key).await.ok()?;
+        o.bytes().await.ok()
+    })
+    .await;
+    assert!(!log.is_empty());
+    // One state object per run, in the state prefix.
+    let states = aws.client.list("ld/engine/runs/").await.expect("list");
+    assert_eq!(states.len(), 3, "{states:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_survives_bad_messages_and_vanished_objects() {
+    let aws = aws(1).await;
+    let mut serve = Serve::start(&aws, &procfile(&example_tasks()), &[]);
+    // A body that is no event: handled twice, then the queue moves it to its DLQ.
+    aws.sqs
+        .send_message()
+        .queue_url(&aws.queue_url)
+        .message_body("this is not an S3 event")
+        .send()
+        .await
+        .expect("send");
+    // An event for an object that does not exist (deleted before it was read): no run.
+    let ghost = r#"{"Records":[{"eventVersion":"2.1","eventSource":"aws:s3","eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"ld-served"},"object":{"key":"in/gone","eTag":"x"}}}]}"#;
+    aws.sqs
+        .send_message()
+        .queue_url(&aws.queue_url)
+        .message_body(ghost)
+        .send()
+        .await
+        .expect("send");
+    let dead = eventually("the bad message in the dead-letter queue", || async {
+        let got = aws
+            .sqs
+            .receive_message()
+            .queue_url(&aws.dlq_url)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .ok()?;
+        got.messages?.into_iter().next()?.body
+    })
+    .await;
+    assert_eq!(dead, "this is not an S3 event");
+    assert!(serve.still_running(), "{}", serve.log());
+    let log = serve.log();
+    assert!(
+        log.contains("not an S3 event notification"),
+        "the log says what is wrong: {log}"
+    );
+    assert!(log.contains("deleted before it could be read"), "{log}");
+    // And the replica still runs workflows.
+    let wf = Workflow::new().step(Task::new("bash -c 'echo ok'").no_output());
+    let s = aws.client.submit("in/after", &wf).await.expect("submit");
+    let run = wait(&aws.client, s.run_id(), &serve).await;
+    assert_eq!(run.status, RunState::Succeeded, "{run:#?}");
+    assert!(aws.client.list("ld/runs/").await.expect("list").len() == 1);
+}
