@@ -13,4 +13,5 @@
 mod local;
 mod moto;
 mod serve;
+mod serve_race;
 mod support;

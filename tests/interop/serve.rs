@@ -375,4 +375,93 @@ async fn serve_survives_bad_messages_and_vanished_objects() {
     let run = wait(&aws.client, s.run_id(), &serve).await;
     assert_eq!(run.status, RunState::Succeeded, "{run:#?}");
     assert!(aws.client.list("ld/runs/").await.expect("list").len() == 1);
+    // A state object edited by hand: its run's next message cannot be handled; it says why
+    // and goes to the dead-letter queue.
+    let state_key = format!("ld/engine/runs/{}.json", s.run_id());
+    aws.client
+        .put(&state_key, r#"{"edited": "by hand"}"#)
+        .send()
+        .await
+        .expect("edit");
+    let tick = format!(
+        r#"{{"ld_tick":{{"run_id":"{}","tick":99,"due_ms":0}}}}"#,
+        s.run_id()
+    );
+    aws.sqs
+        .send_message()
+        .queue_url(&aws.queue_url)
+        .message_body(&tick)
+        .send()
+        .await
+        .expect("send");
+    let dead = eventually(
+        "the tick of the edited run in the dead-letter queue",
+        || async {
+            let got = aws
+                .sqs
+                .receive_message()
+                .queue_url(&aws.dlq_url)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .ok()?;
+            got.messages?
+                .into_iter()
+                .find_map(|m| m.body.filter(|b| b == &tick))
+        },
+    )
+    .await;
+    assert_eq!(dead, tick);
+    let log = serve.log();
+    assert!(
+        log.contains(&format!(
+            "the state of run {} (s3://ld-served/{state_key}) cannot be read",
+            s.run_id()
+        )),
+        "{log}"
+    );
+    assert!(serve.still_running(), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_refuses_to_start_without_the_notification_and_says_the_fix() {
+    let aws = aws(30).await;
+    aws.client
+        .s3()
+        .put_bucket_notification_configuration()
+        .bucket(BUCKET)
+        .notification_configuration(NotificationConfiguration::builder().build())
+        .send()
+        .await
+        .expect("no notification");
+    let mut serve = Serve::start(&aws, "", &[]);
+    let code = eventually("linedee serve exits", || {
+        let status = serve.child.try_wait().expect("try_wait");
+        async move { status }
+    })
+    .await;
+    assert_eq!(code.code(), Some(2), "{}", serve.log());
+    let log = serve.log();
+    assert!(
+        log.contains("the queue has no notification from bucket `ld-served`: add an event notification of s3:ObjectCreated:*"),
+        "{log}"
+    );
+    // A queue that does not exist is named, with the variable to fix.
+    let mut serve = Serve::start(
+        &aws,
+        "",
+        &[(
+            "LD_SQS_QUEUE_URL",
+            &format!("{}/123456789012/no-such-queue", aws.moto.endpoint),
+        )],
+    );
+    let code = eventually("linedee serve exits", || {
+        let status = serve.child.try_wait().expect("try_wait");
+        async move { status }
+    })
+    .await;
+    assert_eq!(code.code(), Some(2), "{}", serve.log());
+    let log = serve.log();
+    assert!(log.contains("no-such-queue cannot be read"), "{log}");
+    assert!(log.contains("check LD_SQS_QUEUE_URL"), "{log}");
 }

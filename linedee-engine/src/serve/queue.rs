@@ -38,6 +38,19 @@ pub(crate) struct Queue {
     url: String,
 }
 
+/// An error in a line: the service's code and message, else the SDK's account of it.
+fn brief<E>(e: &SdkError<E>) -> String
+where
+    E: aws_sdk_sqs::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    use aws_sdk_sqs::error::ProvideErrorMetadata;
+    match (e.code(), e.message()) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code.to_owned(),
+        _ => DisplayErrorContext(e).to_string(),
+    }
+}
+
 fn failed<E: std::error::Error + Send + Sync + 'static>(op: &str, e: &SdkError<E>) -> Error {
     CloudError::Request {
         op: format!("SQS {op}"),
@@ -70,7 +83,7 @@ impl Queue {
                 CloudError::Config(format!(
                     "the queue {} cannot be read ({}): check LD_SQS_QUEUE_URL and that the engine's AWS credentials may sqs:GetQueueAttributes on it",
                     self.url,
-                    DisplayErrorContext(&e)
+                    brief(&e)
                 ))
             })?;
         let attrs = out.attributes().cloned().unwrap_or_default();

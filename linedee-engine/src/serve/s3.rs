@@ -48,6 +48,18 @@ fn failed<E: std::error::Error + Send + Sync + 'static>(
     .into()
 }
 
+/// An error in a line: the service's code and message, else the SDK's account of it.
+pub(crate) fn brief<E>(e: &SdkError<E>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match (e.code(), e.message()) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code.to_owned(),
+        _ => DisplayErrorContext(e).to_string(),
+    }
+}
+
 fn status<E>(e: &SdkError<E>) -> Option<u16> {
     e.raw_response().map(|r| r.status().as_u16())
 }
@@ -173,9 +185,13 @@ impl S3 {
             .await
             .map(drop)
             .map_err(|e| {
+                let why = match status(&e) {
+                    Some(404) => "it does not exist".to_owned(),
+                    Some(403) => "access denied".to_owned(),
+                    _ => brief(&e),
+                };
                 CloudError::Config(format!(
-                    "the bucket `{bucket}` cannot be reached ({}): check its name (LD_S3_BUCKET) and that the engine's AWS credentials may s3:ListBucket on it",
-                    DisplayErrorContext(&e)
+                    "the bucket `{bucket}` cannot be reached ({why}): check its name (LD_S3_BUCKET) and that the engine's AWS credentials may s3:ListBucket on it"
                 ))
                 .into()
             })
