@@ -51,9 +51,10 @@ pub(crate) enum Command {
     Run(RunArgs),
     /// Print a task attempt's log (stdout and stderr).
     Logs(LogsArgs),
-    /// Cancel a run (local engine only).
+    /// Cancel a run (a local engine, or a bucket served by `linedee serve`).
     Cancel(RunIdArg),
-    /// Redrive a failed or cancelled run from its first unfinished step (local engine only).
+    /// Redrive a failed or cancelled run from its first unfinished step (a local engine, or a
+    /// bucket served by `linedee serve`).
     Retry(RunIdArg),
     /// Check a workflow file, and that each `cmd` is a Procfile process type or a command line.
     Validate(ValidateArgs),

@@ -1,8 +1,12 @@
 //! `linedee cancel ID` and `linedee retry ID`: through the local engine's dashboard API
 //! (`POST {LD_DASHBOARD_URL}/api/runs/{id}/cancel|retry`, bearer token from
-//! `<dir>/dashboard-token`). A hosted line^d bucket has no such API.
+//! `<dir>/dashboard-token`) when one is configured; otherwise through the bucket, to the
+//! engine that serves it (`linedee serve`: a request object under `ld/control/`, answered
+//! beside it).
 
 use std::path::Path;
+
+use anyhow::Context;
 use std::time::{Duration, Instant};
 
 use crate::env::{Config, DASHBOARD_URL_VAR};
@@ -47,11 +51,8 @@ async fn post(config: &Config, dir: &Path, run_id: &str, action: &str) -> anyhow
         )));
     }
     let Some(base) = config.get(DASHBOARD_URL_VAR) else {
-        return Err(exit::bad_input(format!(
-            "`{action}` works only against a local engine: {DASHBOARD_URL_VAR} is not set and \
-             {}/env does not exist; start `linedee local`, or pass --dir to its directory",
-            dir.display()
-        )));
+        // No local engine: ask the engine serving the bucket (`linedee serve`).
+        return through_bucket(config, run_id, action).await;
     };
     let token_path = dir.join(TOKEN_FILE);
     let token = match std::env::var("LINEDEE_DASHBOARD_TOKEN") {
@@ -98,6 +99,68 @@ async fn post(config: &Config, dir: &Path, run_id: &str, action: &str) -> anyhow
         400 | 409 | 422 => exit::bad_input(format!("cannot {action} run {run_id}: {reason}")),
         _ => anyhow::anyhow!("the dashboard answered {status} to {action} run {run_id}: {reason}"),
     })
+}
+
+/// How long a served bucket's engine has to answer a control request.
+const ANSWER_WITHIN: Duration = Duration::from_secs(60);
+
+/// Cancel or retry through the bucket (protocol §10): writes the request, waits for the
+/// engine's answer.
+async fn through_bucket(config: &Config, run_id: &str, action: &str) -> anyhow::Result<()> {
+    use linedee::control::{Action, Answer, Request, answer_key, request_key};
+    let client = config.client().with_context(|| {
+        format!(
+            "`{action}` needs a local engine ({DASHBOARD_URL_VAR}, from `linedee local`'s dir: pass --dir) or a bucket served by `linedee serve` (the LD_* variables)"
+        )
+    })?;
+    let request = Request {
+        action: if action == "cancel" {
+            Action::Cancel
+        } else {
+            Action::Retry
+        },
+    };
+    let request_id = linedee::metadata::new_run_id();
+    client
+        .put(
+            request_key(run_id, &request_id),
+            serde_json::to_vec(&request)?,
+        )
+        .content_type("application/json")
+        .send()
+        .await
+        .with_context(|| format!("cannot write the {action} request to the bucket"))?;
+    let deadline = Instant::now() + ANSWER_WITHIN;
+    let key = answer_key(run_id, &request_id);
+    loop {
+        match client.get(&key).await {
+            Ok(object) => {
+                let body = object.bytes().await?;
+                let answer: Answer = serde_json::from_slice(&body)
+                    .map_err(|e| anyhow::anyhow!("the engine's answer {key} is not valid: {e}"))?;
+                if answer.ok {
+                    return Ok(());
+                }
+                let reason = answer.error.unwrap_or_else(|| "refused".to_owned());
+                return Err(if reason.starts_with("no run") {
+                    exit::not_found(reason)
+                } else {
+                    exit::bad_input(format!("cannot {action} run {run_id}: {reason}"))
+                });
+            }
+            Err(linedee::Error::NotFound { .. }) => {}
+            Err(e) => return Err(anyhow::Error::new(e).context("cannot read the engine's answer")),
+        }
+        if Instant::now() >= deadline {
+            return Err(exit::unreachable(format!(
+                "no engine answered the {action} request for run {run_id} within {}s: \
+                 this needs `linedee serve` running for the bucket (or `linedee local`, with \
+                 {DASHBOARD_URL_VAR} set), and the bucket's notification must include ld/control/",
+                ANSWER_WITHIN.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The error message of a JSON error body (`{"error": "..."}` or `{"message": "..."}`), or a

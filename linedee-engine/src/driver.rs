@@ -684,7 +684,7 @@ pub(crate) fn spec(run: &RunRecord, task_id: &str, attempt: u32) -> Option<Attem
     })
 }
 
-fn refusal(run_id: &str, refused: Refused) -> Error {
+pub(crate) fn refusal(run_id: &str, refused: Refused) -> Error {
     let run_id = run_id.to_owned();
     let refused = match refused {
         Refused::Finished(status) => RunError::Finished {

@@ -32,9 +32,11 @@
 //! - [`credentials`]: providers (environment, Heroku API, Heroku CLI, your own) and the
 //!   refreshing cache.
 //! - [`status`]: the run status document; [`line_d`]: the task environment.
+//! - [`control`]: cancel and retry through the bucket, for runs served by `linedee serve`.
 //!
 //! [line^d]: https://elements.heroku.com/addons/line-d
 
+pub mod control;
 pub mod credentials;
 pub mod line_d;
 pub mod metadata;

@@ -465,3 +465,107 @@ async fn serve_refuses_to_start_without_the_notification_and_says_the_fix() {
     assert!(log.contains("no-such-queue cannot be read"), "{log}");
     assert!(log.contains("check LD_SQS_QUEUE_URL"), "{log}");
 }
+
+/// `linedee` (the CLI) with only the `LD_*` variables of the served bucket.
+fn cli(aws: &Aws, cwd: &Path, args: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new(binary("linedee-cli", "linedee"));
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        if k.starts_with("AWS_") || k.starts_with("LD_") || k == "line_D" {
+            cmd.env_remove(&k);
+        }
+    }
+    cmd.current_dir(cwd)
+        .env("LINEDEE_DIR", cwd.join("no-local-engine"))
+        .env("LD_S3_BUCKET", BUCKET)
+        .env("LD_S3_ENDPOINT", &aws.moto.endpoint)
+        .env("LD_AWS_ACCESS_KEY_ID", KEY_ID)
+        .env("LD_AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("LD_REGION", "us-east-1")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("linedee runs")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_and_retry_reach_the_replica_through_the_bucket() {
+    let aws = aws(30).await;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let flag = tmp.path().join("failed-once");
+    // `flaky` fails once (no output), then writes its output like `get-data`.
+    let serve = Serve::start(
+        &aws,
+        &format!(
+            "flaky: bash -c 'test -f {f} || {{ touch {f}; exit 3; }}; exec {bin} get-data'\n",
+            f = flag.display(),
+            bin = example_tasks().display()
+        ),
+        &[],
+    );
+    // A run whose task sleeps without an output: cancel stops it.
+    let marker = tmp.path().join("started");
+    let sleeper = Workflow::new().step(
+        Task::new(format!(
+            "bash -c 'touch {}; exec sleep 600'",
+            marker.display()
+        ))
+        .timeout(Duration::from_secs(900)),
+    );
+    let s = aws
+        .client
+        .submit("in/sleep", &sleeper)
+        .await
+        .expect("submit");
+    eventually("the sleeping task started", || async {
+        marker.exists().then_some(())
+    })
+    .await;
+    let out = cli(&aws, tmp.path(), &["cancel", s.run_id()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{stderr}\n{}",
+        serve.log()
+    );
+    assert!(
+        stdout.contains(&format!("run {} cancelled", s.run_id())),
+        "{stdout}"
+    );
+    let run = wait(&aws.client, s.run_id(), &serve).await;
+    assert_eq!(run.status, RunState::Cancelled, "{run:#?}");
+    // Cancelling it again is refused, with the reason.
+    let out = cli(&aws, tmp.path(), &["cancel", s.run_id()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("already finished"), "{stderr}");
+
+    // A run that fails once: retry runs it again, from its failed step.
+    let flaky = Workflow::new().step(Task::new("flaky").option("endpoint", "posts").retries(0));
+    let s = aws.client.submit("in/flaky", &flaky).await.expect("submit");
+    let run = wait(&aws.client, s.run_id(), &serve).await;
+    assert_eq!(run.status, RunState::Failed, "{run:#?}");
+    let out = cli(&aws, tmp.path(), &["retry", s.run_id()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = eventually("the redriven run succeeded", || async {
+        let r = aws.client.run(s.run_id()).await.ok()?;
+        (r.status == RunState::Succeeded).then_some(r)
+    })
+    .await;
+    assert_eq!(run.steps[0].tasks[0].attempts, 2, "{run:#?}");
+    // An unknown run is "not found" (exit 3).
+    let out = cli(&aws, tmp.path(), &["retry", "no-such-run"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -9,8 +9,9 @@ use md5::{Digest, Md5};
 
 use super::message::{self, Message, ObjectEvent};
 use super::queue::Received;
-use super::worker::Worker;
+use super::worker::{Applied, Worker};
 use crate::error::{CloudError, Result};
+use crate::machine::Event;
 use crate::store::{ENGINE_PREFIX, trigger_kind};
 use crate::triggers::Delivery;
 
@@ -37,6 +38,73 @@ impl Worker {
         }
     }
 
+    /// A control request (cancel, retry): applied to the run, answered in the bucket.
+    async fn control(
+        self: &Arc<Self>,
+        event: &ObjectEvent,
+        run_id: &str,
+        request_id: &str,
+    ) -> Result<()> {
+        use linedee::control::{Action, Answer, Request, answer_key};
+        let Some((body, _)) = self.s3.get(&event.bucket, &event.key).await? else {
+            return Ok(());
+        };
+        let answer = match serde_json::from_slice::<Request>(&body) {
+            Err(e) => Answer {
+                ok: false,
+                error: Some(format!(
+                    "{} is not a control request: {e} (expected {{\"action\": \"cancel\"}} or {{\"action\": \"retry\"}})",
+                    event.key
+                )),
+            },
+            Ok(request) => {
+                let event = match request.action {
+                    Action::Cancel => Event::CancelRequested,
+                    Action::Retry => Event::RedriveRequested,
+                };
+                let mut refused = None;
+                let applied = self
+                    .transition(run_id, |machine, doc, now| {
+                        refused = None;
+                        match machine.handle(&mut doc.record, now, event.clone()) {
+                            Ok(effects) => effects,
+                            Err(r) => {
+                                refused = Some(r);
+                                Vec::new()
+                            }
+                        }
+                    })
+                    .await?;
+                match (applied, refused) {
+                    (Applied::NoRun, _) => Answer {
+                        ok: false,
+                        error: Some(format!(
+                            "no run `{run_id}` in this bucket (a run just submitted exists once its trigger is taken in: try again)"
+                        )),
+                    },
+                    (_, Some(r)) => Answer {
+                        ok: false,
+                        error: Some(crate::driver::refusal(run_id, r).to_string()),
+                    },
+                    (_, None) => Answer {
+                        ok: true,
+                        error: None,
+                    },
+                }
+            }
+        };
+        tracing::info!(run_id, request_id, ok = answer.ok, error = ?answer.error, "control request answered");
+        let body = serde_json::to_vec(&answer).unwrap_or_default();
+        self.s3
+            .put(
+                &event.bucket,
+                &answer_key(run_id, request_id),
+                body,
+                "application/json",
+            )
+            .await
+    }
+
     async fn object(self: &Arc<Self>, msg: &Received, event: &ObjectEvent) -> Result<()> {
         if let Some(task_id) = event.key.strip_prefix(OUT_PREFIX) {
             if !task_id.is_empty() {
@@ -45,6 +113,9 @@ impl Worker {
             return Ok(());
         }
         if event.key.starts_with(ENGINE_PREFIX) {
+            if let Some((run_id, request_id)) = linedee::control::parse_request_key(&event.key) {
+                return self.control(event, run_id, request_id).await;
+            }
             return Ok(());
         }
         // S3 events carry no metadata: HEAD the version the event is about.
