@@ -26,6 +26,8 @@ use crate::triggers::Delivery;
 
 /// Compare-and-swap rounds before a transition gives up (its message comes back).
 const CAS_ROUNDS: usize = 16;
+/// Runs whose last state a replica keeps (beyond that, idle ones are dropped).
+const CACHE_RUNS: usize = 4096;
 
 /// How the driver paces ticks and repairs.
 #[derive(Debug, Clone, Copy)]
@@ -110,7 +112,12 @@ impl Worker {
     }
 
     pub(super) fn cached(&self, run_id: &str) -> Cached {
-        Arc::clone(lock(&self.runs).entry(run_id.to_owned()).or_default())
+        let mut runs = lock(&self.runs);
+        if runs.len() >= CACHE_RUNS {
+            // Runs no one is working on go (their state is read again when needed).
+            runs.retain(|_, cell| Arc::strong_count(cell) > 1);
+        }
+        Arc::clone(runs.entry(run_id.to_owned()).or_default())
     }
 
     pub(super) fn forget(&self, run_id: &str) {
