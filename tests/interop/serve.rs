@@ -195,9 +195,20 @@ impl Serve {
 }
 
 impl Drop for Serve {
+    /// SIGTERM first: the replica stops the task processes it started (each in a process
+    /// group of its own), then exits; SIGKILL only if it has not within the deadline.
     fn drop(&mut self) {
-        let pgid = nix::unistd::Pid::from_raw(-(self.child.id() as i32));
-        let _ = nix::sys::signal::kill(pgid, nix::sys::signal::Signal::SIGKILL);
+        use nix::sys::signal::{Signal, kill};
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = kill(pid, Signal::SIGTERM);
+        let start = std::time::Instant::now();
+        while start.elapsed() < DEADLINE {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = kill(nix::unistd::Pid::from_raw(-pid.as_raw()), Signal::SIGKILL);
         let _ = self.child.wait();
     }
 }

@@ -34,21 +34,22 @@ impl Worker {
                     }
                     Some(r) => {
                         let me = Arc::clone(self);
-                        tokio::spawn(async move { me.runner.stop(&r).await });
+                        self.tasks.spawn(async move { me.runner.stop(&r).await });
                     }
                 },
                 Effect::StopStale {
                     task_id, runner, ..
                 } => {
                     let me = Arc::clone(self);
-                    tokio::spawn(async move { me.runner.stop_stale(&runner, &task_id).await });
+                    self.tasks
+                        .spawn(async move { me.runner.stop_stale(&runner, &task_id).await });
                 }
                 // Kept in the state; the run's tick fires it.
                 Effect::ArmTimer { .. } => {}
                 Effect::StoreLog { task_id, attempt } => {
                     let me = Arc::clone(self);
                     let bucket = run.trigger.bucket.clone();
-                    tokio::spawn(async move {
+                    self.tasks.spawn(async move {
                         let key = linedee::status::log_key(&task_id, attempt);
                         if let Some(log) = me.runner.log(&task_id, attempt).await
                             && let Err(e) = me.s3.put_log(&bucket, &key, log).await
@@ -69,7 +70,7 @@ impl Worker {
     fn check_output(self: &Arc<Self>, run: &RunRecord, task_id: String) {
         let me = Arc::clone(self);
         let (run_id, bucket) = (run.run_id.clone(), run.trigger.bucket.clone());
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let event = match me.s3.output(&bucket, &task_id).await {
                 Ok(Some(state)) => Event::OutputLanded { task_id, state },
                 Ok(None) => Event::OutputMissing { task_id },
@@ -106,14 +107,15 @@ impl Worker {
         };
         let me = Arc::clone(self);
         let (run_id, bucket) = (run.run_id.clone(), run.trigger.bucket.clone());
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             // The exit is applied only after the start is: a quick process must not exit
             // before it has started, as far as the state knows.
             let (recorded, mut wait_recorded) = tokio::sync::watch::channel(false);
             let on_exit = {
                 let (me, run_id, task_id) = (Arc::clone(&me), run_id.clone(), task_id.clone());
+                let tasks = me.tasks.clone();
                 Box::new(move |exit: Exit| {
-                    tokio::spawn(async move {
+                    tasks.spawn(async move {
                         let _ = wait_recorded.wait_for(|done| *done).await;
                         me.exited(&run_id, &bucket, task_id, attempt, no_output, exit)
                             .await;
@@ -184,7 +186,7 @@ impl Worker {
         }
         let me = Arc::clone(self);
         let run_id = run.run_id.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             loop {
                 let next = {
                     let mut publishing = lock(&me.publishing);

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
 
 use crate::console::Console;
 use crate::error::{CloudError, Result};
@@ -40,6 +39,9 @@ use queue::{LONG_POLL_S, Queue, Received};
 use s3::S3;
 use state::States;
 use worker::{Pace, Worker};
+
+/// How long a stopping replica waits for the effects under way.
+const SETTLE: Duration = Duration::from_secs(30);
 
 /// Settings of [`Serve`]: the bucket, the queue, the app, and the pace of ticks.
 ///
@@ -326,7 +328,6 @@ impl Serve {
     /// Processes the local runner started are stopped; dynos go on (another replica carries
     /// their runs on).
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
-        let stop = CancellationToken::new();
         let slots = Arc::new(Semaphore::new(self.messages));
         let mut failures = 0u32;
         tokio::pin!(shutdown);
@@ -366,10 +367,20 @@ impl Serve {
                 });
             }
         }
-        stop.cancel();
         // The messages in hand finish (each is short: effects run on their own).
-        let _ = slots.acquire_many(self.messages as u32).await;
+        let _ = slots
+            .acquire_many(u32::try_from(self.messages).unwrap_or(u32::MAX))
+            .await;
+        // Processes this replica started are stopped; their exits are recorded before the
+        // replica returns (bounded: a state that cannot be written is the next tick's work).
         self.worker.runner.stop_all().await;
+        self.worker.tasks.close();
+        if tokio::time::timeout(SETTLE, self.worker.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("effects still under way at shutdown are left to the runs' ticks");
+        }
         Ok(())
     }
 

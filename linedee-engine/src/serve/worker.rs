@@ -60,6 +60,8 @@ pub(crate) struct Worker {
     pub(super) starting: Mutex<HashMap<(String, u32), CancellationToken>>,
     /// Runs whose final status document this replica wrote.
     pub(super) published_final: Mutex<HashSet<String>>,
+    /// The effects under way (awaited at shutdown).
+    pub(super) tasks: tokio_util::task::TaskTracker,
     /// Status documents waiting to be written, by run; a run in the map has a writer.
     pub(super) publishing: Mutex<HashMap<String, Option<StatusDoc>>>,
 }
@@ -107,6 +109,7 @@ impl Worker {
             runs: Mutex::new(HashMap::new()),
             starting: Mutex::new(HashMap::new()),
             published_final: Mutex::new(HashSet::new()),
+            tasks: tokio_util::task::TaskTracker::new(),
             publishing: Mutex::new(HashMap::new()),
         }
     }
