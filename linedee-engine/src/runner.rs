@@ -15,10 +15,8 @@ pub(crate) struct AttemptSpec {
     /// Display name of the task, if it has one.
     pub(crate) name: Option<String>,
     /// Dyno size (Heroku's name); a process on this machine has no size.
-    #[allow(dead_code)] // read by a dyno runner
     pub(crate) machine: String,
     /// Seconds the attempt has to land its output (a dyno's time to live).
-    #[allow(dead_code)] // read by a dyno runner
     pub(crate) timeout: u64,
     /// The task's options, `name=value` pairs put in its environment.
     pub(crate) options: Vec<(String, String)>,
@@ -88,6 +86,7 @@ pub(crate) trait Runner: Send + Sync + 'static {
     /// Whether the process behind `runner` (from any engine, this one or an earlier one) still
     /// runs: `Some(false)` when the runner knows it is gone, `None` when it cannot tell (a
     /// process on another host). A driver that lost an exit notice asks this.
+    #[allow(dead_code)] // asked by the serve driver (not yet merged)
     async fn alive(&self, runner: &str) -> Option<bool> {
         let _ = runner;
         None
