@@ -318,15 +318,19 @@ impl Api {
         }
     }
 
-    /// Waits until the shared pace lets a request go.
+    /// Waits until the shared pace lets a request go (an answer that came in meanwhile may
+    /// have pushed it back).
     async fn wait_turn(&self) {
-        let until = self
-            .throttle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .until;
-        if let Some(until) = until {
-            tokio::time::sleep_until(until).await;
+        loop {
+            let until = self
+                .throttle
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .until;
+            match until {
+                Some(until) if until > Instant::now() => tokio::time::sleep_until(until).await,
+                _ => return,
+            }
         }
     }
 }

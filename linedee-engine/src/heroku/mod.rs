@@ -47,7 +47,6 @@ impl std::fmt::Debug for Secret {
 
 /// How a [`HerokuRunner`] reaches Heroku: the app, the token and the budgets.
 #[derive(Debug, Clone)]
-#[allow(dead_code)] // built by the serve driver (not yet merged)
 pub(crate) struct HerokuConfig {
     /// The Platform API's URL, without a trailing slash ([`DEFAULT_API_URL`]).
     api_url: String,

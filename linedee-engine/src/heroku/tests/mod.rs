@@ -19,13 +19,17 @@ use crate::runner::{AttemptSpec, Exit, LogBody, OnExit, Runner, StartError};
 
 const TOKEN: &str = "tok-5ecret-never-shown";
 const DYNOS: &str = "/apps/demo/dynos";
+/// The list interval of the tests of the poll loop.
+const POLL: Duration = Duration::from_millis(20);
 /// Generous: a deadline for what should happen in milliseconds.
 const DEADLINE: Duration = Duration::from_secs(10);
 
+/// A config for `server`. No list is fetched on its own within a test (a long interval):
+/// tests of the poll loop set [`POLL`].
 fn config(server: &MockServer) -> HerokuConfig {
     HerokuConfig::new("demo", Secret::new(TOKEN))
         .api_url(server.uri())
-        .list_interval(Duration::from_millis(20))
+        .list_interval(Duration::from_secs(600))
         .retry_base(Duration::from_millis(5))
         .max_retries(3)
 }
@@ -257,11 +261,7 @@ async fn an_exhausted_rate_limit_holds_the_next_request_back() {
         .expect(1)
         .mount(&server)
         .await;
-    let runner = HerokuRunner::new(
-        config(&server)
-            .retry_base(Duration::from_millis(80))
-            .list_interval(Duration::from_secs(600)),
-    );
+    let runner = HerokuRunner::new(config(&server).retry_base(Duration::from_millis(80)));
     let reference = runner
         .start(spec("t.1.0", 1), CancellationToken::new(), ignore_exit())
         .await

@@ -26,7 +26,7 @@ async fn an_exit_is_seen_once_when_the_dyno_leaves_the_list() {
         .lock()
         .expect("lock")
         .push(dyno("d-1", "run.1", "up"));
-    let runner = HerokuRunner::new(config(&server));
+    let runner = HerokuRunner::new(config(&server).list_interval(POLL));
     let calls = Arc::new(AtomicUsize::new(0));
     let (f, mut exited) = on_exit(&calls);
     runner
@@ -77,7 +77,7 @@ async fn a_crashed_dyno_has_exited() {
         .lock()
         .expect("lock")
         .push(dyno("d-1", "run.1", "crashed"));
-    let runner = HerokuRunner::new(config(&server));
+    let runner = HerokuRunner::new(config(&server).list_interval(POLL));
     let calls = Arc::new(AtomicUsize::new(0));
     let (f, exited) = on_exit(&calls);
     runner
@@ -121,7 +121,9 @@ async fn with_one_slot_a_second_start_waits_for_the_first_exit() {
         .lock()
         .expect("lock")
         .push(dyno("d-1", "run.1", "up"));
-    let runner = Arc::new(HerokuRunner::new(config(&server).max_dynos(1)));
+    let runner = Arc::new(HerokuRunner::new(
+        config(&server).max_dynos(1).list_interval(POLL),
+    ));
     let calls = Arc::new(AtomicUsize::new(0));
     let (f, exited) = on_exit(&calls);
     runner
@@ -265,10 +267,8 @@ async fn alive_answers_for_dynos_of_other_engines_from_one_shared_list() {
         .lock()
         .expect("lock")
         .extend([dyno("o-1", "run.1", "up"), dyno("o-2", "run.2", "crashed")]);
-    // A long interval: the list fetched for the first question answers them all.
-    let runner = Arc::new(HerokuRunner::new(
-        config(&server).list_interval(Duration::from_secs(600)),
-    ));
+    // The list fetched for the first question answers them all (the interval is long).
+    let runner = Arc::new(HerokuRunner::new(config(&server)));
     let asked = ["o-1", "o-2", "o-3"].map(|id| {
         let runner = Arc::clone(&runner);
         tokio::spawn(async move { runner.alive(id).await })
