@@ -255,10 +255,6 @@ pub enum HerokuError {
         /// What is wrong with the answer.
         reason: String,
     },
-    /// A request that Heroku would refuse was not sent, e.g. an `env` key that does not
-    /// match `^\w+$`.
-    #[error("{0}")]
-    Invalid(String),
 }
 
 /// The crate's result type.
