@@ -123,6 +123,32 @@ pub(crate) struct ServeArgs {
     /// Seconds after which a start that was asked for and never reported is asked for again.
     #[arg(long, env = "LD_START_GRACE", default_value_t = 300)]
     pub(crate) start_grace: u64,
+    /// Where tasks run: `local` (processes of this host, from --app-dir) or `heroku`
+    /// (one-off dynos of --heroku-app, through the Platform API).
+    #[arg(long, env = "LD_RUNNER", default_value = "local", value_parser = ["local", "heroku"])]
+    pub(crate) runner: String,
+    /// The Heroku app whose one-off dynos run the tasks (`--runner heroku`; on a dyno with
+    /// runtime metadata, HEROKU_APP_NAME is read when this is not set).
+    #[arg(long, env = "LD_HEROKU_APP")]
+    pub(crate) heroku_app: Option<String>,
+    /// The Heroku API key (`--runner heroku`; `heroku authorizations:create` makes a
+    /// long-lived one). Never printed.
+    #[arg(long, env = "HEROKU_API_KEY", hide_env_values = true)]
+    pub(crate) heroku_api_key: Option<String>,
+    /// The Platform API's URL.
+    #[arg(
+        long,
+        env = "LD_HEROKU_API_URL",
+        default_value = "https://api.heroku.com"
+    )]
+    pub(crate) heroku_api_url: String,
+    /// Most one-off dynos this replica runs at once (Heroku allows 50 per Standard app).
+    #[arg(long, env = "LD_MAX_DYNOS", default_value_t = 50)]
+    pub(crate) max_dynos: usize,
+    /// Seconds between this replica's listings of the app's dynos (one request each, to
+    /// notice dynos that ended).
+    #[arg(long, env = "LD_DYNO_LIST_INTERVAL", default_value_t = 30)]
+    pub(crate) dyno_list_interval: u64,
     /// Do not check that the bucket notifies the queue (for S3-compatible stores without
     /// event notifications, whose events reach the queue another way).
     #[arg(long, env = "LD_NO_NOTIFICATION_CHECK")]

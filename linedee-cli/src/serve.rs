@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use linedee_engine::serve::Serve;
+use linedee_engine::serve::{Dynos, Serve};
 use linedee_engine::{Console, RetryPolicy};
 use tokio_util::sync::CancellationToken;
 
@@ -23,7 +23,30 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<u8> {
     } else {
         Console::stdout()
     };
-    let serve = Serve::builder()
+    let mut builder = Serve::builder();
+    if args.runner == "heroku" {
+        let app = args
+            .heroku_app
+            .clone()
+            .or_else(|| std::env::var("HEROKU_APP_NAME").ok())
+            .ok_or_else(|| {
+                exit::bad_input(
+                    "--runner heroku needs the app: set LD_HEROKU_APP (or pass --heroku-app)",
+                )
+            })?;
+        let key = args.heroku_api_key.clone().ok_or_else(|| {
+            exit::bad_input(
+                "--runner heroku needs an API key: set HEROKU_API_KEY (`heroku authorizations:create`)",
+            )
+        })?;
+        builder = builder.dynos(
+            Dynos::new(app, key)
+                .api_url(&args.heroku_api_url)
+                .max_dynos(args.max_dynos)
+                .list_interval(Duration::from_secs(args.dyno_list_interval.max(1))),
+        );
+    }
+    let serve = builder
         .bucket(&args.bucket)
         .queue_url(&args.queue_url)
         .state_prefix(&args.state_prefix)

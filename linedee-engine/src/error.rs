@@ -21,6 +21,9 @@ pub enum Error {
     /// A request to control a run (cancel, retry) was refused.
     #[error(transparent)]
     Run(#[from] RunError),
+    /// The Heroku Platform API (one-off dynos) failed or refused a request.
+    #[error(transparent)]
+    Heroku(#[from] HerokuError),
     /// Serving failed: the listener could not be used.
     #[error("serving the store failed")]
     Serve(#[source] std::io::Error),
@@ -248,6 +251,42 @@ pub enum RunError {
         run_id: String,
         /// The validation report.
         error: String,
+    },
+}
+
+/// What went wrong talking to the Heroku Platform API. No variant holds the API token, and
+/// none holds a log session's URL (it carries a signature).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HerokuError {
+    /// Heroku answered with an error status (after the retries, for 429 and 5xx).
+    #[error("Heroku answered {status} ({id}) to {request}: {message}")]
+    Status {
+        /// The request, e.g. `POST /apps/my-app/dynos`.
+        request: String,
+        /// The HTTP status.
+        status: u16,
+        /// Heroku's error `id`, e.g. `unauthorized` or `rate_limit` (`unknown` when absent).
+        id: String,
+        /// Heroku's error `message` (empty when absent).
+        message: String,
+    },
+    /// The request could not be sent or its answer not read (the error holds no URL).
+    #[error("{request} to the Heroku API failed")]
+    Request {
+        /// The request, e.g. `GET /apps/my-app/dynos`.
+        request: String,
+        /// The transport error.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The answer is not the JSON this version expects.
+    #[error("{request}: unexpected answer from the Heroku API: {reason}")]
+    Unexpected {
+        /// The request.
+        request: String,
+        /// What is wrong with the answer.
+        reason: String,
     },
 }
 

@@ -30,6 +30,7 @@
 //!   - the traits the driver is given and their local implementations: `journal` (SQLite),
 //!     `runner` and `local_runner` (process groups, with `process`), `triggers` (the store's
 //!     outbox), `bucket` (status documents, logs, outputs: the store or `linedee::Client`);
+//!   - `heroku`: a runner that starts Heroku one-off dynos through the Platform API;
 //!   - `publish`: the coalescing writer of status documents.
 //! - [`store`]: the embedded S3 store. Object bodies live in files named by an id, the index
 //!   and the trigger outbox in SQLite; it serves the S3 protocol (SigV4 required) and a
@@ -42,7 +43,7 @@
 //! - [`Console`]: foreman-style task output. [`RetryPolicy`]: retries and backoff.
 //! - [`Error`], [`Result`]: the crate's errors, one variant per concern: [`StoreError`],
 //!   [`JournalError`], [`AppError`] (Procfile, `.env`, app directory), [`RunError`] (run
-//!   control).
+//!   control), [`HerokuError`] (the Heroku Platform API).
 
 mod bucket;
 mod console;
@@ -55,6 +56,7 @@ mod error;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod heroku;
 mod http;
 mod intake;
 mod journal;
@@ -74,7 +76,9 @@ mod views;
 
 pub use console::Console;
 pub use engine::{Engine, EngineBuilder};
-pub use error::{AppError, CloudError, Error, JournalError, Result, RunError, StoreError};
+pub use error::{
+    AppError, CloudError, Error, HerokuError, JournalError, Result, RunError, StoreError,
+};
 pub use procfile::{Procfile, parse_dotenv};
 pub use retry::RetryPolicy;
 pub use run_filter::RunFilter;

@@ -108,6 +108,24 @@ impl Procfile {
         ))
     }
 
+    /// `cmd` as a one-off dyno's command: its first word as the process type it names
+    /// (`process_image` becomes `process-image` when only that type exists), so Heroku
+    /// substitutes the type's command as `resolve` does here.
+    pub(crate) fn dyno_command(&self, cmd: &str) -> String {
+        let cmd = cmd.trim();
+        let (first, rest) = cmd.split_once(char::is_whitespace).unwrap_or((cmd, ""));
+        let dashed = first.replace('_', "-");
+        if self.command(first).is_none() && self.command(&dashed).is_some() {
+            if rest.trim().is_empty() {
+                dashed
+            } else {
+                format!("{dashed} {}", rest.trim())
+            }
+        } else {
+            cmd.to_owned()
+        }
+    }
+
     /// The shell script that runs `cmd` (protocol §2.5): when its first word is a process type
     /// (exactly, or with `_` read as `-`), that type's command with the rest of `cmd` appended
     /// (as `heroku run` does); otherwise `cmd` itself, as a command line.
@@ -208,6 +226,19 @@ pub(crate) fn load_dotenv(dir: &Path) -> Result<Vec<(String, String)>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn dyno_commands_name_the_process_type() {
+        let p = Procfile::parse("process-image: bin/x process-image\nget_json: bin/x get-json\n")
+            .expect("parses");
+        assert_eq!(p.dyno_command("process_image"), "process-image");
+        assert_eq!(
+            p.dyno_command("process_image --fast"),
+            "process-image --fast"
+        );
+        assert_eq!(p.dyno_command("get_json"), "get_json");
+        assert_eq!(p.dyno_command("bash -c 'echo'"), "bash -c 'echo'");
+    }
+
     use super::*;
 
     #[test]

@@ -15,10 +15,8 @@ pub(crate) struct AttemptSpec {
     /// Display name of the task, if it has one.
     pub(crate) name: Option<String>,
     /// Dyno size (Heroku's name); a process on this machine has no size.
-    #[allow(dead_code)] // read by a dyno runner
     pub(crate) machine: String,
     /// Seconds the attempt has to land its output (a dyno's time to live).
-    #[allow(dead_code)] // read by a dyno runner
     pub(crate) timeout: u64,
     /// The task's options, `name=value` pairs put in its environment.
     pub(crate) options: Vec<(String, String)>,
@@ -56,7 +54,6 @@ pub(crate) enum LogBody {
     /// A local file.
     File(PathBuf),
     /// Text the runner fetched (a dyno's log lines).
-    #[allow(dead_code)] // made by the dyno runner
     Bytes(Vec<u8>),
 }
 

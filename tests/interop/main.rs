@@ -13,5 +13,6 @@
 mod local;
 mod moto;
 mod serve;
+mod serve_dynos;
 mod serve_race;
 mod support;

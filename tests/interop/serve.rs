@@ -21,21 +21,21 @@ use linedee_tests::{binary, example_tasks};
 
 use super::support::{DEADLINE, Moto, eventually};
 
-const BUCKET: &str = "ld-served";
-const KEY_ID: &str = "AKIAMOTOSERVE";
-const SECRET: &str = "moto-serve-secret";
+pub(super) const BUCKET: &str = "ld-served";
+pub(super) const KEY_ID: &str = "AKIAMOTOSERVE";
+pub(super) const SECRET: &str = "moto-serve-secret";
 
 /// moto as S3 and SQS: the bucket (versioned) notifies `ld-events`, whose dead-letter queue
 /// takes a message after 2 receives.
-struct Aws {
-    moto: Moto,
-    client: Client,
-    sqs: aws_sdk_sqs::Client,
-    queue_url: String,
-    dlq_url: String,
+pub(super) struct Aws {
+    pub(super) moto: Moto,
+    pub(super) client: Client,
+    pub(super) sqs: aws_sdk_sqs::Client,
+    pub(super) queue_url: String,
+    pub(super) dlq_url: String,
 }
 
-async fn aws(visibility_s: u32) -> Aws {
+pub(super) async fn aws(visibility_s: u32) -> Aws {
     let moto = Moto::start().await;
     let creds = Credentials::new(KEY_ID, SECRET, None, None);
     let client = Client::builder()
@@ -131,13 +131,13 @@ async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
 }
 
 /// A `linedee serve` child process (its own process group, killed with its tasks on drop).
-struct Serve {
-    child: Child,
+pub(super) struct Serve {
+    pub(super) child: Child,
     dir: tempfile::TempDir,
 }
 
 impl Serve {
-    fn start(aws: &Aws, procfile: &str, extra: &[(&str, &str)]) -> Serve {
+    pub(super) fn start(aws: &Aws, procfile: &str, extra: &[(&str, &str)]) -> Serve {
         let dir = tempfile::tempdir().expect("temp dir");
         let app = dir.path().join("app");
         std::fs::create_dir_all(&app).expect("app dir");
@@ -185,11 +185,11 @@ impl Serve {
         Serve { child, dir }
     }
 
-    fn log(&self) -> String {
+    pub(super) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
     }
 
-    fn still_running(&mut self) -> bool {
+    pub(super) fn still_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
 }
@@ -213,14 +213,14 @@ impl Drop for Serve {
     }
 }
 
-fn procfile(bin: &Path) -> String {
+pub(super) fn procfile(bin: &Path) -> String {
     format!(
         "process-image: {b} process-image\nget-data: {b} get-data\n",
         b = bin.display()
     )
 }
 
-async fn wait(client: &Client, run_id: &str, serve: &Serve) -> linedee::RunStatus {
+pub(super) async fn wait(client: &Client, run_id: &str, serve: &Serve) -> linedee::RunStatus {
     let mut last = None;
     let start = std::time::Instant::now();
     loop {

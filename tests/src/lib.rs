@@ -1,7 +1,9 @@
 //! Support for the end-to-end tests in `tests/tests/`: an engine on `127.0.0.1:0` in a
-//! temporary directory, a client for it, the example task binary, and `linedee local` as a
-//! child process ([`LinedeeLocal`]).
+//! temporary directory, a client for it, the example task binary, `linedee local` as a
+//! child process ([`LinedeeLocal`]), and a fake Heroku Platform API whose dynos are real
+//! processes ([`fake_heroku::FakeHeroku`]).
 
+pub mod fake_heroku;
 mod local;
 pub mod proxy;
 pub use local::LinedeeLocal;

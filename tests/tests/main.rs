@@ -6,6 +6,7 @@ mod bad_workflows;
 mod crash;
 mod dashboard;
 mod engine;
+mod fake_heroku;
 mod faults;
 mod fuzz_corpus;
 #[path = "../interop/main.rs"]

@@ -88,7 +88,7 @@ impl Worker {
 
     /// Starts an attempt through the runner, unless this replica is already starting it.
     fn start(self: &Arc<Self>, run: &RunRecord, task_id: String, attempt: u32) {
-        let Some(spec) = crate::driver::spec(run, &task_id, attempt) else {
+        let Some(mut spec) = crate::driver::spec(run, &task_id, attempt) else {
             return;
         };
         let no_output = run
@@ -122,6 +122,9 @@ impl Worker {
                     });
                 })
             };
+            if let Some(procfile) = &me.dyno_commands {
+                spec.cmd = procfile.current().await.dyno_command(&spec.cmd);
+            }
             let started = me.runner.start(spec, cancel, on_exit).await;
             lock(&me.starting).remove(&key);
             let event = match started {

@@ -21,6 +21,7 @@ use tokio::sync::Semaphore;
 
 use crate::console::Console;
 use crate::error::{CloudError, Result};
+use crate::heroku::{HerokuConfig, HerokuRunner, Secret};
 use crate::local_runner::{LocalRunner, ProcfileSource};
 use crate::machine::Machine;
 use crate::retry::RetryPolicy;
@@ -73,6 +74,78 @@ pub struct ServeBuilder {
     start_grace: Duration,
     check_notification: bool,
     console: Console,
+    dynos: Option<Dynos>,
+}
+
+/// Run tasks as Heroku one-off dynos of an app, through the Platform API, instead of as
+/// processes of the replica's host.
+///
+/// ```
+/// let dynos = linedee_engine::serve::Dynos::new("my-app", "token").max_dynos(20);
+/// assert!(!format!("{dynos:?}").contains("token"));
+/// ```
+#[derive(Debug, Clone)]
+pub struct Dynos {
+    app: String,
+    token: Secret,
+    api_url: String,
+    max_dynos: usize,
+    list_interval: Duration,
+    ttl_grace: Duration,
+    retry_base: Duration,
+    max_retries: u32,
+}
+
+impl Dynos {
+    /// The dynos of `app`, created with `api_token` (a Heroku API key or OAuth token; it
+    /// never reaches a log or an error message).
+    pub fn new(app: impl Into<String>, api_token: impl Into<String>) -> Self {
+        Dynos {
+            app: app.into(),
+            token: Secret::new(api_token),
+            api_url: crate::heroku::DEFAULT_API_URL.to_owned(),
+            max_dynos: 50,
+            list_interval: Duration::from_secs(30),
+            ttl_grace: Duration::from_secs(60),
+            retry_base: Duration::from_secs(1),
+            max_retries: 5,
+        }
+    }
+
+    /// Added to a task's timeout for its dyno's `time_to_live`, Heroku's backstop that
+    /// stops a dyno nobody stopped (default 60 s).
+    pub fn ttl_grace(mut self, grace: Duration) -> Self {
+        self.ttl_grace = grace;
+        self
+    }
+
+    /// The first wait after a 429 or a 5xx from the API, doubled on each retry up to 60 s
+    /// (default 1 s), and how many retries (default 5).
+    pub fn retries(mut self, first_wait: Duration, retries: u32) -> Self {
+        self.retry_base = first_wait;
+        self.max_retries = retries;
+        self
+    }
+
+    /// The Platform API's URL (default `https://api.heroku.com`).
+    pub fn api_url(mut self, url: impl Into<String>) -> Self {
+        self.api_url = url.into();
+        self
+    }
+
+    /// At most this many one-off dynos of this replica at once (default 50, Heroku's
+    /// per-app limit for Standard dynos; the limit is per replica).
+    pub fn max_dynos(mut self, n: usize) -> Self {
+        self.max_dynos = n.max(1);
+        self
+    }
+
+    /// How often the replica lists the app's dynos to notice those that ended (default
+    /// 30 s): one request per interval, whatever the number of dynos.
+    pub fn list_interval(mut self, every: Duration) -> Self {
+        self.list_interval = every;
+        self
+    }
 }
 
 impl Default for ServeBuilder {
@@ -91,6 +164,7 @@ impl Default for ServeBuilder {
             start_grace: Duration::from_secs(300),
             check_notification: true,
             console: Console::stdout(),
+            dynos: None,
         }
     }
 }
@@ -185,6 +259,12 @@ impl ServeBuilder {
         self
     }
 
+    /// Run tasks as one-off dynos (default: processes of this host, from the app directory).
+    pub fn dynos(mut self, dynos: Dynos) -> Self {
+        self.dynos = Some(dynos);
+        self
+    }
+
     /// Where task output goes (default: this process's stdout, foreman-style).
     pub fn console(mut self, console: Console) -> Self {
         self.console = console;
@@ -224,7 +304,20 @@ impl ServeBuilder {
                 tracing::warn!(queue = %queue.url(), "the queue has no dead-letter queue: a message that keeps failing comes back forever; add a redrive policy (docs/serve.md)")
             }
         }
-        let runner = self.local_runner()?;
+        let (runner, heroku) = match &self.dynos {
+            Some(d) => {
+                let config = HerokuConfig::new(d.app.clone(), d.token.clone())
+                    .api_url(d.api_url.clone())
+                    .max_dynos(d.max_dynos)
+                    .list_interval(d.list_interval)
+                    .ttl_grace(d.ttl_grace)
+                    .retry_base(d.retry_base)
+                    .max_retries(d.max_retries);
+                let heroku = Arc::new(HerokuRunner::new(config));
+                (Arc::clone(&heroku) as Arc<dyn Runner>, Some(heroku))
+            }
+            None => (self.local_runner()?, None),
+        };
         let visibility = Duration::from_secs(info.visibility_s.max(1));
         let pace = Pace {
             heartbeat: self.heartbeat,
@@ -232,7 +325,7 @@ impl ServeBuilder {
             lost_tick: visibility + self.heartbeat,
         };
         let states = States::new(s3.clone(), bucket.clone(), self.state_prefix.clone());
-        let worker = Worker::new(
+        let mut worker = Worker::new(
             Machine { retry: self.retry },
             states,
             s3,
@@ -240,7 +333,11 @@ impl ServeBuilder {
             runner,
             pace,
         );
+        if heroku.is_some() {
+            worker.dyno_commands = Some(ProcfileSource::open(self.app_dir.join("Procfile"))?);
+        }
         Ok(Serve {
+            heroku,
             worker: Arc::new(worker),
             queue,
             visibility,
@@ -312,6 +409,8 @@ async fn check_notification(
 /// A replica of line^d on AWS: consumes the queue until shut down.
 #[derive(Debug)]
 pub struct Serve {
+    /// The dyno runner, when tasks run as dynos (its API request count is reported).
+    heroku: Option<Arc<HerokuRunner>>,
     worker: Arc<Worker>,
     queue: Queue,
     visibility: Duration,
@@ -380,6 +479,12 @@ impl Serve {
             .is_err()
         {
             tracing::warn!("effects still under way at shutdown are left to the runs' ticks");
+        }
+        if let Some(h) = &self.heroku {
+            tracing::info!(
+                requests = h.calls(),
+                "Heroku Platform API requests made by this replica"
+            );
         }
         Ok(())
     }

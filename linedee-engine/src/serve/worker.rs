@@ -60,6 +60,8 @@ pub(crate) struct Worker {
     pub(super) starting: Mutex<HashMap<(String, u32), CancellationToken>>,
     /// Runs whose final status document this replica wrote.
     pub(super) published_final: Mutex<HashSet<String>>,
+    /// With the dyno runner: the app's Procfile, to name process types as Heroku knows them.
+    pub(crate) dyno_commands: Option<crate::local_runner::ProcfileSource>,
     /// The effects under way (awaited at shutdown).
     pub(super) tasks: tokio_util::task::TaskTracker,
     /// Status documents waiting to be written, by run; a run in the map has a writer.
@@ -110,6 +112,7 @@ impl Worker {
             starting: Mutex::new(HashMap::new()),
             published_final: Mutex::new(HashSet::new()),
             tasks: tokio_util::task::TaskTracker::new(),
+            dyno_commands: None,
             publishing: Mutex::new(HashMap::new()),
         }
     }
