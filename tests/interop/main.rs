@@ -14,5 +14,6 @@ mod local;
 mod moto;
 mod serve;
 mod serve_dynos;
+mod serve_failover;
 mod serve_race;
 mod support;

@@ -10,8 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use aws_sdk_s3::types::{
-    BucketVersioningStatus, Event, NotificationConfiguration, QueueConfiguration,
-    VersioningConfiguration,
+    BucketVersioningStatus, Event, FilterRule, FilterRuleName, NotificationConfiguration,
+    NotificationConfigurationFilter, QueueConfiguration, S3KeyFilter, VersioningConfiguration,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 use linedee::credentials::{Credentials, CredentialsCache, StaticProvider};
@@ -95,17 +95,35 @@ pub(super) async fn aws(visibility_s: u32) -> Aws {
     let arn = queue_arn(&sqs, &queue_url).await;
     s3.put_bucket_notification_configuration()
         .bucket(BUCKET)
-        .notification_configuration(
-            NotificationConfiguration::builder()
-                .queue_configurations(
+        .notification_configuration({
+            // One rule per prefix that matters (docs/serve.md): uploads, outputs, control
+            // requests; the engine's own documents under `ld/` make no events.
+            let mut n = NotificationConfiguration::builder();
+            for prefix in ["in/", "out/", "ld/control/"] {
+                n = n.queue_configurations(
                     QueueConfiguration::builder()
-                        .queue_arn(arn)
+                        .queue_arn(&arn)
                         .events(Event::from("s3:ObjectCreated:*"))
+                        .filter(
+                            NotificationConfigurationFilter::builder()
+                                .key(
+                                    S3KeyFilter::builder()
+                                        .filter_rules(
+                                            FilterRule::builder()
+                                                .name(FilterRuleName::Prefix)
+                                                .value(prefix)
+                                                .build(),
+                                        )
+                                        .build(),
+                                )
+                                .build(),
+                        )
                         .build()
                         .expect("queue configuration"),
-                )
-                .build(),
-        )
+                );
+            }
+            n.build()
+        })
         .send()
         .await
         .expect("notification");

@@ -48,6 +48,13 @@ impl Worker {
             return Ok(());
         };
         let now = now_ms();
+        tracing::debug!(
+            run_id,
+            tick = tick.tick,
+            late_ms = now - live.due_ms,
+            last = live.last,
+            "tick"
+        );
         if live.due_ms > now + 1000 {
             // Due past the queue's longest delay: sent on, same tick.
             return self.send_tick(tick).await;

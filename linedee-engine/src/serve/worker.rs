@@ -283,6 +283,7 @@ impl Worker {
     pub(crate) async fn send_tick(&self, tick: &Tick) -> Result<()> {
         let delay_s = ((tick.due_ms - now_ms()).max(0) + 999) / 1000;
         let delay_s = delay_s.min(MAX_DELAY_S);
+        tracing::debug!(run_id = %tick.run_id, tick = tick.tick, delay_s, "tick sent");
         self.queue.send(tick_body(tick), delay_s).await
     }
 
