@@ -149,6 +149,10 @@ pub(crate) struct ServeArgs {
     /// notice dynos that ended).
     #[arg(long, env = "LD_DYNO_LIST_INTERVAL", default_value_t = 30)]
     pub(crate) dyno_list_interval: u64,
+    /// Seconds between looks at the queue's dead-letter queue (a message there is tried once
+    /// more; if it still fails, the run it is about ends failed with the reason).
+    #[arg(long, env = "LD_DEAD_LETTER_INTERVAL", default_value_t = 60)]
+    pub(crate) dead_letter_interval: u64,
     /// Do not check that the bucket notifies the queue (for S3-compatible stores without
     /// event notifications, whose events reach the queue another way).
     #[arg(long, env = "LD_NO_NOTIFICATION_CHECK")]

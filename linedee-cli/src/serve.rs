@@ -58,6 +58,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<u8> {
         .heartbeat(Duration::from_secs(args.heartbeat.max(1)))
         .start_grace(Duration::from_secs(args.start_grace.max(1)))
         .check_notification(!args.no_notification_check)
+        .dead_letter_every(Duration::from_secs(args.dead_letter_interval.max(1)))
         .console(console)
         .build()
         .await

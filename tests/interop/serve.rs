@@ -72,6 +72,8 @@ pub(super) async fn aws(visibility_s: u32) -> Aws {
     let dlq_url = sqs
         .create_queue()
         .queue_name("ld-events-dlq")
+        // A dead letter the replica leaves there is soon visible again (to the tests).
+        .attributes(QueueAttributeName::VisibilityTimeout, "1")
         .send()
         .await
         .expect("dlq")
@@ -360,7 +362,11 @@ async fn serve_on_moto_runs_the_product_documents_three_workflows() {
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_survives_bad_messages_and_vanished_objects() {
     let aws = aws(1).await;
-    let mut serve = Serve::start(&aws, &procfile(&example_tasks()), &[]);
+    let mut serve = Serve::start(
+        &aws,
+        &procfile(&example_tasks()),
+        &[("LD_DEAD_LETTER_INTERVAL", "1")],
+    );
     // A body that is no event: handled twice, then the queue moves it to its DLQ.
     aws.sqs
         .send_message()
@@ -404,8 +410,9 @@ async fn serve_survives_bad_messages_and_vanished_objects() {
     let run = wait(&aws.client, s.run_id(), &serve).await;
     assert_eq!(run.status, RunState::Succeeded, "{run:#?}");
     assert!(aws.client.list("ld/runs/").await.expect("list").len() == 1);
-    // A state object edited by hand: its run's next message cannot be handled; it says why
-    // and goes to the dead-letter queue.
+    // A state object edited by hand: its run's messages cannot be handled; they go to the
+    // dead-letter queue, where the replica tries once more, then marks the run failed with
+    // the reason (its status document says why), instead of leaving it running.
     let state_key = format!("ld/engine/runs/{}.json", s.run_id());
     aws.client
         .put(&state_key, r#"{"edited": "by hand"}"#)
@@ -423,32 +430,25 @@ async fn serve_survives_bad_messages_and_vanished_objects() {
         .send()
         .await
         .expect("send");
-    let dead = eventually(
-        "the tick of the edited run in the dead-letter queue",
-        || async {
-            let got = aws
-                .sqs
-                .receive_message()
-                .queue_url(&aws.dlq_url)
-                .wait_time_seconds(1)
-                .send()
-                .await
-                .ok()?;
-            got.messages?
-                .into_iter()
-                .find_map(|m| m.body.filter(|b| b == &tick))
-        },
-    )
+    let failed = eventually("the edited run marked failed", || async {
+        let r = aws.client.run(s.run_id()).await.ok()?;
+        (r.status == RunState::Failed).then_some(r)
+    })
     .await;
-    assert_eq!(dead, tick);
-    let log = serve.log();
+    let error = failed.error.clone().unwrap_or_default();
     assert!(
-        log.contains(&format!(
+        error.contains("the engine gave up on this run"),
+        "{failed:#?}"
+    );
+    assert!(
+        error.contains(&format!(
             "the state of run {} (s3://ld-served/{state_key}) cannot be read",
             s.run_id()
         )),
-        "{log}"
+        "{failed:#?}"
     );
+    let log = serve.log();
+    assert!(log.contains("the run is marked failed"), "{log}");
     assert!(serve.still_running(), "{log}");
 }
 

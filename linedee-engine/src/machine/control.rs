@@ -74,6 +74,12 @@ impl Cx<'_> {
         Ok(())
     }
 
+    pub(super) fn abandon(&mut self, reason: String) {
+        if !self.run.status.is_finished() && self.run.ending.is_none() {
+            self.end_run(RunState::Failed, Some(reason));
+        }
+    }
+
     pub(super) fn redrive(&mut self) -> Result<(), Refused> {
         if !matches!(self.run.status, RunState::Failed | RunState::Cancelled) {
             return Err(Refused::NotRetryable(self.run.status));

@@ -50,6 +50,9 @@ pub(crate) enum Event {
     /// The shutdown grace period is over: attempts still undecided are interrupted and their
     /// processes stopped; their tasks start again when the engine restarts.
     Interrupt,
+    /// The driver cannot carry the run on (its messages keep failing): it ends `failed` with
+    /// `reason`, its processes stopped. A finished run is left as it is.
+    Abandon { reason: String },
 }
 
 /// A timer of a run (serialisable: a cloud driver keeps armed timers in the run's state).

@@ -107,6 +107,7 @@ impl Machine {
             Event::RedriveRequested => cx.redrive()?,
             Event::Halt => cx.halt(),
             Event::Interrupt => cx.interrupt(),
+            Event::Abandon { reason } => cx.abandon(reason),
         }
         Ok(cx.effects())
     }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 use crate::console::Console;
 use crate::error::{CloudError, Result};
@@ -28,6 +29,7 @@ use crate::retry::RetryPolicy;
 use crate::runner::Runner;
 
 mod consume;
+mod dead;
 mod effects;
 mod message;
 mod queue;
@@ -75,6 +77,7 @@ pub struct ServeBuilder {
     check_notification: bool,
     console: Console,
     dynos: Option<Dynos>,
+    dead_letter_every: Duration,
 }
 
 /// Run tasks as Heroku one-off dynos of an app, through the Platform API, instead of as
@@ -165,6 +168,7 @@ impl Default for ServeBuilder {
             check_notification: true,
             console: Console::stdout(),
             dynos: None,
+            dead_letter_every: Duration::from_secs(60),
         }
     }
 }
@@ -259,6 +263,14 @@ impl ServeBuilder {
         self
     }
 
+    /// How often the replica looks at the dead-letter queue (default 60 s): a message there
+    /// is tried once more, and the run it is about ends `failed` with the reason if it still
+    /// fails.
+    pub fn dead_letter_every(mut self, every: Duration) -> Self {
+        self.dead_letter_every = every;
+        self
+    }
+
     /// Run tasks as one-off dynos (default: processes of this host, from the app directory).
     pub fn dynos(mut self, dynos: Dynos) -> Self {
         self.dynos = Some(dynos);
@@ -296,14 +308,16 @@ impl ServeBuilder {
         if self.check_notification {
             check_notification(&s3_client, &bucket, &info.arn, queue.url()).await?;
         }
-        match &info.dead_letter {
+        let dead_letter = match &info.dead_letter {
             Some((arn, max)) => {
-                tracing::info!(dead_letter = %arn, max_receives = max, "the queue has a dead-letter queue")
+                tracing::info!(dead_letter = %arn, max_receives = max, "the queue has a dead-letter queue");
+                Some(queue.of_arn(arn).await?)
             }
             None => {
-                tracing::warn!(queue = %queue.url(), "the queue has no dead-letter queue: a message that keeps failing comes back forever; add a redrive policy (docs/serve.md)")
+                tracing::warn!(queue = %queue.url(), "the queue has no dead-letter queue: a message that keeps failing comes back forever; add a redrive policy (docs/serve.md)");
+                None
             }
-        }
+        };
         let (runner, heroku) = match &self.dynos {
             Some(d) => {
                 let config = HerokuConfig::new(d.app.clone(), d.token.clone())
@@ -337,6 +351,8 @@ impl ServeBuilder {
             worker.dyno_commands = Some(ProcfileSource::open(self.app_dir.join("Procfile"))?);
         }
         Ok(Serve {
+            dead_letter,
+            dead_letter_every: self.dead_letter_every,
             heroku,
             worker: Arc::new(worker),
             queue,
@@ -409,6 +425,9 @@ async fn check_notification(
 /// A replica of line^d on AWS: consumes the queue until shut down.
 #[derive(Debug)]
 pub struct Serve {
+    /// The queue's dead-letter queue, when it has one.
+    dead_letter: Option<Queue>,
+    dead_letter_every: Duration,
     /// The dyno runner, when tasks run as dynos (its API request count is reported).
     heroku: Option<Arc<HerokuRunner>>,
     worker: Arc<Worker>,
@@ -427,6 +446,15 @@ impl Serve {
     /// Processes the local runner started are stopped; dynos go on (another replica carries
     /// their runs on).
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+        let stop = CancellationToken::new();
+        let dead_letters = self.dead_letter.clone().map(|dlq| {
+            let (worker, stop, every) = (
+                Arc::clone(&self.worker),
+                stop.clone(),
+                self.dead_letter_every,
+            );
+            tokio::spawn(dead_letters(worker, dlq, every, stop))
+        });
         let slots = Arc::new(Semaphore::new(self.messages));
         let mut failures = 0u32;
         tokio::pin!(shutdown);
@@ -466,6 +494,10 @@ impl Serve {
                 });
             }
         }
+        stop.cancel();
+        if let Some(task) = dead_letters {
+            let _ = task.await;
+        }
         // The messages in hand finish (each is short: effects run on their own).
         let _ = slots
             .acquire_many(u32::try_from(self.messages).unwrap_or(u32::MAX))
@@ -498,6 +530,36 @@ impl Serve {
         self.queue
             .receive(i32::try_from(free).unwrap_or(10), LONG_POLL_S)
             .await
+    }
+}
+
+/// Looks at the dead-letter queue every `every` until `stop`.
+async fn dead_letters(worker: Arc<Worker>, dlq: Queue, every: Duration, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        let batch = match dlq.receive(10, 0).await {
+            Ok(batch) => batch,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the dead-letter queue");
+                continue;
+            }
+        };
+        for msg in batch {
+            match worker.dead_letter(&msg).await {
+                Ok(true) => {
+                    if let Err(e) = dlq.delete(&msg.receipt).await {
+                        tracing::warn!(message_id = %msg.id, error = %e, "cannot delete a dead letter");
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(message_id = %msg.id, error = %e, "a dead letter cannot be handled");
+                }
+            }
+        }
     }
 }
 

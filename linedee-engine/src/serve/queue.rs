@@ -68,6 +68,34 @@ impl Queue {
         &self.url
     }
 
+    /// The queue of an ARN (`arn:aws:sqs:{region}:{account}:{name}`), in the same region.
+    pub(crate) async fn of_arn(&self, arn: &str) -> Result<Queue> {
+        let parts: Vec<&str> = arn.split(':').collect();
+        let [_, _, "sqs", _, account, name] = parts.as_slice() else {
+            return Err(CloudError::Config(format!(
+                "the queue's redrive policy names {arn:?}, not an SQS queue ARN"
+            ))
+            .into());
+        };
+        let out = self
+            .client
+            .get_queue_url()
+            .queue_name(*name)
+            .queue_owner_aws_account_id(*account)
+            .send()
+            .await
+            .map_err(|e| {
+                CloudError::Config(format!(
+                    "the dead-letter queue {arn} cannot be found ({}): the engine's credentials need sqs:GetQueueUrl on it",
+                    brief(&e)
+                ))
+            })?;
+        Ok(Queue {
+            client: self.client.clone(),
+            url: out.queue_url.unwrap_or_default(),
+        })
+    }
+
     /// Reads the queue's attributes: fails with the fix when the queue is not there.
     pub(crate) async fn check(&self) -> Result<QueueInfo> {
         let out = self

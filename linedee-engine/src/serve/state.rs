@@ -86,6 +86,20 @@ impl States {
         States { s3, bucket, prefix }
     }
 
+    /// The bucket the states are in.
+    pub(crate) fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// A state that cannot be read, as it is, with its ETag (to replace it).
+    pub(crate) async fn raw(&self, run_id: &str) -> Result<Option<String>> {
+        Ok(self
+            .s3
+            .get(&self.bucket, &self.key(run_id))
+            .await?
+            .map(|(_, etag)| etag))
+    }
+
     pub(crate) fn key(&self, run_id: &str) -> String {
         format!("{}runs/{run_id}.json", self.prefix)
     }

@@ -111,6 +111,25 @@ impl Sim {
         if ev == Some(&Event::CancelRequested) {
             self.cancelled = true;
         }
+        // An abandoned run that was going on ends failed, with the reason.
+        if let Some(Event::Abandon { reason }) = ev
+            && !before.status.is_finished()
+            && before.ending.is_none()
+        {
+            let failed = after.status == RunState::Failed
+                || after
+                    .ending
+                    .as_ref()
+                    .is_some_and(|e| e.status == RunState::Failed);
+            let why = after
+                .error
+                .as_ref()
+                .or(after.ending.as_ref().and_then(|e| e.error.as_ref()));
+            self.check(
+                failed && why == Some(reason),
+                "an abandoned run does not end failed with the reason",
+            );
+        }
 
         // 2. Exactly once per drive.
         let fin: Vec<RunState> = fx

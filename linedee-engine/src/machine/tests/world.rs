@@ -494,6 +494,11 @@ impl Sim {
                 let _ = writeln!(self.log, "-- a stale process writes its output:");
                 self.write(i % w.stale.len(), true);
             }
+            39 if idx.is_multiple_of(4) => {
+                self.deliver(Event::Abandon {
+                    reason: "its messages keep failing".to_owned(),
+                });
+            }
             _ => {}
         }
     }
