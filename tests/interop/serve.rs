@@ -526,7 +526,7 @@ async fn cancel_and_retry_reach_the_replica_through_the_bucket() {
     let serve = Serve::start(
         &aws,
         &format!(
-            "flaky: bash -c 'test -f {f} || {{ touch {f}; exit 3; }}; exec {bin} get-data'\n",
+            "flaky: bash -c 'echo flaky says hello; test -f {f} || {{ touch {f}; exit 3; }}; exec {bin} get-data'\n",
             f = flag.display(),
             bin = example_tasks().display()
         ),
@@ -589,6 +589,25 @@ async fn cancel_and_retry_reach_the_replica_through_the_bucket() {
     })
     .await;
     assert_eq!(run.steps[0].tasks[0].attempts, 2, "{run:#?}");
+    // `runs`, `run` and `logs` read the served bucket with the LD_* variables alone.
+    let out = cli(&aws, tmp.path(), &["runs"]);
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{listing}");
+    assert!(listing.contains(s.run_id()), "{listing}");
+    let out = cli(&aws, tmp.path(), &["run", s.run_id()]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("succeeded"));
+    let task_id = run.steps[0].tasks[0].task_id.clone();
+    let log = super::support::eventually("the first attempt's log", || {
+        let out = cli(&aws, tmp.path(), &["logs", &task_id, "--attempt", "1"]);
+        async move { (out.status.code() == Some(0)).then_some(out) }
+    })
+    .await;
+    assert!(
+        String::from_utf8_lossy(&log.stdout).contains("flaky says hello"),
+        "{}",
+        String::from_utf8_lossy(&log.stdout)
+    );
     // An unknown run is "not found" (exit 3).
     let out = cli(&aws, tmp.path(), &["retry", "no-such-run"]);
     assert_eq!(
@@ -597,4 +616,38 @@ async fn cancel_and_retry_reach_the_replica_through_the_bucket() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_queue_that_goes_away_is_logged_and_the_replica_carries_on_when_it_is_back() {
+    let aws = aws(30).await;
+    let mut serve = Serve::start(&aws, "", &[]);
+    eventually("linedee serve is up", || {
+        let up = serve.log().contains("Ctrl-C stops");
+        async move { up.then_some(()) }
+    })
+    .await;
+    aws.sqs
+        .delete_queue()
+        .queue_url(&aws.queue_url)
+        .send()
+        .await
+        .expect("delete the queue");
+    eventually("the lost queue is logged", || {
+        let logged = serve.log().contains("cannot receive from the queue");
+        async move { logged.then_some(()) }
+    })
+    .await;
+    assert!(serve.still_running(), "{}", serve.log());
+    // The same queue again (same URL and ARN, so the notification still points at it).
+    aws.sqs
+        .create_queue()
+        .queue_name("ld-events")
+        .send()
+        .await
+        .expect("the queue again");
+    let wf = Workflow::new().step(Task::new("bash -c 'echo back'").no_output());
+    let s = aws.client.submit("in/back", &wf).await.expect("submit");
+    let run = wait(&aws.client, s.run_id(), &serve).await;
+    assert_eq!(run.status, RunState::Succeeded, "{run:#?}");
 }

@@ -11,6 +11,10 @@ use crate::bucket::Bucket;
 use crate::machine::{Effect, Event, RunRecord};
 use crate::runner::{Exit, StartError};
 
+/// How long a status document waits for a newer one before it is written (a finished run's
+/// document is written at once).
+const PUBLISH_SETTLE: std::time::Duration = std::time::Duration::from_millis(250);
+
 impl Worker {
     /// Carries out a run's effects (each in a task of its own; their answers come back as
     /// events through [`Worker::apply`]).
@@ -158,7 +162,19 @@ impl Worker {
         exit: Exit,
     ) {
         let mut events = Vec::with_capacity(2);
-        if !no_output && let Ok(Some(state)) = self.s3.output(bucket, &task_id).await {
+        // An output already recorded (its `out/` event came first) needs no HEAD.
+        let recorded = {
+            let cell = self.cached(run_id);
+            let cached = cell.lock().await;
+            cached
+                .as_ref()
+                .and_then(|(doc, _)| doc.record.task(&task_id))
+                .is_some_and(|t| t.status == linedee::TaskState::Succeeded)
+        };
+        if !no_output
+            && !recorded
+            && let Ok(Some(state)) = self.s3.output(bucket, &task_id).await
+        {
             events.push(Event::OutputLanded {
                 task_id: task_id.clone(),
                 state,
@@ -191,6 +207,15 @@ impl Worker {
         let run_id = run.run_id.clone();
         self.tasks.spawn(async move {
             loop {
+                // A document that a newer one follows within moments (queued, then running)
+                // is not written: a short wait lets the newer one take its place.
+                let finished = lock(&me.publishing)
+                    .get(&run_id)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|(_, doc)| doc.status.is_finished());
+                if !finished {
+                    tokio::time::sleep(PUBLISH_SETTLE).await;
+                }
                 let next = {
                     let mut publishing = lock(&me.publishing);
                     match publishing.get_mut(&run_id).and_then(Option::take) {
@@ -215,8 +240,30 @@ impl Worker {
                 return;
             }
         };
+        // The same document as this replica last wrote (an exit that changed nothing the
+        // document shows) is not written again.
+        let hash = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            body.hash(&mut h);
+            h.finish()
+        };
+        if lock(&self.written).get(run_id) == Some(&hash) {
+            if finished {
+                lock(&self.published_final).insert(run_id.to_owned());
+            }
+            return;
+        }
         let key = linedee::status::status_key(run_id);
-        match self.s3.put_json(&bucket, &key, body).await {
+        let put = self.s3.put_json(&bucket, &key, body).await;
+        if put.is_ok() {
+            let mut written = lock(&self.written);
+            if written.len() >= 4 * 4096 {
+                written.clear();
+            }
+            written.insert(run_id.to_owned(), hash);
+        }
+        match put {
             Ok(()) if finished => {
                 let mut published = lock(&self.published_final);
                 if published.len() >= 4 * 4096 {

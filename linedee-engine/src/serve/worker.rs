@@ -58,6 +58,8 @@ pub(crate) struct Worker {
     pub(super) runs: Mutex<HashMap<String, Cached>>,
     /// Starts this replica is making, by (task, attempt), with the token that withdraws them.
     pub(super) starting: Mutex<HashMap<(String, u32), CancellationToken>>,
+    /// A hash of the status document this replica last wrote, per run.
+    pub(super) written: Mutex<HashMap<String, u64>>,
     /// Runs whose final status document this replica wrote.
     pub(super) published_final: Mutex<HashSet<String>>,
     /// With the dyno runner: the app's Procfile, to name process types as Heroku knows them.
@@ -111,6 +113,7 @@ impl Worker {
             runs: Mutex::new(HashMap::new()),
             starting: Mutex::new(HashMap::new()),
             published_final: Mutex::new(HashSet::new()),
+            written: Mutex::new(HashMap::new()),
             tasks: tokio_util::task::TaskTracker::new(),
             dyno_commands: None,
             publishing: Mutex::new(HashMap::new()),
@@ -129,6 +132,7 @@ impl Worker {
     pub(super) fn forget(&self, run_id: &str) {
         lock(&self.runs).remove(run_id);
         lock(&self.published_final).remove(run_id);
+        lock(&self.written).remove(run_id);
     }
 
     /// Applies events to a run by compare-and-swap, then carries out the effects.
@@ -310,15 +314,16 @@ impl Worker {
         let mut cached = cell.lock().await;
         match self.states.create(&doc).await? {
             Written::Done(etag) => {
-                // Sent after the create (a duplicate event sends nothing); a crash in between
-                // is repaired when this message comes back (below).
-                if let Some(t) = &tick {
-                    self.send_tick(t).await?;
-                }
                 *cached = Some((doc.clone(), etag));
                 drop(cached);
                 tracing::info!(run_id, key = %delivery.key, "run created");
                 self.carry_out(&doc.record, effects);
+                // Sent after the create (a duplicate event sends nothing), while the first
+                // starts are under way; a crash before it is sent is repaired when this
+                // message comes back (below).
+                if let Some(t) = &tick {
+                    self.send_tick(t).await?;
+                }
                 Ok(true)
             }
             Written::Conflict => {

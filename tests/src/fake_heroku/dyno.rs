@@ -38,6 +38,8 @@ pub(super) struct Dyno {
     env: BTreeMap<String, String>,
     created_at: String,
     updated_at: String,
+    /// When its create request was taken.
+    requested: std::time::Instant,
     pgid: Option<i32>,
     phase: Phase,
     /// A stop was asked (or the time to live ran out).
@@ -78,6 +80,7 @@ impl Dyno {
                 Phase::Exited { code, .. } => code,
             },
             pgid: self.pgid,
+            requested: self.requested,
         }
     }
 
@@ -107,6 +110,7 @@ impl Dyno {
 /// Starts a dyno for `create`: its process runs when this returns. The answer's state is
 /// `starting`, as Heroku's create answers.
 pub(super) fn start(shared: &Arc<Shared>, create: Create) -> std::io::Result<Value> {
+    let requested = std::time::Instant::now();
     let mut state = shared.state();
     let number = state.dynos.len() + 1;
     let name = format!("run.{number}");
@@ -171,6 +175,7 @@ pub(super) fn start(shared: &Arc<Shared>, create: Create) -> std::io::Result<Val
         env: create.env,
         created_at: now.clone(),
         updated_at: now,
+        requested,
         pgid,
         phase: Phase::Up,
         stopping: false,

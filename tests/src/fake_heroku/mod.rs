@@ -82,6 +82,8 @@ pub struct DynoInfo {
     pub exit_code: Option<i32>,
     /// The process group id (its leader's pid).
     pub pgid: Option<i32>,
+    /// When the fake took its create request.
+    pub requested: std::time::Instant,
 }
 
 impl DynoInfo {
