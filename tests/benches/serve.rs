@@ -223,16 +223,20 @@ impl Moto {
             .stderr(Stdio::null())
             .spawn()
             .expect("moto_server starts");
-        let endpoint = format!("http://127.0.0.1:{port}");
+        // Owned at once, so that it is killed (on drop) whatever happens next.
+        let moto = Moto {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
         let http = reqwest::Client::new();
         for _ in 0..600 {
             if http
-                .post(format!("{endpoint}/moto-api/reset"))
+                .post(format!("{}/moto-api/reset", moto.endpoint))
                 .send()
                 .await
                 .is_ok()
             {
-                return Moto { child, endpoint };
+                return moto;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
