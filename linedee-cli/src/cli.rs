@@ -35,6 +35,9 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Run the store, the engine and the dashboard in this process (Ctrl-C stops it).
     Local(LocalArgs),
+    /// Serve the dashboard for any bucket (one run by `linedee serve`, say) on loopback, from
+    /// its status documents.
+    Dashboard(DashboardArgs),
     /// Run line^d on AWS: consume a bucket's S3 events from SQS, as one of any number of
     /// identical replicas (docs/serve.md).
     Serve(ServeArgs),
@@ -94,6 +97,14 @@ pub(crate) struct LocalArgs {
     /// Do not echo task output (it is still kept in the logs).
     #[arg(long, short)]
     pub(crate) quiet: bool,
+}
+
+/// `linedee dashboard`.
+#[derive(Debug, Args)]
+pub(crate) struct DashboardArgs {
+    /// Port on 127.0.0.1 (0: any free port).
+    #[arg(long, default_value_t = 9402)]
+    pub(crate) port: u16,
 }
 
 /// `linedee serve`. Every setting also comes from its environment variable.

@@ -6,10 +6,11 @@
 //!
 //! Layout: [`cli`] (arguments), [`env`](mod@env) (configuration), [`exit`] (exit codes and error
 //! classes), then one module per command group: [`local`], [`submit`], [`runs`], [`logs`],
-//! [`control`], [`serve`], [`stats`], [`validate`], [`export`].
+//! [`control`], [`dashboard`], [`serve`], [`stats`], [`validate`], [`export`].
 
 mod cli;
 mod control;
+mod dashboard;
 mod env;
 mod exit;
 mod export;
@@ -59,6 +60,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Local(args) => local::run(&cli.dir, args).await,
         Command::Serve(args) => serve::run(args).await,
+        Command::Dashboard(args) => dashboard::run(&config()?, args).await,
         Command::Submit(args) => submit::submit(&config()?, args).await,
         Command::Upload(args) => submit::upload(&config()?, args).await,
         Command::Runs(args) => runs::list(&config()?, args).await,

@@ -651,3 +651,116 @@ async fn a_queue_that_goes_away_is_logged_and_the_replica_carries_on_when_it_is_
     let run = wait(&aws.client, s.run_id(), &serve).await;
     assert_eq!(run.status, RunState::Succeeded, "{run:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_reads_a_served_bucket_and_cancels_through_it() {
+    use crate::dashboard::support::{chromium, get_json, post};
+    let aws = aws(30).await;
+    let serve = Serve::start(&aws, "", &[]);
+    let ok = Workflow::new()
+        .title("Served and shown")
+        .step(Task::new("bash -c 'echo shown in the dashboard'").no_output());
+    let done = aws.client.submit("in/shown", &ok).await.expect("submit");
+    let run = wait(&aws.client, done.run_id(), &serve).await;
+    assert_eq!(run.status, RunState::Succeeded);
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let marker = tmp.path().join("started");
+    let sleeper = Workflow::new().step(
+        Task::new(format!(
+            "bash -c 'touch {}; exec sleep 600'",
+            marker.display()
+        ))
+        .timeout(Duration::from_secs(900)),
+    );
+    let sleeping = aws
+        .client
+        .submit("in/sleeping", &sleeper)
+        .await
+        .expect("submit");
+    eventually("the sleeping run's document says running", || async {
+        let r = aws.client.run(sleeping.run_id()).await.ok()?;
+        (r.status == RunState::Running && marker.exists()).then_some(())
+    })
+    .await;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let token = linedee_engine::dashboard::new_token();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let served = tokio::spawn(linedee_engine::dashboard::serve_bucket(
+        aws.client.clone(),
+        listener,
+        token.clone(),
+        stop.clone().cancelled_owned(),
+    ));
+
+    let (code, page) = get_json(&format!("{base}/api/runs")).await;
+    assert_eq!(code, 200, "{page}");
+    let runs = page["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 2, "{page}");
+    let by_id = |id: &str| runs.iter().find(|r| r["run_id"] == id).cloned();
+    assert_eq!(by_id(done.run_id()).expect("listed")["status"], "succeeded");
+    assert_eq!(
+        by_id(sleeping.run_id()).expect("listed")["status"],
+        "running"
+    );
+    let (_, only) = get_json(&format!("{base}/api/runs?status=succeeded")).await;
+    assert_eq!(only["runs"].as_array().map(Vec::len), Some(1), "{only}");
+    let (code, one) = get_json(&format!("{base}/api/runs/{}", done.run_id())).await;
+    assert_eq!(
+        (code, &one["run"]["title"]),
+        (200, &serde_json::json!("Served and shown"))
+    );
+    let task_id = run.steps[0].tasks[0].task_id.clone();
+    let (code, log) = eventually("the log through the dashboard", || async {
+        let (code, log) = get_json(&format!("{base}/api/logs/{task_id}/1")).await;
+        (code == 200).then_some((code, log))
+    })
+    .await;
+    assert_eq!(code, 200);
+    assert!(
+        log["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("shown in the dashboard"),
+        "{log}"
+    );
+    let (code, overview) = get_json(&format!("{base}/api/overview?window=1h")).await;
+    assert_eq!(code, 404, "{overview}");
+    assert!(
+        overview["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("runs list")
+    );
+
+    // Cancel needs the token; with it, the request reaches the replica through the bucket.
+    let cancel = format!("{base}/api/runs/{}/cancel", sleeping.run_id());
+    let (code, _) = post(&cancel, None).await;
+    assert_eq!(code, 401);
+    let (code, answer) = post(&cancel, Some(&format!("Bearer {token}"))).await;
+    assert_eq!(code, 200, "{answer}\n{}", serve.log());
+    let run = wait(&aws.client, sleeping.run_id(), &serve).await;
+    assert_eq!(run.status, RunState::Cancelled);
+    let (code, refused) = post(&cancel, Some(&format!("Bearer {token}"))).await;
+    assert_eq!(code, 409, "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("already finished")
+    );
+
+    // The app renders the runs list in a real browser.
+    let dom = chromium(&format!("{base}/#/runs"), &["--dump-dom"]).await;
+    assert!(dom.contains(done.run_id()), "{dom}");
+    assert!(dom.contains(sleeping.run_id()), "{dom}");
+
+    stop.cancel();
+    served
+        .await
+        .expect("join")
+        .expect("the dashboard stops cleanly");
+}

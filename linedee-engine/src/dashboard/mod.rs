@@ -1,5 +1,7 @@
 //! The dashboard served by `linedee local`: an overview of activity, a runs list and a run
-//! page (timeline, tasks, logs with a live tail), over a small JSON API.
+//! page (timeline, tasks, logs with a live tail), over a small JSON API. `linedee dashboard`
+//! serves the same app for any bucket ([`serve_bucket`], `bucket.rs`), from its status
+//! documents.
 //!
 //! Layout:
 //! - [`serve`]: the entry point; binds nothing itself, serves the caller's listener.
@@ -25,6 +27,7 @@
 //!
 //! Everything else is read-only. Errors are JSON `{"error": "…"}` with a 4xx/5xx status.
 
+mod bucket;
 mod logs;
 mod overview;
 mod respond;
@@ -65,6 +68,46 @@ pub async fn serve(
     token: String,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    serve_source(routes::Source::Engine(engine), listener, token, shutdown).await
+}
+
+/// Serves the dashboard for any bucket (`linedee dashboard`): runs from their status
+/// documents (`ld/runs/`), logs from `ld/logs/`, cancel and retry as control requests that
+/// the engine serving the bucket answers (`linedee serve`). The overview, which needs the
+/// local engine's journal, answers 404; `token` guards cancel and retry as in [`serve`].
+///
+/// ```no_run
+/// # async fn demo() -> linedee_engine::Result<()> {
+/// let client = linedee::Client::from_env().map_err(linedee_engine::Error::Bucket)?;
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await
+///     .map_err(linedee_engine::Error::Serve)?;
+/// linedee_engine::dashboard::serve_bucket(client, listener, "a token".into(), async {
+///     let _ = tokio::signal::ctrl_c().await;
+/// })
+/// .await
+/// # }
+/// ```
+pub async fn serve_bucket(
+    client: linedee::Client,
+    listener: TcpListener,
+    token: String,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let source = routes::Source::Bucket(bucket::BucketSource { client });
+    serve_source(source, listener, token, shutdown).await
+}
+
+/// A new random token for cancel and retry (48 alphanumeric characters).
+pub fn new_token() -> String {
+    crate::store::random_token(48)
+}
+
+async fn serve_source(
+    source: routes::Source,
+    listener: TcpListener,
+    token: String,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     let addr = listener.local_addr().map_err(Error::Serve)?;
     let loopback = addr.ip().is_loopback();
     if !loopback {
@@ -75,7 +118,7 @@ pub async fn serve(
         );
     }
     let state = Arc::new(routes::State {
-        engine,
+        source,
         token,
         loopback,
     });

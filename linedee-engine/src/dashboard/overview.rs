@@ -30,7 +30,16 @@ pub(super) async fn overview(state: &State, query: Option<&str>) -> Resp {
             }
         }
     }
-    match state.engine.overview(window).await {
+    let engine = match &state.source {
+        super::routes::Source::Engine(engine) => engine,
+        super::routes::Source::Bucket(_) => {
+            return respond::error(
+                StatusCode::NOT_FOUND,
+                "the overview needs the local engine's journal; this dashboard reads the bucket's status documents: see the runs list",
+            );
+        }
+    };
+    match engine.overview(window).await {
         Ok(o) => match serde_json::to_value(&o) {
             Ok(v) => respond::json(StatusCode::OK, &v),
             Err(e) => respond::error(StatusCode::INTERNAL_SERVER_ERROR, e),

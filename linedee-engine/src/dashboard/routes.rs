@@ -9,9 +9,17 @@ use super::logs;
 use super::respond::{self, Resp};
 use crate::{Engine, Error, RunError};
 
+/// Where the dashboard reads runs.
+pub(crate) enum Source {
+    /// The local engine: its journal and log files.
+    Engine(Engine),
+    /// Any bucket: its status documents and stored logs (`linedee dashboard`).
+    Bucket(super::bucket::BucketSource),
+}
+
 /// What every request needs.
 pub(crate) struct State {
-    pub(crate) engine: Engine,
+    pub(crate) source: Source,
     pub(crate) token: String,
     /// The listener is on loopback, so `Host` must name loopback too.
     pub(crate) loopback: bool,
@@ -146,7 +154,11 @@ async fn runs(state: &State, query: Option<&str>) -> Resp {
         }
     }
     filter.status = status;
-    match state.engine.find_runs(filter, before, limit).await {
+    let found = match &state.source {
+        Source::Engine(engine) => engine.find_runs(filter, before, limit).await,
+        Source::Bucket(bucket) => bucket.runs(&filter, before, limit).await,
+    };
+    match found {
         Ok((runs, next)) => respond::json(StatusCode::OK, &json!({ "runs": runs, "next": next })),
         Err(e) => engine_error(&e),
     }
@@ -166,13 +178,22 @@ async fn run(state: &State, id: &str) -> Resp {
     if let Some(resp) = bad_run_id(id) {
         return resp;
     }
-    let status = match state.engine.status(id).await {
-        Ok(s) => s,
-        Err(e) => return engine_error(&e),
-    };
-    let attempts = match state.engine.attempts(id).await {
-        Ok(a) => a,
-        Err(e) => return engine_error(&e),
+    let (status, attempts) = match &state.source {
+        Source::Engine(engine) => {
+            let status = match engine.status(id).await {
+                Ok(s) => s,
+                Err(e) => return engine_error(&e),
+            };
+            match engine.attempts(id).await {
+                Ok(a) => (status, a),
+                Err(e) => return engine_error(&e),
+            }
+        }
+        // The bucket has the status document only.
+        Source::Bucket(bucket) => match bucket.status(id).await {
+            Ok(s) => (s, Vec::new()),
+            Err(e) => return engine_error(&e),
+        },
     };
     let now_ms = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
     respond::json(
@@ -193,10 +214,23 @@ async fn act(state: &State, headers: &http::HeaderMap, id: &str, action: &str) -
     if let Some(resp) = bad_run_id(id) {
         return resp;
     }
-    let result = if action == "cancel" {
-        state.engine.cancel(id).await
-    } else {
-        state.engine.retry(id).await
+    let result = match &state.source {
+        Source::Engine(engine) if action == "cancel" => engine.cancel(id).await,
+        Source::Engine(engine) => engine.retry(id).await,
+        Source::Bucket(bucket) => {
+            let action = if action == "cancel" {
+                linedee::control::Action::Cancel
+            } else {
+                linedee::control::Action::Retry
+            };
+            match bucket.control(id, action).await {
+                // The serving engine refused, saying why.
+                Err(Error::Internal(reason)) => {
+                    return respond::error(StatusCode::CONFLICT, reason);
+                }
+                other => other,
+            }
+        }
     };
     match result {
         Ok(()) => respond::json(StatusCode::OK, &json!({ "ok": true, "run_id": id })),
@@ -241,11 +275,19 @@ async fn log(state: &State, task_id: &str, attempt: &str, query: Option<&str>) -
         }
         Err(e) => return respond::error(StatusCode::BAD_REQUEST, e),
     }
-    // A file read: on the blocking pool, not a runtime thread.
-    let path = state.engine.log_path(task_id, attempt);
-    let read = tokio::task::spawn_blocking(move || logs::read(&path, offset))
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+    let read = match &state.source {
+        Source::Engine(engine) => {
+            // A file read: on the blocking pool, not a runtime thread.
+            let path = engine.log_path(task_id, attempt);
+            tokio::task::spawn_blocking(move || logs::read(&path, offset))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+        }
+        Source::Bucket(bucket) => bucket
+            .log(task_id, attempt, offset)
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string())),
+    };
     match read {
         Ok(Some(slice)) => respond::json(StatusCode::OK, &json!(slice)),
         Ok(None) => respond::error(

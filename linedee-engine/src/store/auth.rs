@@ -86,7 +86,8 @@ impl std::fmt::Debug for Auth {
 /// `InvalidAccessKeyId`.
 const KEEP_RETIRED: usize = 32;
 
-fn random(len: usize) -> String {
+/// `len` random alphanumeric characters (the thread-local CSPRNG).
+pub(crate) fn random(len: usize) -> String {
     rand::rng()
         .sample_iter(&Alphanumeric)
         .take(len)

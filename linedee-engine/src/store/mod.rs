@@ -42,6 +42,7 @@ use rusqlite::Connection;
 use tokio::sync::broadcast;
 
 pub use auth::Credentials;
+pub(crate) use auth::random as random_token;
 pub use index::ObjectMeta;
 pub use outbox::{ENGINE_PREFIX, ObjectEvent, Trigger, TriggerKind, trigger_kind};
 
