@@ -285,8 +285,7 @@ impl Worker {
     }
 
     pub(crate) async fn send_tick(&self, tick: &Tick) -> Result<()> {
-        let delay_s = ((tick.due_ms - now_ms()).max(0) + 999) / 1000;
-        let delay_s = delay_s.min(MAX_DELAY_S);
+        let delay_s = delay_s(tick.due_ms, now_ms());
         tracing::debug!(run_id = %tick.run_id, tick = tick.tick, delay_s, "tick sent");
         self.queue.send(tick_body(tick), delay_s).await
     }
@@ -364,6 +363,12 @@ impl Worker {
     }
 }
 
+/// The queue delay of a message due at `due_ms`: whole seconds, at most SQS's 900; a tick due
+/// later arrives early and is sent on (`tick.rs`).
+pub(crate) fn delay_s(due_ms: Millis, now: Millis) -> i64 {
+    (((due_ms - now).max(0) + 999) / 1000).min(MAX_DELAY_S)
+}
+
 impl TickState {
     pub(crate) fn message(self, run_id: &str) -> Tick {
         Tick {
@@ -391,3 +396,7 @@ fn timer_pending(r: &crate::machine::RunRecord, timer: &Timer) -> bool {
         Timer::Pause { .. } => matches!(t.wait, Some(Wait::Pause { .. })),
     }
 }
+
+#[cfg(test)]
+#[path = "worker_tests.rs"]
+mod tests;
