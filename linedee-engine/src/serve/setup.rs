@@ -12,8 +12,8 @@ use super::s3;
 /// processes of the replica's host.
 ///
 /// ```
-/// let dynos = linedee_engine::serve::Dynos::new("my-app", "token").max_dynos(20);
-/// assert!(!format!("{dynos:?}").contains("token"));
+/// let dynos = linedee_engine::serve::Dynos::new("my-app", "hrku-s3cr3t").max_dynos(20);
+/// assert!(!format!("{dynos:?}").contains("s3cr3t"));
 /// ```
 #[derive(Debug, Clone)]
 pub struct Dynos {
