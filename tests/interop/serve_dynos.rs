@@ -118,6 +118,15 @@ async fn serve_runs_each_attempt_as_a_one_off_dyno() {
         "{}",
         String::from_utf8_lossy(&log)
     );
+    // A replica that stops reports its API requests per dyno it started.
+    let mut serve = serve;
+    serve.stop();
+    let log = serve.log();
+    assert!(
+        log.contains("Heroku Platform API requests made by this replica, and per dyno started"),
+        "{log}"
+    );
+    assert!(log.contains("starts=4"), "{log}");
     // The token reaches no log.
-    assert!(!serve.log().contains(TOKEN), "{}", serve.log());
+    assert!(!log.contains(TOKEN), "{log}");
 }

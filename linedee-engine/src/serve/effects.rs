@@ -132,11 +132,14 @@ impl Worker {
             let started = me.runner.start(spec, cancel, on_exit).await;
             lock(&me.starting).remove(&key);
             let event = match started {
-                Ok(runner) => Event::AttemptStarted {
-                    task_id,
-                    attempt,
-                    runner,
-                },
+                Ok(runner) => {
+                    me.starts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    Event::AttemptStarted {
+                        task_id,
+                        attempt,
+                        runner,
+                    }
+                }
                 Err(StartError::Failed(reason)) => Event::SpawnFailed {
                     task_id,
                     attempt,

@@ -388,9 +388,17 @@ impl Serve {
             tracing::warn!("effects still under way at shutdown are left to the runs' ticks");
         }
         if let Some(h) = &self.heroku {
+            let (requests, starts) = (
+                h.calls(),
+                self.worker
+                    .starts
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            );
             tracing::info!(
-                requests = h.calls(),
-                "Heroku Platform API requests made by this replica"
+                requests,
+                starts,
+                per_start = format!("{:.1}", requests as f64 / starts.max(1) as f64),
+                "Heroku Platform API requests made by this replica, and per dyno started"
             );
         }
         Ok(())

@@ -64,6 +64,8 @@ pub(crate) struct Worker {
     pub(super) published_final: Mutex<HashSet<String>>,
     /// With the dyno runner: the app's Procfile, to name process types as Heroku knows them.
     pub(crate) dyno_commands: Option<crate::local_runner::ProcfileSource>,
+    /// Attempts this replica started (for the dyno runner's requests per start).
+    pub(crate) starts: std::sync::atomic::AtomicU64,
     /// The effects under way (awaited at shutdown).
     pub(super) tasks: tokio_util::task::TaskTracker,
     /// Status documents waiting to be written, by run; a run in the map has a writer.
@@ -116,6 +118,7 @@ impl Worker {
             written: Mutex::new(HashMap::new()),
             tasks: tokio_util::task::TaskTracker::new(),
             dyno_commands: None,
+            starts: std::sync::atomic::AtomicU64::new(0),
             publishing: Mutex::new(HashMap::new()),
         }
     }
