@@ -35,6 +35,9 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Run the store, the engine and the dashboard in this process (Ctrl-C stops it).
     Local(LocalArgs),
+    /// Inspect a `linedee serve` deployment on AWS (`cloud check`).
+    #[command(subcommand)]
+    Cloud(CloudCommand),
     /// Serve the dashboard for any bucket (one run by `linedee serve`, say) on loopback, from
     /// its status documents.
     Dashboard(DashboardArgs),
@@ -97,6 +100,26 @@ pub(crate) struct LocalArgs {
     /// Do not echo task output (it is still kept in the logs).
     #[arg(long, short)]
     pub(crate) quiet: bool,
+}
+
+/// `linedee cloud …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum CloudCommand {
+    /// Check the bucket, its notification, the queue, its policy and dead-letter queue, with
+    /// the standard AWS credentials: one line per item, with the fix for what is wrong. Exit 0
+    /// only when everything holds; nothing is changed.
+    Check(CloudCheckArgs),
+}
+
+/// `linedee cloud check`.
+#[derive(Debug, Args)]
+pub(crate) struct CloudCheckArgs {
+    /// The bucket whose uploads start runs.
+    #[arg(long, env = "LD_S3_BUCKET")]
+    pub(crate) bucket: String,
+    /// The SQS queue its notifications go to.
+    #[arg(long, env = "LD_SQS_QUEUE_URL")]
+    pub(crate) queue_url: String,
 }
 
 /// `linedee dashboard`.

@@ -6,9 +6,10 @@
 //!
 //! Layout: [`cli`] (arguments), [`env`](mod@env) (configuration), [`exit`] (exit codes and error
 //! classes), then one module per command group: [`local`], [`submit`], [`runs`], [`logs`],
-//! [`control`], [`dashboard`], [`serve`], [`stats`], [`validate`], [`export`].
+//! [`control`], [`dashboard`], [`serve`], [`cloud`], [`stats`], [`validate`], [`export`].
 
 mod cli;
+mod cloud;
 mod control;
 mod dashboard;
 mod env;
@@ -60,6 +61,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Local(args) => local::run(&cli.dir, args).await,
         Command::Serve(args) => serve::run(args).await,
+        Command::Cloud(cmd) => cloud::run(cmd).await,
         Command::Dashboard(args) => dashboard::run(&config()?, args).await,
         Command::Submit(args) => submit::submit(&config()?, args).await,
         Command::Upload(args) => submit::upload(&config()?, args).await,

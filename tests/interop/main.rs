@@ -13,6 +13,7 @@
 mod local;
 mod moto;
 mod serve;
+mod serve_check;
 mod serve_dynos;
 mod serve_failover;
 mod serve_race;

@@ -11,7 +11,7 @@
 //! - `worker`: the compare-and-swap transitions and the ticks' schedule; `effects` carries
 //!   the machine's effects out; `tick` fires timers and repairs what a lost replica left;
 //! - `dead`: dead letters end their run failed; `setup`: the AWS clients, the notification
-//!   check, the dyno settings ([`Dynos`]);
+//!   check, the dyno settings ([`Dynos`]); `check`: `linedee cloud check` ([`check`]);
 //! - `state`, `s3`, `queue`: the state objects, S3 and SQS.
 
 use std::future::Future;
@@ -30,6 +30,7 @@ use crate::machine::Machine;
 use crate::retry::RetryPolicy;
 use crate::runner::Runner;
 
+mod check;
 mod consume;
 mod dead;
 mod effects;
@@ -41,6 +42,7 @@ mod state;
 mod tick;
 mod worker;
 
+pub use check::{CheckItem, check, queue_policy};
 pub use setup::{Dynos, aws_clients};
 
 use queue::{LONG_POLL_S, Queue, Received};

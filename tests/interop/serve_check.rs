@@ -1,0 +1,190 @@
+//! `linedee cloud check` against moto: a half-configured deployment has each missing piece
+//! named with its fix; a wrong queue policy is named; a complete one passes (exit 0).
+
+use std::process::{Command, Output, Stdio};
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use linedee_tests::binary;
+
+use super::serve::{Aws, BUCKET, KEY_ID, SECRET, aws};
+use super::support::Moto;
+
+fn cloud_check(endpoint: &str, bucket: &str, queue_url: &str) -> (i32, String) {
+    let mut cmd = Command::new(binary("linedee-cli", "linedee"));
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        if k.starts_with("AWS_") || k.starts_with("LD_") {
+            cmd.env_remove(&k);
+        }
+    }
+    let out: Output = cmd
+        .args([
+            "cloud",
+            "check",
+            "--bucket",
+            bucket,
+            "--queue-url",
+            queue_url,
+        ])
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_ACCESS_KEY_ID", KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(Stdio::null())
+        .output()
+        .expect("linedee runs");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn line<'a>(out: &'a str, start: &str) -> &'a str {
+    out.lines()
+        .find(|l| l.starts_with(start))
+        .unwrap_or_else(|| panic!("no line starting {start:?} in:\n{out}"))
+}
+
+async fn arn(aws: &Aws) -> String {
+    aws.sqs
+        .get_queue_attributes()
+        .queue_url(&aws.queue_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("attributes")
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .expect("arn")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cloud_check_names_each_missing_piece_with_its_fix() {
+    let moto = Moto::start().await;
+    let creds = aws_credential_types::Credentials::new(KEY_ID, SECRET, None, None, "test");
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .endpoint_url(&moto.endpoint)
+            .force_path_style(true)
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .credentials_provider(creds.clone())
+            .build(),
+    );
+    let sqs = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::Config::builder()
+            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+            .endpoint_url(&moto.endpoint)
+            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+            .credentials_provider(creds)
+            .build(),
+    );
+    s3.create_bucket()
+        .bucket("half")
+        .send()
+        .await
+        .expect("bucket");
+    let url = sqs
+        .create_queue()
+        .queue_name("half-events")
+        .send()
+        .await
+        .expect("queue")
+        .queue_url
+        .expect("url");
+    let (code, out) = cloud_check(&moto.endpoint, "half", &url);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        line(&out, "ok    bucket:").contains("`half` exists"),
+        "{out}"
+    );
+    assert!(
+        out.contains("FAIL  bucket versioning: never enabled"),
+        "{out}"
+    );
+    assert!(
+        out.contains("fix: aws s3api put-bucket-versioning --bucket half --versioning-configuration Status=Enabled"),
+        "{out}"
+    );
+    assert!(
+        out.contains("FAIL  bucket notification: no rule sends object-created events to the queue"),
+        "{out}"
+    );
+    assert!(
+        out.contains("FAIL  queue policy: the queue has no policy"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\"aws:SourceArn\": \"arn:aws:s3:::half\""),
+        "the policy to apply: {out}"
+    );
+    assert!(out.contains("FAIL  dead-letter queue: none"), "{out}");
+    assert!(
+        line(&out, "ok    visibility timeout:").contains("30 s"),
+        "{out}"
+    );
+
+    // A bucket that does not exist stops the check at its first line.
+    let (code, out) = cloud_check(&moto.endpoint, "no-such-bucket", &url);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL  bucket: `no-such-bucket` cannot be reached"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cloud_check_passes_a_complete_deployment_and_names_a_wrong_policy() {
+    let aws = aws(60).await;
+    let arn = arn(&aws).await;
+    // The policy for another bucket: named as wrong.
+    let other = linedee_engine::serve::queue_policy(&arn, "some-other-bucket");
+    aws.sqs
+        .set_queue_attributes()
+        .queue_url(&aws.queue_url)
+        .attributes(QueueAttributeName::Policy, other)
+        .send()
+        .await
+        .expect("policy");
+    let (code, out) = cloud_check(&aws.moto.endpoint, BUCKET, &aws.queue_url);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "FAIL  queue policy: no statement lets bucket `{BUCKET}` (arn:aws:s3:::{BUCKET}) send to {arn}"
+        )),
+        "{out}"
+    );
+    // The policy `check` proposes makes it whole.
+    aws.sqs
+        .set_queue_attributes()
+        .queue_url(&aws.queue_url)
+        .attributes(
+            QueueAttributeName::Policy,
+            linedee_engine::serve::queue_policy(&arn, BUCKET),
+        )
+        .send()
+        .await
+        .expect("policy");
+    let (code, out) = cloud_check(&aws.moto.endpoint, BUCKET, &aws.queue_url);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("FAIL"), "{out}");
+    assert!(
+        line(&out, "ok    bucket versioning:").contains("enabled"),
+        "{out}"
+    );
+    assert!(
+        line(&out, "ok    bucket notification:").contains("in/, out/, ld/control/"),
+        "{out}"
+    );
+    assert!(
+        line(&out, "ok    dead-letter queue:").contains("after 2 receives"),
+        "{out}"
+    );
+}
