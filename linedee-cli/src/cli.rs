@@ -109,6 +109,24 @@ pub(crate) enum CloudCommand {
     /// the standard AWS credentials: one line per item, with the fix for what is wrong. Exit 0
     /// only when everything holds; nothing is changed.
     Check(CloudCheckArgs),
+    /// Create what the deployment lacks: bucket versioning, the queue and its dead-letter
+    /// queue, the queue policy, the bucket's notification. Idempotent; never replaces the
+    /// bucket's existing notification rules (it adds to them) and never creates the bucket.
+    Setup(CloudSetupArgs),
+}
+
+/// `linedee cloud setup`.
+#[derive(Debug, Args)]
+pub(crate) struct CloudSetupArgs {
+    /// The bucket whose uploads start runs (it must exist).
+    #[arg(long, env = "LD_S3_BUCKET")]
+    pub(crate) bucket: String,
+    /// The queue's name (its dead-letter queue is `<name>-dlq`).
+    #[arg(long, default_value = "ld-events")]
+    pub(crate) queue: String,
+    /// Print what would be done (the calls and the policy documents), change nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
 }
 
 /// `linedee cloud check`.

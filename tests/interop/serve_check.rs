@@ -188,3 +188,160 @@ async fn cloud_check_passes_a_complete_deployment_and_names_a_wrong_policy() {
         "{out}"
     );
 }
+
+fn cloud(endpoint: &str, args: &[&str]) -> (i32, String) {
+    let mut cmd = Command::new(binary("linedee-cli", "linedee"));
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        if k.starts_with("AWS_") || k.starts_with("LD_") {
+            cmd.env_remove(&k);
+        }
+    }
+    let out: Output = cmd
+        .arg("cloud")
+        .args(args)
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_ACCESS_KEY_ID", KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(Stdio::null())
+        .output()
+        .expect("linedee runs");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cloud_setup_completes_a_deployment_once_keeping_the_buckets_own_rules() {
+    use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
+    let moto = Moto::start().await;
+    let creds = aws_credential_types::Credentials::new(KEY_ID, SECRET, None, None, "test");
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .endpoint_url(&moto.endpoint)
+            .force_path_style(true)
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .credentials_provider(creds.clone())
+            .build(),
+    );
+    let sqs = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::Config::builder()
+            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+            .endpoint_url(&moto.endpoint)
+            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+            .credentials_provider(creds)
+            .build(),
+    );
+    // A bucket with a rule of its own, to another queue.
+    s3.create_bucket()
+        .bucket("half")
+        .send()
+        .await
+        .expect("bucket");
+    let other = sqs
+        .create_queue()
+        .queue_name("audit")
+        .send()
+        .await
+        .expect("queue")
+        .queue_url
+        .expect("url");
+    let other_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&other)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("attrs")
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .expect("arn");
+    s3.put_bucket_notification_configuration()
+        .bucket("half")
+        .notification_configuration(
+            NotificationConfiguration::builder()
+                .queue_configurations(
+                    QueueConfiguration::builder()
+                        .id("audit")
+                        .queue_arn(&other_arn)
+                        .events(Event::from("s3:ObjectRemoved:*"))
+                        .build()
+                        .expect("rule"),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .expect("notification");
+
+    // A dry run says what it would do and changes nothing.
+    let (code, out) = cloud(&moto.endpoint, &["setup", "--bucket", "half", "--dry-run"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("todo     bucket versioning: would call: aws s3api put-bucket-versioning"),
+        "{out}"
+    );
+    assert!(
+        out.contains("todo     queue: would call: aws sqs create-queue --queue-name ld-events"),
+        "{out}"
+    );
+    assert!(
+        sqs.get_queue_url()
+            .queue_name("ld-events")
+            .send()
+            .await
+            .is_err(),
+        "a dry run created the queue"
+    );
+
+    let (code, out) = cloud(&moto.endpoint, &["setup", "--bucket", "half"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("changed  bucket versioning: enabled"), "{out}");
+    assert!(
+        out.contains("changed  bucket notification: added a rule"),
+        "{out}"
+    );
+    let url = sqs
+        .get_queue_url()
+        .queue_name("ld-events")
+        .send()
+        .await
+        .expect("the queue exists")
+        .queue_url
+        .expect("url");
+    let (code, check) = cloud_check(&moto.endpoint, "half", &url);
+    assert_eq!(code, 0, "after setup:\n{out}\ncheck:\n{check}");
+    // The bucket's own rule is still there, beside linedee's.
+    let rules = s3
+        .get_bucket_notification_configuration()
+        .bucket("half")
+        .send()
+        .await
+        .expect("notification");
+    let arns: Vec<&str> = rules
+        .queue_configurations()
+        .iter()
+        .map(|q| q.queue_arn())
+        .collect();
+    assert!(arns.contains(&other_arn.as_str()), "{arns:?}");
+    assert_eq!(arns.len(), 2, "{arns:?}");
+    // A second run changes nothing, and says so.
+    let (code, out) = cloud(&moto.endpoint, &["setup", "--bucket", "half"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("changed"), "{out}");
+    assert!(out.contains("nothing to change"), "{out}");
+    // A bucket that does not exist is not created: setup says so.
+    let (code, out) = cloud(&moto.endpoint, &["setup", "--bucket", "nope-bucket"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("setup does not create buckets"), "{out}");
+}

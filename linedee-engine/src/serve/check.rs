@@ -242,7 +242,7 @@ async fn notification(s3: &aws_sdk_s3::Client, bucket: &str, queue_arn: &str) ->
 }
 
 /// Whether a policy statement allows S3 (from `bucket`) to send to the queue.
-fn allows(statement: &Value, queue_arn: &str, bucket: &str) -> bool {
+pub(super) fn allows(statement: &Value, queue_arn: &str, bucket: &str) -> bool {
     let one_or_many = |v: Option<&Value>, want: &dyn Fn(&str) -> bool| match v {
         Some(Value::String(s)) => want(s),
         Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).any(want),

@@ -11,7 +11,8 @@
 //! - `worker`: the compare-and-swap transitions and the ticks' schedule; `effects` carries
 //!   the machine's effects out; `tick` fires timers and repairs what a lost replica left;
 //! - `dead`: dead letters end their run failed; `setup`: the AWS clients, the notification
-//!   check, the dyno settings ([`Dynos`]); `check`: `linedee cloud check` ([`check`]);
+//!   check, the dyno settings ([`Dynos`]); `check` and `provision`: `linedee cloud check` and `setup`
+//!   ([`check`], [`setup`]);
 //! - `state`, `s3`, `queue`: the state objects, S3 and SQS.
 
 use std::future::Future;
@@ -35,6 +36,7 @@ mod consume;
 mod dead;
 mod effects;
 mod message;
+mod provision;
 mod queue;
 mod s3;
 mod setup;
@@ -43,6 +45,7 @@ mod tick;
 mod worker;
 
 pub use check::{CheckItem, check, queue_policy};
+pub use provision::{SetupStep, setup};
 pub use setup::{Dynos, aws_clients};
 
 use queue::{LONG_POLL_S, Queue, Received};
