@@ -124,6 +124,10 @@ pub(crate) struct CloudSetupArgs {
     /// The queue's name (its dead-letter queue is `<name>-dlq`).
     #[arg(long, default_value = "ld-events")]
     pub(crate) queue: String,
+    /// Expire stored logs (`ld/logs/`) after this many days: a lifecycle rule added beside
+    /// the bucket's others.
+    #[arg(long, value_name = "N")]
+    pub(crate) retain_days: Option<u32>,
     /// Print what would be done (the calls and the policy documents), change nothing.
     #[arg(long)]
     pub(crate) dry_run: bool,

@@ -31,10 +31,16 @@ pub(crate) async fn run(cmd: CloudCommand) -> anyhow::Result<u8> {
         }
         CloudCommand::Setup(args) => {
             let (s3, sqs) = linedee_engine::serve::aws_clients().await;
-            let steps =
-                linedee_engine::serve::setup(&s3, &sqs, &args.bucket, &args.queue, args.dry_run)
-                    .await
-                    .map_err(|e| exit::bad_input(e.to_string()))?;
+            let steps = linedee_engine::serve::setup(
+                &s3,
+                &sqs,
+                &args.bucket,
+                &args.queue,
+                args.retain_days,
+                args.dry_run,
+            )
+            .await
+            .map_err(|e| exit::bad_input(e.to_string()))?;
             for s in &steps {
                 let mark = match (s.changed, args.dry_run) {
                     (false, _) => "ok     ",

@@ -130,6 +130,10 @@ async fn cloud_check_names_each_missing_piece_with_its_fix() {
         line(&out, "ok    visibility timeout:").contains("30 s"),
         "{out}"
     );
+    assert!(
+        line(&out, "ok    retention:").contains("grow forever"),
+        "{out}"
+    );
 
     // A bucket that does not exist stops the check at its first line.
     let (code, out) = cloud_check(&moto.endpoint, "no-such-bucket", &url);
@@ -304,9 +308,16 @@ async fn cloud_setup_completes_a_deployment_once_keeping_the_buckets_own_rules()
         "a dry run created the queue"
     );
 
-    let (code, out) = cloud(&moto.endpoint, &["setup", "--bucket", "half"]);
+    let (code, out) = cloud(
+        &moto.endpoint,
+        &["setup", "--bucket", "half", "--retain-days", "30"],
+    );
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("changed  bucket versioning: enabled"), "{out}");
+    assert!(
+        out.contains("changed  retention: ld/logs/ expires after 30 days"),
+        "{out}"
+    );
     assert!(
         out.contains("changed  bucket notification: added a rule"),
         "{out}"
@@ -321,6 +332,10 @@ async fn cloud_setup_completes_a_deployment_once_keeping_the_buckets_own_rules()
         .expect("url");
     let (code, check) = cloud_check(&moto.endpoint, "half", &url);
     assert_eq!(code, 0, "after setup:\n{out}\ncheck:\n{check}");
+    assert!(
+        line(&check, "ok    retention:").contains("ld/logs/ expires after 30 days"),
+        "{check}"
+    );
     // The bucket's own rule is still there, beside linedee's.
     let rules = s3
         .get_bucket_notification_configuration()
@@ -336,7 +351,10 @@ async fn cloud_setup_completes_a_deployment_once_keeping_the_buckets_own_rules()
     assert!(arns.contains(&other_arn.as_str()), "{arns:?}");
     assert_eq!(arns.len(), 2, "{arns:?}");
     // A second run changes nothing, and says so.
-    let (code, out) = cloud(&moto.endpoint, &["setup", "--bucket", "half"]);
+    let (code, out) = cloud(
+        &moto.endpoint,
+        &["setup", "--bucket", "half", "--retain-days", "30"],
+    );
     assert_eq!(code, 0, "{out}");
     assert!(!out.contains("changed"), "{out}");
     assert!(out.contains("nothing to change"), "{out}");
