@@ -10,39 +10,9 @@ use super::serve::{Aws, BUCKET, KEY_ID, SECRET, aws};
 use super::support::Moto;
 
 fn cloud_check(endpoint: &str, bucket: &str, queue_url: &str) -> (i32, String) {
-    let mut cmd = Command::new(binary("linedee-cli", "linedee"));
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().into_owned();
-        if k.starts_with("AWS_") || k.starts_with("LD_") {
-            cmd.env_remove(&k);
-        }
-    }
-    let out: Output = cmd
-        .args([
-            "cloud",
-            "check",
-            "--bucket",
-            bucket,
-            "--queue-url",
-            queue_url,
-        ])
-        .env("AWS_ENDPOINT_URL", endpoint)
-        .env("AWS_ACCESS_KEY_ID", KEY_ID)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdin(Stdio::null())
-        .output()
-        .expect("linedee runs");
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
+    cloud(
+        endpoint,
+        &["check", "--bucket", bucket, "--queue-url", queue_url],
     )
 }
 

@@ -78,20 +78,7 @@ pub async fn check(
         return items;
     }
     items.push(CheckItem::ok("bucket", format!("`{bucket}` exists")));
-    let versioned = match s3.get_bucket_versioning().bucket(bucket).send().await {
-        Ok(v) => v.status().map(|s| s.as_str().to_owned()),
-        // An answer under another root element (moto's): its `<Status>` is what counts.
-        Err(e) => e
-            .raw_response()
-            .filter(|r| r.status().as_u16() == 200)
-            .and_then(|r| r.body().bytes())
-            .and_then(|b| {
-                let text = String::from_utf8_lossy(b);
-                let start = text.find("<Status>")? + "<Status>".len();
-                let end = text[start..].find("</Status>")? + start;
-                Some(text[start..end].to_owned())
-            }),
-    };
+    let versioned = super::s3::versioning_status(s3, bucket).await;
     items.push(if versioned.as_deref() == Some("Enabled") {
         CheckItem::ok("bucket versioning", "enabled: one event per write, read by version")
     } else {

@@ -105,20 +105,7 @@ pub async fn setup(
 
 async fn versioning(s3: &aws_sdk_s3::Client, bucket: &str, dry_run: bool) -> Result<SetupStep> {
     const NAME: &str = "bucket versioning";
-    let status = match s3.get_bucket_versioning().bucket(bucket).send().await {
-        Ok(v) => v.status().map(|s| s.as_str().to_owned()),
-        // An answer under another root element (moto's): its `<Status>` is what counts.
-        Err(e) => e
-            .raw_response()
-            .filter(|r| r.status().as_u16() == 200)
-            .and_then(|r| r.body().bytes())
-            .and_then(|b| {
-                let text = String::from_utf8_lossy(b);
-                let start = text.find("<Status>")? + "<Status>".len();
-                let end = text[start..].find("</Status>")? + start;
-                Some(text[start..end].to_owned())
-            }),
-    };
+    let status = super::s3::versioning_status(s3, bucket).await;
     if status.as_deref() == Some("Enabled") {
         return Ok(step(NAME, false, "already enabled"));
     }

@@ -3,6 +3,7 @@
 use aws_sdk_sqs::error::{DisplayErrorContext, SdkError};
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 
+use super::s3::brief;
 use crate::error::{CloudError, Error, Result};
 
 /// Longest wait of one receive (SQS's maximum long poll).
@@ -36,19 +37,6 @@ pub(crate) struct QueueInfo {
 pub(crate) struct Queue {
     client: aws_sdk_sqs::Client,
     url: String,
-}
-
-/// An error in a line: the service's code and message, else the SDK's account of it.
-fn brief<E>(e: &SdkError<E>) -> String
-where
-    E: aws_sdk_sqs::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    use aws_sdk_sqs::error::ProvideErrorMetadata;
-    match (e.code(), e.message()) {
-        (Some(code), Some(message)) => format!("{code}: {message}"),
-        (Some(code), None) => code.to_owned(),
-        _ => DisplayErrorContext(e).to_string(),
-    }
 }
 
 fn failed<E: std::error::Error + Send + Sync + 'static>(op: &str, e: &SdkError<E>) -> Error {

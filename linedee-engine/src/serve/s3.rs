@@ -48,6 +48,24 @@ fn failed<E: std::error::Error + Send + Sync + 'static>(
     .into()
 }
 
+/// The bucket's versioning status (`Enabled`, `Suspended`; `None` if never set or unreadable).
+/// An answer under another root element (moto's) is read for its `<Status>` too.
+pub(crate) async fn versioning_status(s3: &aws_sdk_s3::Client, bucket: &str) -> Option<String> {
+    match s3.get_bucket_versioning().bucket(bucket).send().await {
+        Ok(v) => v.status().map(|s| s.as_str().to_owned()),
+        Err(e) => e
+            .raw_response()
+            .filter(|r| r.status().as_u16() == 200)
+            .and_then(|r| r.body().bytes())
+            .and_then(|b| {
+                let text = String::from_utf8_lossy(b);
+                let start = text.find("<Status>")? + "<Status>".len();
+                let end = text[start..].find("</Status>")? + start;
+                Some(text[start..end].to_owned())
+            }),
+    }
+}
+
 /// An error in a line: the service's code and message, else the SDK's account of it.
 pub(crate) fn brief<E>(e: &SdkError<E>) -> String
 where
