@@ -16,6 +16,29 @@ fn cloud_check(endpoint: &str, bucket: &str, queue_url: &str) -> (i32, String) {
     )
 }
 
+/// S3 and SQS clients for moto.
+fn clients(moto: &Moto) -> (aws_sdk_s3::Client, aws_sdk_sqs::Client) {
+    let creds = aws_credential_types::Credentials::new(KEY_ID, SECRET, None, None, "test");
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .endpoint_url(&moto.endpoint)
+            .force_path_style(true)
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .credentials_provider(creds.clone())
+            .build(),
+    );
+    let sqs = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::Config::builder()
+            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+            .endpoint_url(&moto.endpoint)
+            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+            .credentials_provider(creds)
+            .build(),
+    );
+    (s3, sqs)
+}
+
 fn line<'a>(out: &'a str, start: &str) -> &'a str {
     out.lines()
         .find(|l| l.starts_with(start))
@@ -38,24 +61,7 @@ async fn arn(aws: &Aws) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn cloud_check_names_each_missing_piece_with_its_fix() {
     let moto = Moto::start().await;
-    let creds = aws_credential_types::Credentials::new(KEY_ID, SECRET, None, None, "test");
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::Config::builder()
-            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-            .endpoint_url(&moto.endpoint)
-            .force_path_style(true)
-            .region(aws_sdk_s3::config::Region::new("us-east-1"))
-            .credentials_provider(creds.clone())
-            .build(),
-    );
-    let sqs = aws_sdk_sqs::Client::from_conf(
-        aws_sdk_sqs::Config::builder()
-            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
-            .endpoint_url(&moto.endpoint)
-            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
-            .credentials_provider(creds)
-            .build(),
-    );
+    let (s3, sqs) = clients(&moto);
     s3.create_bucket()
         .bucket("half")
         .send()
@@ -198,24 +204,7 @@ fn cloud(endpoint: &str, args: &[&str]) -> (i32, String) {
 async fn cloud_setup_completes_a_deployment_once_keeping_the_buckets_own_rules() {
     use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
     let moto = Moto::start().await;
-    let creds = aws_credential_types::Credentials::new(KEY_ID, SECRET, None, None, "test");
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::Config::builder()
-            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-            .endpoint_url(&moto.endpoint)
-            .force_path_style(true)
-            .region(aws_sdk_s3::config::Region::new("us-east-1"))
-            .credentials_provider(creds.clone())
-            .build(),
-    );
-    let sqs = aws_sdk_sqs::Client::from_conf(
-        aws_sdk_sqs::Config::builder()
-            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
-            .endpoint_url(&moto.endpoint)
-            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
-            .credentials_provider(creds)
-            .build(),
-    );
+    let (s3, sqs) = clients(&moto);
     // A bucket with a rule of its own, to another queue.
     s3.create_bucket()
         .bucket("half")
