@@ -105,14 +105,19 @@ pub(crate) struct LocalArgs {
 /// `linedee cloud …`.
 #[derive(Debug, Subcommand)]
 pub(crate) enum CloudCommand {
-    /// Check the bucket, its notification, the queue, its policy and dead-letter queue, with
-    /// the standard AWS credentials: one line per item, with the fix for what is wrong. Exit 0
-    /// only when everything holds; nothing is changed.
+    /// Check the bucket, its notification, the queue, its policy and dead-letter queue, the
+    /// engine's permissions (probed harmlessly: run it with the engine's AWS credentials), the
+    /// Heroku app (with --heroku-app and HEROKU_API_KEY), the rotation role (with
+    /// --rotate-role-arn), and an event's round trip through a running replica: one line per
+    /// item, with the fix for what is wrong. Exit 0 only when everything holds.
     Check(CloudCheckArgs),
     /// Create what the deployment lacks: bucket versioning, the queue and its dead-letter
     /// queue, the queue policy, the bucket's notification. Idempotent; never replaces the
     /// bucket's existing notification rules (it adds to them) and never creates the bucket.
     Setup(CloudSetupArgs),
+    /// Rotate the app's AWS credentials into its config vars once, if due (for a scheduler,
+    /// instead of `linedee serve --rotate-credentials`). Exit 0 when rotated or not due.
+    Rotate(CloudRotateArgs),
 }
 
 /// `linedee cloud setup`.
@@ -142,6 +147,77 @@ pub(crate) struct CloudCheckArgs {
     /// The SQS queue its notifications go to.
     #[arg(long, env = "LD_SQS_QUEUE_URL")]
     pub(crate) queue_url: String,
+    /// Where the engine's state goes in the bucket (the permission probes read there).
+    #[arg(long, env = "LD_STATE_PREFIX", default_value = "ld/engine/")]
+    pub(crate) state_prefix: String,
+    /// The app's directory: its Procfile's process types must be in the Heroku app's
+    /// release (with --heroku-app).
+    #[arg(long, env = "LD_APP_DIR", default_value = ".")]
+    pub(crate) app_dir: PathBuf,
+    #[command(flatten)]
+    pub(crate) heroku: HerokuArgs,
+    #[command(flatten)]
+    pub(crate) rotate: RotateArgs,
+    /// Seconds to wait for a running replica to answer the probe object's event.
+    #[arg(long, default_value_t = 30)]
+    pub(crate) round_trip_wait: u64,
+    /// Skip the round trip (no replica runs yet).
+    #[arg(long)]
+    pub(crate) no_round_trip: bool,
+}
+
+/// The Heroku app and how to reach its Platform API.
+#[derive(Debug, Args)]
+pub(crate) struct HerokuArgs {
+    /// The Heroku app: whose one-off dynos run the tasks (`--runner heroku`), whose config
+    /// vars get the rotated credentials. On a dyno with runtime metadata, HEROKU_APP_NAME is
+    /// read when this is not set.
+    #[arg(long, env = "LD_HEROKU_APP")]
+    pub(crate) heroku_app: Option<String>,
+    /// The Heroku API key (`heroku authorizations:create` makes a long-lived one). Never
+    /// printed.
+    #[arg(long, env = "HEROKU_API_KEY", hide_env_values = true)]
+    pub(crate) heroku_api_key: Option<String>,
+    /// The Platform API's URL.
+    #[arg(
+        long,
+        env = "LD_HEROKU_API_URL",
+        default_value = "https://api.heroku.com"
+    )]
+    pub(crate) heroku_api_url: String,
+}
+
+/// How credentials are rotated.
+#[derive(Debug, Args)]
+pub(crate) struct RotateArgs {
+    /// The IAM role STS mints the app's credentials as (its trust policy must let the
+    /// engine's credentials assume it, and its maximum session duration allow the lifetime).
+    #[arg(long, env = "LD_ROTATE_ROLE_ARN")]
+    pub(crate) rotate_role_arn: Option<String>,
+    /// Seconds between rotations.
+    #[arg(long, env = "LD_ROTATE_INTERVAL", default_value_t = 21_600)]
+    pub(crate) rotate_interval: u64,
+    /// Seconds each set of credentials lives (default: twice the interval, 900 to 43200).
+    #[arg(long, env = "LD_ROTATE_LIFETIME")]
+    pub(crate) rotate_lifetime: Option<u64>,
+}
+
+/// `linedee cloud rotate`.
+#[derive(Debug, Args)]
+pub(crate) struct CloudRotateArgs {
+    /// The bucket the credentials reach (and where the rotation record lives).
+    #[arg(long, env = "LD_S3_BUCKET")]
+    pub(crate) bucket: String,
+    /// Where the engine's state goes in the bucket (the rotation record is there).
+    #[arg(long, env = "LD_STATE_PREFIX", default_value = "ld/engine/")]
+    pub(crate) state_prefix: String,
+    #[command(flatten)]
+    pub(crate) heroku: HerokuArgs,
+    #[command(flatten)]
+    pub(crate) rotate: RotateArgs,
+    /// Rotate even if the current set is younger than the interval.
+    #[arg(long)]
+    pub(crate) force: bool,
 }
 
 /// `linedee dashboard`.
@@ -183,21 +259,8 @@ pub(crate) struct ServeArgs {
     /// (one-off dynos of --heroku-app, through the Platform API).
     #[arg(long, env = "LD_RUNNER", default_value = "local", value_parser = ["local", "heroku"])]
     pub(crate) runner: String,
-    /// The Heroku app whose one-off dynos run the tasks (`--runner heroku`; on a dyno with
-    /// runtime metadata, HEROKU_APP_NAME is read when this is not set).
-    #[arg(long, env = "LD_HEROKU_APP")]
-    pub(crate) heroku_app: Option<String>,
-    /// The Heroku API key (`--runner heroku`; `heroku authorizations:create` makes a
-    /// long-lived one). Never printed.
-    #[arg(long, env = "HEROKU_API_KEY", hide_env_values = true)]
-    pub(crate) heroku_api_key: Option<String>,
-    /// The Platform API's URL.
-    #[arg(
-        long,
-        env = "LD_HEROKU_API_URL",
-        default_value = "https://api.heroku.com"
-    )]
-    pub(crate) heroku_api_url: String,
+    #[command(flatten)]
+    pub(crate) heroku: HerokuArgs,
     /// Most one-off dynos this replica runs at once (Heroku allows 50 per Standard app).
     #[arg(long, env = "LD_MAX_DYNOS", default_value_t = 50)]
     pub(crate) max_dynos: usize,
@@ -213,6 +276,13 @@ pub(crate) struct ServeArgs {
     /// event notifications, whose events reach the queue another way).
     #[arg(long, env = "LD_NO_NOTIFICATION_CHECK")]
     pub(crate) no_notification_check: bool,
+    /// Rotate the app's AWS credentials into its config vars (LD_AWS_*, LD_REGION,
+    /// LD_S3_BUCKET), as the add-on does: minted by STS as --rotate-role-arn, one replica at a
+    /// time, every --rotate-interval.
+    #[arg(long, env = "LD_ROTATE_CREDENTIALS")]
+    pub(crate) rotate_credentials: bool,
+    #[command(flatten)]
+    pub(crate) rotate: RotateArgs,
     /// Do not echo task output.
     #[arg(long, short)]
     pub(crate) quiet: bool,

@@ -9,7 +9,7 @@
 //!   dashboard, start-up checks and bad input; `serve_dynos`: the dyno runner on the fake
 //!   Heroku API; `serve_race`: replicas racing on duplicated events (the embedded store as
 //!   S3); `serve_failover`: kill -9 of a replica mid-run; `serve_check`: `linedee cloud check`
-//!   and `setup`.
+//!   and `setup`; `serve_rotate`: credentials rotated into config vars (moto STS and IAM).
 //!
 //! The Python tools are pinned in `requirements.txt` and installed into a venv by `setup-venv`
 //! (`.ci/test` runs it first; the tests run it too, so a bare `cargo test` works).
@@ -23,4 +23,5 @@ mod serve_check;
 mod serve_dynos;
 mod serve_failover;
 mod serve_race;
+mod serve_rotate;
 mod support;

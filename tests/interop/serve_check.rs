@@ -12,7 +12,14 @@ use super::support::Moto;
 fn cloud_check(endpoint: &str, bucket: &str, queue_url: &str) -> (i32, String) {
     cloud(
         endpoint,
-        &["check", "--bucket", bucket, "--queue-url", queue_url],
+        &[
+            "check",
+            "--bucket",
+            bucket,
+            "--queue-url",
+            queue_url,
+            "--no-round-trip",
+        ],
     )
 }
 
@@ -169,11 +176,125 @@ async fn cloud_check_passes_a_complete_deployment_and_names_a_wrong_policy() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn cloud_check_probes_the_engine_the_heroku_app_and_a_round_trip_through_a_replica() {
+    const APP: &str = "ld-checked-app";
+    const TOKEN: &str = "heroku-token-check-never-printed";
+    const APP_SECRET: &str = "app-secret-never-printed";
+    let aws = aws(60).await;
+    let arn = arn(&aws).await;
+    aws.sqs
+        .set_queue_attributes()
+        .queue_url(&aws.queue_url)
+        .attributes(
+            QueueAttributeName::Policy,
+            linedee_engine::serve::queue_policy(&arn, BUCKET),
+        )
+        .send()
+        .await
+        .expect("policy");
+    let base = ["check", "--bucket", BUCKET, "--queue-url", &aws.queue_url];
+
+    // No replica yet: nobody answers the probe, which is gone afterwards.
+    let (code, out) = cloud(
+        &aws.moto.endpoint,
+        &[&base[..], &["--round-trip-wait", "1"]].concat(),
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        line(&out, "FAIL  event round trip:").contains("no replica answered the probe within 1 s"),
+        "{out}"
+    );
+    assert!(
+        line(&out, "skip  heroku app:").contains("not checked"),
+        "{out}"
+    );
+    let left = aws.client.list("ld/control/").await.expect("list");
+    assert!(left.is_empty(), "{left:?}");
+
+    // A replica, the Heroku app (its release lacks `get-data`), and the rotation role.
+    let iam = super::serve_rotate::iam_setup(&aws.moto, BUCKET);
+    let released = tempfile::tempdir().expect("app dir");
+    std::fs::write(
+        released.path().join("Procfile"),
+        "process-image: bin/process-image\n",
+    )
+    .expect("Procfile");
+    let mut config = linedee_tests::fake_heroku::FakeConfig::new(APP, TOKEN, released.path());
+    config.env = vec![
+        ("LD_S3_BUCKET".into(), BUCKET.into()),
+        ("LD_REGION".into(), "us-east-1".into()),
+        ("LD_AWS_ACCESS_KEY_ID".into(), KEY_ID.into()),
+        ("LD_AWS_SECRET_ACCESS_KEY".into(), APP_SECRET.into()),
+    ];
+    let fake = linedee_tests::fake_heroku::FakeHeroku::start(config).await;
+    let procfile = super::serve::procfile(&linedee_tests::example_tasks());
+    let local = tempfile::tempdir().expect("local app dir");
+    std::fs::write(local.path().join("Procfile"), &procfile).expect("Procfile");
+    let serve = super::serve::Serve::start(&aws, &procfile, &[]);
+    let url = fake.url();
+    let app_dir = local.path().display().to_string();
+    let (code, out) = cloud(
+        &aws.moto.endpoint,
+        &[
+            &base[..],
+            &[
+                "--app-dir",
+                &app_dir,
+                "--heroku-app",
+                APP,
+                "--heroku-api-key",
+                TOKEN,
+                "--heroku-api-url",
+                &url,
+                "--rotate-role-arn",
+                &iam.role_arn,
+            ],
+        ]
+        .concat(),
+    );
+    assert_eq!(code, 1, "{out}\n{}", serve.log());
+    for ok in [
+        "ok    engine permissions (S3):",
+        "ok    engine permissions (SQS):",
+        "ok    heroku app:",
+    ] {
+        line(&out, ok);
+    }
+    assert!(
+        line(&out, "ok    rotation role:").contains("can be assumed for 43200 s"),
+        "{out}"
+    );
+    assert!(
+        line(&out, "FAIL  process types:")
+            .contains("the release lacks `get-data` (it has `process-image`)"),
+        "{out}"
+    );
+    assert!(
+        line(&out, "ok    config vars:")
+            .contains("LD_S3_BUCKET=ld-served, LD_REGION=us-east-1, long-lived credentials"),
+        "{out}"
+    );
+    assert!(
+        line(&out, "ok    event round trip:").contains("was answered in"),
+        "{out}\n{}",
+        serve.log()
+    );
+    for secret in [TOKEN, APP_SECRET, SECRET] {
+        assert!(!out.contains(secret), "{out}");
+    }
+    let left = aws.client.list("ld/control/").await.expect("list");
+    assert!(
+        left.is_empty(),
+        "the probe and its answer are deleted: {left:?}"
+    );
+}
+
 fn cloud(endpoint: &str, args: &[&str]) -> (i32, String) {
     let mut cmd = Command::new(binary("linedee-cli", "linedee"));
     for (k, _) in std::env::vars_os() {
         let k = k.to_string_lossy().into_owned();
-        if k.starts_with("AWS_") || k.starts_with("LD_") {
+        if k.starts_with("AWS_") || k.starts_with("LD_") || k.starts_with("HEROKU_") {
             cmd.env_remove(&k);
         }
     }

@@ -3,6 +3,7 @@
 //! are retried with exponential backoff; other errors fail at once with Heroku's `id` and
 //! `message`. No error or log line holds the token or a log session's URL.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -70,7 +71,7 @@ struct Throttle {
 
 /// A Platform API client for one app.
 #[derive(Debug)]
-pub(super) struct Api {
+pub(crate) struct Api {
     http: reqwest::Client,
     base: String,
     app: String,
@@ -82,7 +83,7 @@ pub(super) struct Api {
 }
 
 impl Api {
-    pub(super) fn new(config: &HerokuConfig) -> Self {
+    pub(crate) fn new(config: &HerokuConfig) -> Self {
         Api {
             http: reqwest::Client::builder()
                 .timeout(REQUEST_TIMEOUT)
@@ -180,6 +181,67 @@ impl Api {
             .into());
         }
         Ok(resp.bytes().await.map_err(failed)?.to_vec())
+    }
+
+    /// `PATCH /apps/{app}/config-vars`: sets `vars` (a `null` unsets one). The answer (every
+    /// config var) is not read: it holds secrets.
+    pub(crate) async fn set_config_vars(&self, vars: &serde_json::Value) -> Result<()> {
+        let path = format!("/apps/{}/config-vars", self.app);
+        let (status, bytes) = self.send(Method::PATCH, &path, Some(vars), None).await?;
+        if status == StatusCode::NOT_FOUND {
+            return Err(self
+                .status_error(&Method::PATCH, &path, status, &bytes)
+                .into());
+        }
+        Ok(())
+    }
+
+    /// `GET /apps/{app}/config-vars`: the string-valued ones; `None` when there is no such
+    /// app. A malformed answer is an error that quotes none of it.
+    pub(crate) async fn config_vars(&self) -> Result<Option<BTreeMap<String, String>>> {
+        let path = format!("/apps/{}/config-vars", self.app);
+        let (status, bytes) = self.send(Method::GET, &path, None, None).await?;
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes)
+            .map_err(|_| HerokuError::Unexpected {
+                request: format!("GET {path}"),
+                reason: "the answer is not a JSON object".to_owned(),
+            })?;
+        Ok(Some(
+            map.into_iter()
+                .filter_map(|(k, v)| match v {
+                    serde_json::Value::String(s) => Some((k, s)),
+                    _ => None,
+                })
+                .collect(),
+        ))
+    }
+
+    /// `GET /apps/{app}`: whether the app exists (and the token may see it).
+    pub(crate) async fn app_exists(&self) -> Result<bool> {
+        let path = format!("/apps/{}", self.app);
+        let (status, _) = self.send(Method::GET, &path, None, None).await?;
+        Ok(status != StatusCode::NOT_FOUND)
+    }
+
+    /// `GET /apps/{app}/formation`: the app's process types (its Procfile's, as released).
+    pub(crate) async fn process_types(&self) -> Result<Vec<String>> {
+        #[derive(Deserialize)]
+        struct Formation {
+            #[serde(rename = "type")]
+            kind: String,
+        }
+        let path = format!("/apps/{}/formation", self.app);
+        let (status, bytes) = self.send(Method::GET, &path, None, None).await?;
+        if status == StatusCode::NOT_FOUND {
+            return Err(self
+                .status_error(&Method::GET, &path, status, &bytes)
+                .into());
+        }
+        let formation: Vec<Formation> = parse(&Method::GET, &path, &bytes)?;
+        Ok(formation.into_iter().map(|f| f.kind).collect())
     }
 
     fn status_error(

@@ -4,6 +4,8 @@
 //! object is the proof of success).
 //!
 //! - `api`: the HTTP client: headers, the rate limit (`RateLimit-Remaining`, 429) and retries.
+//! - `api` also reads the app, its process types and config vars, and sets config vars
+//!   (`serve`'s rotation and `cloud check`).
 //! - `runner`: [`HerokuRunner`]: slots, the tracked dynos, the poll loop, logs.
 
 mod api;
@@ -13,6 +15,7 @@ mod tests;
 
 use std::time::Duration;
 
+pub(crate) use api::Api;
 pub(crate) use runner::HerokuRunner;
 
 /// The Platform API's default URL.
@@ -32,7 +35,7 @@ impl Secret {
     }
 
     /// The secret itself, for the one place that sends it.
-    fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -147,7 +150,7 @@ fn heroku_size(machine: &str) -> Option<String> {
 
 /// `e` and its sources, `: `-separated, for a message that stands alone (a start failure, a
 /// log line).
-fn report(e: &dyn std::error::Error) -> String {
+pub(crate) fn report(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -25,7 +25,7 @@ pub struct CheckItem {
 }
 
 impl CheckItem {
-    fn ok(name: &str, detail: impl Into<String>) -> Self {
+    pub(super) fn ok(name: &str, detail: impl Into<String>) -> Self {
         CheckItem {
             name: name.to_owned(),
             ok: true,
@@ -34,7 +34,7 @@ impl CheckItem {
         }
     }
 
-    fn wrong(name: &str, detail: impl Into<String>, fix: impl Into<String>) -> Self {
+    pub(super) fn wrong(name: &str, detail: impl Into<String>, fix: impl Into<String>) -> Self {
         CheckItem {
             name: name.to_owned(),
             ok: false,

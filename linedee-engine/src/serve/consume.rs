@@ -105,6 +105,28 @@ impl Worker {
             .await
     }
 
+    /// `linedee cloud check`'s probe: answered beside it, if it is still there.
+    async fn answer_probe(&self, event: &ObjectEvent, answer: &str) -> Result<()> {
+        if self
+            .s3
+            .head(&event.bucket, &event.key, None)
+            .await?
+            .is_none()
+        {
+            return Ok(());
+        }
+        let body = serde_json::json!({"ok": true, "replica": super::setup::replica_name()});
+        tracing::info!(key = %event.key, "answered a `linedee cloud check` probe");
+        self.s3
+            .put(
+                &event.bucket,
+                answer,
+                body.to_string().into_bytes(),
+                "application/json",
+            )
+            .await
+    }
+
     async fn object(self: &Arc<Self>, msg: &Received, event: &ObjectEvent) -> Result<()> {
         if let Some(task_id) = event.key.strip_prefix(OUT_PREFIX) {
             if !task_id.is_empty() {
@@ -113,6 +135,9 @@ impl Worker {
             return Ok(());
         }
         if event.key.starts_with(ENGINE_PREFIX) {
+            if let Some(answer) = super::probe::probe_answer_key(&event.key) {
+                return self.answer_probe(event, &answer).await;
+            }
             if let Some((run_id, request_id)) = linedee::control::parse_request_key(&event.key) {
                 return self.control(event, run_id, request_id).await;
             }

@@ -11,8 +11,11 @@
 //! - `worker`: the compare-and-swap transitions and the ticks' schedule; `effects` carries
 //!   the machine's effects out; `tick` fires timers and repairs what a lost replica left;
 //! - `dead`: dead letters end their run failed; `setup`: the AWS clients, the notification
-//!   check, the dyno settings ([`Dynos`]); `check` and `provision`: `linedee cloud check` and `setup`
-//!   ([`check`], [`setup`]);
+//!   check, the dyno settings ([`Dynos`]); `check` (with `check_app` for the Heroku app) and
+//!   `provision`: `linedee cloud check` and `setup` ([`check`], [`check_heroku`], [`setup`]);
+//!   `probe`: the check's live items ([`probe_permissions`], [`round_trip`]);
+//! - `rotate`: the app's AWS credentials, minted by STS and rotated into its config vars
+//!   ([`Rotation`]);
 //! - `state`, `s3`, `queue`: the state objects, S3 and SQS.
 
 use std::future::Future;
@@ -32,12 +35,15 @@ use crate::retry::RetryPolicy;
 use crate::runner::Runner;
 
 mod check;
+mod check_app;
 mod consume;
 mod dead;
 mod effects;
 mod message;
+mod probe;
 mod provision;
 mod queue;
+mod rotate;
 mod s3;
 mod setup;
 mod state;
@@ -45,8 +51,11 @@ mod tick;
 mod worker;
 
 pub use check::{CheckItem, check, queue_policy};
+pub use check_app::{HerokuApp, check_heroku};
+pub use probe::{probe_permissions, round_trip};
 pub use provision::{SetupStep, setup};
-pub use setup::{Dynos, aws_clients};
+pub use rotate::{LEASE, Rotated, Rotation, rotate_once, session_policy};
+pub use setup::{Dynos, aws_clients, sts_client};
 
 use queue::{LONG_POLL_S, Queue, Received};
 use s3::S3;
@@ -89,6 +98,7 @@ pub struct ServeBuilder {
     console: Console,
     dynos: Option<Dynos>,
     dead_letter_every: Duration,
+    rotation: Option<(Rotation, Option<aws_sdk_sts::Client>)>,
 }
 
 impl Default for ServeBuilder {
@@ -109,6 +119,7 @@ impl Default for ServeBuilder {
             console: Console::stdout(),
             dynos: None,
             dead_letter_every: Duration::from_secs(60),
+            rotation: None,
         }
     }
 }
@@ -198,6 +209,14 @@ impl ServeBuilder {
         self
     }
 
+    /// Rotate the app's AWS credentials into its config vars, as the add-on does: one
+    /// replica at a time, every [`Rotation::interval`]. `sts` is the STS client to mint them
+    /// with (default: [`sts_client`]).
+    pub fn rotate(mut self, rotation: Rotation, sts: Option<aws_sdk_sts::Client>) -> Self {
+        self.rotation = Some((rotation, sts));
+        self
+    }
+
     /// Where task output goes (default: this process's stdout, foreman-style).
     pub fn console(mut self, console: Console) -> Self {
         self.console = console;
@@ -259,6 +278,22 @@ impl ServeBuilder {
             start_grace: self.start_grace,
             lost_tick: visibility + self.heartbeat,
         };
+        let rotator = match self.rotation.clone() {
+            Some((rotation, sts)) => {
+                let sts = match sts {
+                    Some(sts) => sts,
+                    None => sts_client().await,
+                };
+                Some(rotate::Rotator::new(
+                    rotation,
+                    sts,
+                    &s3_client,
+                    &bucket,
+                    &self.state_prefix,
+                )?)
+            }
+            None => None,
+        };
         let states = States::new(s3.clone(), bucket.clone(), self.state_prefix.clone());
         let mut worker = Worker::new(
             Machine { retry: self.retry },
@@ -272,6 +307,7 @@ impl ServeBuilder {
             worker.dyno_commands = Some(ProcfileSource::open(self.app_dir.join("Procfile"))?);
         }
         Ok(Serve {
+            rotator,
             dead_letter,
             dead_letter_every: self.dead_letter_every,
             heroku,
@@ -305,6 +341,8 @@ impl ServeBuilder {
 /// A replica of line^d on AWS: consumes the queue until shut down.
 #[derive(Debug)]
 pub struct Serve {
+    /// Rotates the app's credentials, when asked to.
+    rotator: Option<rotate::Rotator>,
     /// The queue's dead-letter queue, when it has one.
     dead_letter: Option<Queue>,
     dead_letter_every: Duration,
@@ -325,8 +363,12 @@ impl Serve {
     /// Consumes the queue until `shutdown` completes, then lets the messages in hand finish.
     /// Processes the local runner started are stopped; dynos go on (another replica carries
     /// their runs on).
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+    pub async fn run(mut self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
         let stop = CancellationToken::new();
+        let rotation = self
+            .rotator
+            .take()
+            .map(|r| tokio::spawn(r.run(stop.clone())));
         let dead_letters = self.dead_letter.clone().map(|dlq| {
             let (worker, stop, every) = (
                 Arc::clone(&self.worker),
@@ -375,7 +417,7 @@ impl Serve {
             }
         }
         stop.cancel();
-        if let Some(task) = dead_letters {
+        for task in [dead_letters, rotation].into_iter().flatten() {
             let _ = task.await;
         }
         // The messages in hand finish (each is short: effects run on their own).

@@ -98,6 +98,15 @@ pub async fn aws_clients() -> (aws_sdk_s3::Client, aws_sdk_sqs::Client) {
     )
 }
 
+/// The STS client (credentials rotation) from the standard credential chain and
+/// configuration; `AWS_ENDPOINT_URL_STS` or `AWS_ENDPOINT_URL` point it elsewhere.
+pub async fn sts_client() -> aws_sdk_sts::Client {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    aws_sdk_sts::Client::new(&config)
+}
+
 /// Fails unless the bucket sends object-created events to the queue.
 pub(super) async fn check_notification(
     s3: &aws_sdk_s3::Client,
@@ -137,4 +146,13 @@ pub(super) async fn check_notification(
         ))
         .into())
     }
+}
+
+/// This replica's name in records and answers: the dyno (`DYNO`) or the host, and the
+/// process id.
+pub(crate) fn replica_name() -> String {
+    let host = std::env::var("DYNO")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "replica".to_owned());
+    format!("{host}/{}", std::process::id())
 }

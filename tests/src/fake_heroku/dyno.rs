@@ -127,7 +127,7 @@ pub(super) fn start(shared: &Arc<Shared>, create: Create) -> std::io::Result<Val
                 .iter()
                 .filter_map(|k| Some((*k, std::env::var(k).ok()?))),
         )
-        .envs(shared.config.env.iter().map(|(k, v)| (k, v)))
+        .envs(&state.config_vars)
         .envs(&create.env)
         .env("DYNO", &name)
         .env("PORT", (5000 + number).to_string())

@@ -13,6 +13,8 @@
 //!   All dynos are on one page (no `Range` pagination).
 //! - `POST …/dynos/{id_or_name}/actions/stop`: SIGTERM to the group, SIGKILL after
 //!   [`STOP_GRACE`].
+//! - `GET /apps/{app}` (the app), `GET /apps/{app}/formation` (one process type per Procfile
+//!   line, quantity 0), `GET` and `PATCH /apps/{app}/config-vars` (merged; `null` unsets).
 //! - `POST /apps/{app}/log-sessions` gives a `logplex_url` on this server; fetching it (no
 //!   token) returns the dyno's last lines.
 //! - Faults: [`FakeHeroku::fail_next`]. Counters: [`FakeHeroku::requests`],
@@ -46,7 +48,8 @@ pub struct FakeConfig {
     pub token: String,
     /// The app's directory: its `Procfile`, and the dynos' working directory.
     pub app_dir: PathBuf,
-    /// Config vars every dyno gets.
+    /// The app's config vars at the start: every dyno gets the config vars of the moment it
+    /// starts (`PATCH /apps/{app}/config-vars` changes them).
     pub env: Vec<(String, String)>,
     /// The rate-limit budget (`RateLimit-Remaining` of the first answer, plus one).
     pub budget: u64,
@@ -118,7 +121,7 @@ struct Shared {
     /// Where each dyno's output goes (`run.N.log`).
     log_dir: PathBuf,
     state: Mutex<State>,
-    /// Bumped on every change of a dyno, for [`FakeHeroku::wait_until`].
+    /// Bumped on every change of a dyno or the config vars, for [`FakeHeroku::wait_until`].
     changes: watch::Sender<u64>,
     /// Dyno supervisors still running (threads), and a signal when one ends.
     supervisors: (Mutex<usize>, std::sync::Condvar),
@@ -134,6 +137,10 @@ struct State {
     fail: Option<(usize, u16)>,
     remaining: u64,
     requests: RequestCounts,
+    /// The app's config vars now.
+    config_vars: BTreeMap<String, String>,
+    /// The config vars after each `PATCH`, in order.
+    config_history: Vec<BTreeMap<String, String>>,
     /// Timers (time to live, stop grace) to abort on drop.
     timers: Vec<tokio::task::AbortHandle>,
 }
@@ -169,6 +176,7 @@ impl FakeHeroku {
         let logs = tempfile::tempdir().expect("log dir");
         let state = State {
             remaining: config.budget,
+            config_vars: config.env.iter().cloned().collect(),
             ..State::default()
         };
         let shared = Arc::new(Shared {
@@ -201,6 +209,39 @@ impl FakeHeroku {
     /// The requests received so far.
     pub fn requests(&self) -> RequestCounts {
         self.shared.state().requests.clone()
+    }
+
+    /// The app's config vars now.
+    pub fn config_vars(&self) -> BTreeMap<String, String> {
+        self.shared.state().config_vars.clone()
+    }
+
+    /// The app's config vars after each `PATCH /apps/{app}/config-vars`, in order.
+    pub fn config_history(&self) -> Vec<BTreeMap<String, String>> {
+        self.shared.state().config_history.clone()
+    }
+
+    /// Waits until `cond` holds for the config vars (checked at each change), for at most
+    /// `deadline`. Returns whether it held.
+    pub async fn wait_for_config(
+        &self,
+        deadline: Duration,
+        cond: impl Fn(&BTreeMap<String, String>) -> bool,
+    ) -> bool {
+        let mut changes = self.shared.changes.subscribe();
+        let waited = tokio::time::timeout(deadline, async {
+            loop {
+                changes.mark_unchanged();
+                if cond(&self.config_vars()) {
+                    return;
+                }
+                if changes.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        waited.is_ok() && cond(&self.config_vars())
     }
 
     /// Dynos whose process still runs.

@@ -51,6 +51,10 @@ enum Route {
     Stop(String),
     LogSession,
     Logplex(String),
+    App,
+    Formation,
+    ConfigVars,
+    SetConfigVars,
     Unknown,
 }
 
@@ -69,6 +73,10 @@ impl Route {
                 Route::Stop((*d).to_owned())
             }
             (&Method::POST, ["apps", _, "log-sessions"]) => Route::LogSession,
+            (&Method::GET, ["apps", _]) => Route::App,
+            (&Method::GET, ["apps", _, "formation"]) => Route::Formation,
+            (&Method::GET, ["apps", _, "config-vars"]) => Route::ConfigVars,
+            (&Method::PATCH, ["apps", _, "config-vars"]) => Route::SetConfigVars,
             (&Method::GET, ["logplex", d]) => Route::Logplex((*d).to_owned()),
             _ => Route::Unknown,
         };
@@ -82,6 +90,9 @@ impl Route {
             Route::Stop(_) => "/apps/{app}/dynos/{dyno}/actions/stop",
             Route::LogSession => "/apps/{app}/log-sessions",
             Route::Logplex(_) => "/logplex/{dyno}",
+            Route::App => "/apps/{app}",
+            Route::Formation => "/apps/{app}/formation",
+            Route::ConfigVars | Route::SetConfigVars => "/apps/{app}/config-vars",
             Route::Unknown => "(unknown)",
         };
         format!("{method} {path}")
@@ -181,6 +192,19 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Full<B
             }
         }
         Route::LogSession => log_session(shared, &body, remaining),
+        Route::App => answer(
+            StatusCode::OK,
+            json!({"id": "00000000-0000-4000-8000-0000000000a0", "name": shared.config.app}),
+        ),
+        Route::Formation => answer(StatusCode::OK, formation(shared)),
+        Route::ConfigVars => answer(StatusCode::OK, json!(shared.state().config_vars)),
+        Route::SetConfigVars => match set_config_vars(shared, &body) {
+            Ok(vars) => answer(StatusCode::OK, vars),
+            Err(message) => answer(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"id": "invalid_params", "message": message}),
+            ),
+        },
         Route::Logplex(_) | Route::Unknown => answer(StatusCode::NOT_FOUND, not_found("resource")),
     }
 }
@@ -262,6 +286,43 @@ fn parse_create(body: &[u8]) -> Result<Create, String> {
         kind,
         time_to_live,
     })
+}
+
+/// `GET /apps/{app}/formation`: a process type per Procfile line, none running.
+fn formation(shared: &Shared) -> Value {
+    let procfile =
+        std::fs::read_to_string(shared.config.app_dir.join("Procfile")).unwrap_or_default();
+    let list: Vec<Value> = procfile
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(kind, cmd)| (kind.trim(), cmd.trim()))
+        .filter(|(kind, _)| !kind.is_empty() && !kind.starts_with('#'))
+        .map(|(kind, cmd)| json!({"type": kind, "command": cmd, "quantity": 0, "size": "Basic"}))
+        .collect();
+    Value::Array(list)
+}
+
+/// `PATCH /apps/{app}/config-vars`: merges the body's strings, unsets its `null`s; answers
+/// every config var.
+fn set_config_vars(shared: &Shared, body: &[u8]) -> Result<Value, String> {
+    let v: Value = serde_json::from_slice(body).map_err(|_| "the body is not JSON".to_owned())?;
+    let obj = v.as_object().ok_or("the body is not a JSON object")?;
+    if let Some((k, _)) = obj.iter().find(|(_, v)| !(v.is_string() || v.is_null())) {
+        return Err(format!("the value of `{k}` is not a string or null"));
+    }
+    let mut state = shared.state();
+    for (k, v) in obj {
+        match v.as_str() {
+            Some(s) => state.config_vars.insert(k.clone(), s.to_owned()),
+            None => state.config_vars.remove(k),
+        };
+    }
+    let vars = json!(state.config_vars);
+    let now = state.config_vars.clone();
+    state.config_history.push(now);
+    drop(state);
+    shared.changed();
+    Ok(vars)
 }
 
 /// `POST /apps/{app}/log-sessions`: a session for one dyno (the fake needs `dyno`).
