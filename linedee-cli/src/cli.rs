@@ -133,6 +133,10 @@ pub(crate) struct CloudSetupArgs {
     /// the bucket's others.
     #[arg(long, value_name = "N")]
     pub(crate) retain_days: Option<u32>,
+    /// Expire finished runs' documents (state and status) too, after the same N days (at
+    /// least 15: SQS keeps an event up to 14 days, and a late duplicate must find its run).
+    #[arg(long, requires = "retain_days")]
+    pub(crate) retain_runs: bool,
     /// Print what would be done (the calls and the policy documents), change nothing.
     #[arg(long)]
     pub(crate) dry_run: bool,

@@ -42,7 +42,11 @@ pub(crate) async fn run(cmd: CloudCommand) -> anyhow::Result<u8> {
                 &sqs,
                 &args.bucket,
                 &args.queue,
-                args.retain_days,
+                args.retain_days
+                    .map(|days| linedee_engine::serve::Retention {
+                        days,
+                        finished_runs: args.retain_runs,
+                    }),
                 args.dry_run,
             )
             .await

@@ -438,8 +438,121 @@ async fn cloud_setup_completes_a_deployment_once_keeping_the_buckets_own_rules()
     assert_eq!(code, 0, "{out}");
     assert!(!out.contains("changed"), "{out}");
     assert!(out.contains("nothing to change"), "{out}");
+    // Finished runs too: not for less than SQS may hold a duplicate event.
+    let (code, out) = cloud(
+        &moto.endpoint,
+        &[
+            "setup",
+            "--bucket",
+            "half",
+            "--retain-days",
+            "10",
+            "--retain-runs",
+        ],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("finished runs are kept at least 15 days"),
+        "{out}"
+    );
+    let (code, out) = cloud(
+        &moto.endpoint,
+        &[
+            "setup",
+            "--bucket",
+            "half",
+            "--retain-days",
+            "30",
+            "--retain-runs",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(
+            "changed  retention: ld/logs/ and finished runs' documents expire after 30 days"
+        ),
+        "{out}"
+    );
+    let (code, check) = cloud_check(&moto.endpoint, "half", &url);
+    assert_eq!(code, 0, "{check}");
+    assert!(
+        line(&check, "ok    retention:").contains("finished runs after 30 days"),
+        "{check}"
+    );
+    let lifecycle = s3
+        .get_bucket_lifecycle_configuration()
+        .bucket("half")
+        .send()
+        .await
+        .expect("lifecycle");
+    let ids: Vec<&str> = lifecycle.rules().iter().filter_map(|r| r.id()).collect();
+    assert_eq!(
+        ids,
+        ["linedee-logs", "linedee-finished-runs"],
+        "{lifecycle:?}"
+    );
     // A bucket that does not exist is not created: setup says so.
     let (code, out) = cloud(&moto.endpoint, &["setup", "--bucket", "nope-bucket"]);
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("setup does not create buckets"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bucket_that_expires_finished_runs_gets_their_documents_tagged() {
+    let aws = aws(30).await;
+    let (code, out) = cloud(
+        &aws.moto.endpoint,
+        &[
+            "setup",
+            "--bucket",
+            BUCKET,
+            "--retain-days",
+            "20",
+            "--retain-runs",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    let serve = super::serve::Serve::start(
+        &aws,
+        &super::serve::procfile(&linedee_tests::example_tasks()),
+        &[],
+    );
+    let starter = linedee::Workflow::new().step(linedee::Task::new("bash -c true").no_output());
+    let submitted = aws
+        .client
+        .submit("in/tagged", &starter)
+        .await
+        .expect("submit");
+    let run = super::serve::wait(&aws.client, submitted.run_id(), &serve).await;
+    assert_eq!(run.status, linedee::RunState::Succeeded, "{run:#?}");
+    let id = submitted.run_id();
+    for key in [
+        linedee::status::status_key(id),
+        format!("ld/engine/runs/{id}.json"),
+    ] {
+        let tags = super::support::eventually("the finished document's tag", || {
+            let (s3, key) = (aws.client.s3().clone(), key.clone());
+            async move {
+                let t = s3
+                    .get_object_tagging()
+                    .bucket(BUCKET)
+                    .key(&key)
+                    .send()
+                    .await
+                    .ok()?;
+                let tags: Vec<(String, String)> = t
+                    .tag_set()
+                    .iter()
+                    .map(|t| (t.key().to_owned(), t.value().to_owned()))
+                    .collect();
+                (!tags.is_empty()).then_some(tags)
+            }
+        })
+        .await;
+        assert_eq!(
+            tags,
+            [("ld_finished".to_owned(), "true".to_owned())],
+            "{key}"
+        );
+    }
 }

@@ -132,7 +132,7 @@ pub async fn check(
         ));
     }
     items.push(notification(s3, bucket, &arn).await);
-    items.push(retention(s3, bucket).await);
+    items.push(super::retention::report(s3, bucket).await);
     items.push(policy(&attrs, &arn, bucket, queue_url));
     items.push(dead_letter(&attrs, queue_url));
     items.push(visibility(&attrs, queue_url));
@@ -298,36 +298,6 @@ fn policy(
             format!("no statement lets bucket `{bucket}` (arn:aws:s3:::{bucket}) send to {arn}"),
             fix,
         )
-    }
-}
-
-/// What retention is in force for stored logs (reported, never a failure: history growing
-/// forever is a choice).
-async fn retention(s3: &aws_sdk_s3::Client, bucket: &str) -> CheckItem {
-    const NAME: &str = "retention";
-    let rules = match s3
-        .get_bucket_lifecycle_configuration()
-        .bucket(bucket)
-        .send()
-        .await
-    {
-        Ok(c) => c.rules().to_vec(),
-        Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Vec::new(),
-        Err(e) => return CheckItem::ok(NAME, format!("cannot be read ({})", brief(&e))),
-    };
-    let days = rules.iter().find_map(|r| {
-        let enabled = r.status().as_str() == "Enabled";
-        let prefix = r.filter().and_then(|f| f.prefix()).unwrap_or_default();
-        (enabled && "ld/logs/".starts_with(prefix))
-            .then(|| r.expiration().and_then(|x| x.days()))
-            .flatten()
-    });
-    match days {
-        Some(d) => CheckItem::ok(NAME, format!("ld/logs/ expires after {d} days")),
-        None => CheckItem::ok(
-            NAME,
-            "none: run history and logs grow forever (`linedee cloud setup --retain-days N` expires logs)",
-        ),
     }
 }
 

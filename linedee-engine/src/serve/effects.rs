@@ -258,7 +258,7 @@ impl Worker {
             return;
         }
         let key = linedee::status::status_key(run_id);
-        let put = self.s3.put_json(&bucket, &key, body).await;
+        let put = self.s3.put_status(&bucket, &key, body, finished).await;
         if put.is_ok() {
             let mut written = lock(&self.written);
             if written.len() >= 4 * 4096 {

@@ -13,7 +13,8 @@
 //! - `dead`: dead letters end their run failed; `setup`: the AWS clients, the notification
 //!   check, the dyno settings ([`Dynos`]); `check` (with `check_app` for the Heroku app) and
 //!   `provision`: `linedee cloud check` and `setup` ([`check`], [`check_heroku`], [`setup`]);
-//!   `probe`: the check's live items ([`probe_permissions`], [`round_trip`]);
+//!   `probe`: the check's live items ([`probe_permissions`], [`round_trip`]); `retention`:
+//!   the lifecycle rules ([`Retention`]);
 //! - `rotate`: the app's AWS credentials, minted by STS and rotated into its config vars
 //!   ([`Rotation`]);
 //! - `state`, `s3`, `queue`: the state objects, S3 and SQS.
@@ -43,6 +44,7 @@ mod message;
 mod probe;
 mod provision;
 mod queue;
+mod retention;
 mod rotate;
 mod s3;
 mod setup;
@@ -54,6 +56,7 @@ pub use check::{CheckItem, check, queue_policy};
 pub use check_app::{HerokuApp, check_heroku};
 pub use probe::{probe_permissions, round_trip};
 pub use provision::{SetupStep, setup};
+pub use retention::{MIN_RUN_DAYS, Retention};
 pub use rotate::{LEASE, Rotated, Rotation, rotate_once, session_policy};
 pub use setup::{Dynos, aws_clients, sts_client};
 
@@ -241,7 +244,11 @@ impl ServeBuilder {
             Some(c) => c,
             None => aws_clients().await,
         };
-        let s3 = S3::new(s3_client.clone());
+        let tag_finished = retention::expires_finished_runs(&s3_client, &bucket).await;
+        if tag_finished {
+            tracing::info!("the bucket expires finished runs: their documents are written tagged");
+        }
+        let s3 = S3::new(s3_client.clone()).tag_finished(tag_finished);
         let queue = Queue::new(sqs_client, queue_url);
         s3.check_bucket(&bucket).await?;
         let info = queue.check().await?;

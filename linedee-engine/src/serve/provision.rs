@@ -1,6 +1,7 @@
 //! `linedee cloud setup`: creates what a `serve` deployment lacks — bucket versioning, the
 //! queue and its dead-letter queue, the queue policy that lets the bucket send, the bucket's
 //! notification to the queue — and leaves what is there. A second run changes nothing.
+//! Retention (`retention.rs`) is set beside the bucket's own lifecycle rules.
 //! `dry_run` only says what it would do. An existing notification configuration is added to,
 //! never replaced; the bucket itself is not created.
 
@@ -12,6 +13,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::Value;
 
 use super::check::{allows, queue_policy};
+use super::retention::Retention;
 use super::s3::brief;
 use crate::error::{CloudError, Result};
 
@@ -26,7 +28,7 @@ pub struct SetupStep {
     pub detail: String,
 }
 
-fn step(name: &str, changed: bool, detail: impl Into<String>) -> SetupStep {
+pub(super) fn step(name: &str, changed: bool, detail: impl Into<String>) -> SetupStep {
     SetupStep {
         name: name.to_owned(),
         changed,
@@ -34,7 +36,7 @@ fn step(name: &str, changed: bool, detail: impl Into<String>) -> SetupStep {
     }
 }
 
-fn failed(op: &str, message: String) -> crate::Error {
+pub(super) fn failed(op: &str, message: String) -> crate::Error {
     CloudError::Request {
         op: op.to_owned(),
         message,
@@ -43,13 +45,13 @@ fn failed(op: &str, message: String) -> crate::Error {
 }
 
 /// Sets up `bucket` to notify the queue `queue_name` (created with `{queue_name}-dlq`); with
-/// `retain_days`, stored logs (`ld/logs/`) expire after that many days.
+/// `retention`, stored logs (`ld/logs/`), and finished runs if asked, expire after its days.
 pub async fn setup(
     s3: &aws_sdk_s3::Client,
     sqs: &aws_sdk_sqs::Client,
     bucket: &str,
     queue_name: &str,
-    retain_days: Option<u32>,
+    retention: Option<Retention>,
     dry_run: bool,
 ) -> Result<Vec<SetupStep>> {
     let mut steps = Vec::new();
@@ -60,8 +62,8 @@ pub async fn setup(
         ))
     })?;
     steps.push(versioning(s3, bucket, dry_run).await?);
-    if let Some(days) = retain_days {
-        steps.push(retention(s3, bucket, days, dry_run).await?);
+    if let Some(r) = retention {
+        steps.push(super::retention::apply(s3, bucket, r, dry_run).await?);
     }
     let dlq_name = format!("{queue_name}-dlq");
     let (dlq_url, dlq_step) = queue(sqs, &dlq_name, &[], dry_run).await?;
@@ -385,79 +387,5 @@ async fn notification(
         NAME,
         true,
         "added a rule: s3:ObjectCreated:* to the queue (the existing rules kept)",
-    ))
-}
-
-/// The lifecycle rule `setup --retain-days` adds.
-pub(crate) const RETENTION_RULE: &str = "linedee-logs";
-
-/// Adds (or updates) the rule expiring `ld/logs/` after `days`, keeping the bucket's others.
-async fn retention(
-    s3: &aws_sdk_s3::Client,
-    bucket: &str,
-    days: u32,
-    dry_run: bool,
-) -> Result<SetupStep> {
-    use aws_sdk_s3::types::{
-        BucketLifecycleConfiguration, ExpirationStatus, LifecycleExpiration, LifecycleRule,
-        LifecycleRuleFilter,
-    };
-    const NAME: &str = "retention";
-    let rules = match s3
-        .get_bucket_lifecycle_configuration()
-        .bucket(bucket)
-        .send()
-        .await
-    {
-        Ok(c) => c.rules().to_vec(),
-        Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Vec::new(),
-        Err(e) => return Err(failed("GetBucketLifecycleConfiguration", brief(&e))),
-    };
-    let days_i = i32::try_from(days).unwrap_or(i32::MAX);
-    if rules.iter().any(|r| {
-        r.id() == Some(RETENTION_RULE) && r.expiration().and_then(|x| x.days()) == Some(days_i)
-    }) {
-        return Ok(step(
-            NAME,
-            false,
-            format!("ld/logs/ already expires after {days} days"),
-        ));
-    }
-    if dry_run {
-        return Ok(step(
-            NAME,
-            true,
-            format!(
-                "would add a lifecycle rule (the bucket's {} others kept): ld/logs/ expires after {days} days",
-                rules.len()
-            ),
-        ));
-    }
-    let ours = LifecycleRule::builder()
-        .id(RETENTION_RULE)
-        .filter(LifecycleRuleFilter::builder().prefix("ld/logs/").build())
-        .expiration(LifecycleExpiration::builder().days(days_i).build())
-        .status(ExpirationStatus::Enabled)
-        .build()
-        .map_err(|e| failed("building the lifecycle rule", e.to_string()))?;
-    let mut kept: Vec<LifecycleRule> = rules
-        .into_iter()
-        .filter(|r| r.id() != Some(RETENTION_RULE))
-        .collect();
-    kept.push(ours);
-    let config = BucketLifecycleConfiguration::builder()
-        .set_rules(Some(kept))
-        .build()
-        .map_err(|e| failed("building the lifecycle configuration", e.to_string()))?;
-    s3.put_bucket_lifecycle_configuration()
-        .bucket(bucket)
-        .lifecycle_configuration(config)
-        .send()
-        .await
-        .map_err(|e| failed("PutBucketLifecycleConfiguration", brief(&e)))?;
-    Ok(step(
-        NAME,
-        true,
-        format!("ld/logs/ expires after {days} days (the bucket's other rules kept)"),
     ))
 }

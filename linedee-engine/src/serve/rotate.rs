@@ -386,7 +386,7 @@ impl Rotator {
     async fn write(&self, record: &Record, expect: Option<&str>) -> Result<Written> {
         let body = serde_json::to_vec(record).unwrap_or_default();
         self.s3
-            .put_if(&self.bucket, &self.key(), body, expect)
+            .put_if(&self.bucket, &self.key(), body, expect, false)
             .await
     }
 

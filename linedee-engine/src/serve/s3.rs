@@ -29,10 +29,16 @@ pub(crate) enum Written {
     Conflict,
 }
 
+/// The tag a finished run's state and status documents carry when the bucket expires
+/// finished runs (`linedee cloud setup --retain-days N --retain-runs`).
+pub(crate) const FINISHED_TAG: (&str, &str) = ("ld_finished", "true");
+
 /// S3 through the SDK (any bucket the credentials reach).
 #[derive(Debug, Clone)]
 pub(crate) struct S3 {
     client: aws_sdk_s3::Client,
+    /// Whether a finished run's documents are written with [`FINISHED_TAG`].
+    tag_finished: bool,
 }
 
 fn failed<E: std::error::Error + Send + Sync + 'static>(
@@ -88,7 +94,22 @@ fn etag(e: Option<&str>) -> Option<String> {
 
 impl S3 {
     pub(crate) fn new(client: aws_sdk_s3::Client) -> Self {
-        S3 { client }
+        S3 {
+            client,
+            tag_finished: false,
+        }
+    }
+
+    /// Writes a finished run's documents with [`FINISHED_TAG`], for a lifecycle rule to
+    /// expire them (the engine then needs s3:PutObjectTagging).
+    pub(crate) fn tag_finished(mut self, on: bool) -> Self {
+        self.tag_finished = on;
+        self
+    }
+
+    /// The `x-amz-tagging` of a write of a run's document.
+    fn tagging(&self, finished: bool) -> Option<String> {
+        (self.tag_finished && finished).then(|| format!("{}={}", FINISHED_TAG.0, FINISHED_TAG.1))
     }
 
     /// HEAD, by version when there is one; `None` when the object (or version) is gone.
@@ -147,13 +168,15 @@ impl S3 {
         }
     }
 
-    /// PUT with `If-None-Match: *` (`expect` is `None`) or `If-Match: expect`.
+    /// PUT with `If-None-Match: *` (`expect` is `None`) or `If-Match: expect`; `finished`
+    /// tags the document of a finished run (when the bucket expires them).
     pub(crate) async fn put_if(
         &self,
         bucket: &str,
         key: &str,
         body: Vec<u8>,
         expect: Option<&str>,
+        finished: bool,
     ) -> Result<Written> {
         let mut put = self
             .client
@@ -161,6 +184,7 @@ impl S3 {
             .bucket(bucket)
             .key(key)
             .content_type("application/json")
+            .set_tagging(self.tagging(finished))
             .body(ByteStream::from(body));
         put = match expect {
             None => put.if_none_match("*"),
@@ -174,6 +198,24 @@ impl S3 {
         }
     }
 
+    /// A run's status document; `finished` tags it as [`S3::put_if`] does.
+    pub(crate) async fn put_status(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+        finished: bool,
+    ) -> Result<()> {
+        self.put_tagged(
+            bucket,
+            key,
+            body,
+            "application/json",
+            self.tagging(finished),
+        )
+        .await
+    }
+
     /// A plain PUT.
     pub(crate) async fn put(
         &self,
@@ -182,11 +224,23 @@ impl S3 {
         body: Vec<u8>,
         content_type: &str,
     ) -> Result<()> {
+        self.put_tagged(bucket, key, body, content_type, None).await
+    }
+
+    async fn put_tagged(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        tagging: Option<String>,
+    ) -> Result<()> {
         self.client
             .put_object()
             .bucket(bucket)
             .key(key)
             .content_type(content_type)
+            .set_tagging(tagging)
             .body(ByteStream::from(body))
             .send()
             .await

@@ -107,7 +107,10 @@ impl States {
     /// Creates a run's state; `Written::Conflict` when the run already exists.
     pub(crate) async fn create(&self, doc: &StateDoc) -> Result<Written> {
         let key = self.key(&doc.record.run_id);
-        self.s3.put_if(&self.bucket, &key, encode(doc), None).await
+        let finished = doc.record.status.is_finished();
+        self.s3
+            .put_if(&self.bucket, &key, encode(doc), None, finished)
+            .await
     }
 
     /// Reads a run's state and its ETag; `None` when there is no such run.
@@ -144,8 +147,9 @@ impl States {
     /// Rewrites a run's state if it is still at `etag`.
     pub(crate) async fn save(&self, doc: &StateDoc, etag: &str) -> Result<Written> {
         let key = self.key(&doc.record.run_id);
+        let finished = doc.record.status.is_finished();
         self.s3
-            .put_if(&self.bucket, &key, encode(doc), Some(etag))
+            .put_if(&self.bucket, &key, encode(doc), Some(etag), finished)
             .await
     }
 }
