@@ -505,8 +505,56 @@ async fn serve_refuses_to_start_without_the_notification_and_says_the_fix() {
     assert_eq!(code.code(), Some(2), "{}", serve.log());
     let log = serve.log();
     assert!(
-        log.contains("the queue has no notification from bucket `ld-served`: add an event notification of s3:ObjectCreated:*"),
+        log.contains("the notification of bucket `ld-served` to the queue")
+            && log.contains("no rule sends object-created events to the queue; fix: aws s3api put-bucket-notification-configuration"),
         "{log}"
+    );
+    // Uploads only: outputs and control requests would never reach the engine.
+    let arn = queue_arn(&aws.sqs, &aws.queue_url).await;
+    let uploads_only = QueueConfiguration::builder()
+        .queue_arn(&arn)
+        .events(Event::from("s3:ObjectCreated:*"))
+        .filter(
+            NotificationConfigurationFilter::builder()
+                .key(
+                    S3KeyFilter::builder()
+                        .filter_rules(
+                            FilterRule::builder()
+                                .name(FilterRuleName::Prefix)
+                                .value("in/")
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build(),
+        )
+        .build()
+        .expect("rule");
+    aws.client
+        .s3()
+        .put_bucket_notification_configuration()
+        .bucket(BUCKET)
+        .notification_configuration(
+            NotificationConfiguration::builder()
+                .queue_configurations(uploads_only)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("uploads-only notification");
+    let mut serve = Serve::start(&aws, "", &[]);
+    let code = eventually("linedee serve exits", || {
+        let status = serve.child.try_wait().expect("try_wait");
+        async move { status }
+    })
+    .await;
+    assert_eq!(code.code(), Some(2), "{}", serve.log());
+    assert!(
+        serve
+            .log()
+            .contains("the rules cover in/ but not out/, ld/control/"),
+        "{}",
+        serve.log()
     );
     // A queue that does not exist is named, with the variable to fix.
     let mut serve = Serve::start(

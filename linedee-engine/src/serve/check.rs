@@ -139,38 +139,34 @@ pub async fn check(
     items
 }
 
-async fn notification(s3: &aws_sdk_s3::Client, bucket: &str, queue_arn: &str) -> CheckItem {
+/// Whether the bucket sends object-created events to the queue, for the prefixes the engine
+/// needs (also `serve`'s start-up check).
+pub(super) async fn notification(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    queue_arn: &str,
+) -> CheckItem {
     const NAME: &str = "bucket notification";
     let fix = format!(
         "aws s3api put-bucket-notification-configuration --bucket {bucket} --notification-configuration \
          '{{\"QueueConfigurations\": [{{\"QueueArn\": \"{queue_arn}\", \"Events\": [\"s3:ObjectCreated:*\"]}}]}}'   \
          (this replaces the configuration: merge it with the rules the bucket already has)"
     );
-    let queues = match s3
-        .get_bucket_notification_configuration()
-        .bucket(bucket)
-        .send()
-        .await
-    {
-        Ok(c) => c.queue_configurations().to_vec(),
-        // An empty configuration that some servers answer with another root element.
-        Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 200) => Vec::new(),
+    let queues = match super::s3::notification_config(s3, bucket).await {
+        Ok(c) => c
+            .map(|c| c.queue_configurations().to_vec())
+            .unwrap_or_default(),
         Err(e) => {
             return CheckItem::wrong(
                 NAME,
-                format!("cannot be read ({})", brief(&e)),
-                "the checking credentials need s3:GetBucketNotification",
+                format!("cannot be read ({e})"),
+                "the credentials need s3:GetBucketNotification",
             );
         }
     };
     let ours: Vec<_> = queues
         .iter()
-        .filter(|q| {
-            q.queue_arn() == queue_arn
-                && q.events()
-                    .iter()
-                    .any(|e| e.as_str().starts_with("s3:ObjectCreated:"))
-        })
+        .filter(|q| super::s3::notifies(q, queue_arn))
         .collect();
     if ours.is_empty() {
         return CheckItem::wrong(

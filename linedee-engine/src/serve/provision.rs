@@ -318,29 +318,14 @@ async fn notification(
     dry_run: bool,
 ) -> Result<SetupStep> {
     const NAME: &str = "bucket notification";
-    let current = match s3
-        .get_bucket_notification_configuration()
-        .bucket(bucket)
-        .send()
+    let current = super::s3::notification_config(s3, bucket)
         .await
-    {
-        Ok(c) => Some(c),
-        // An empty configuration under another root element (moto's).
-        Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 200) => None,
-        Err(e) => {
-            return Err(failed("GetBucketNotificationConfiguration", brief(&e)));
-        }
-    };
+        .map_err(|e| failed("GetBucketNotificationConfiguration", e))?;
     let queues = current
         .as_ref()
         .map(|c| c.queue_configurations().to_vec())
         .unwrap_or_default();
-    if queues.iter().any(|q| {
-        q.queue_arn() == arn
-            && q.events()
-                .iter()
-                .any(|e| e.as_str().starts_with("s3:ObjectCreated:"))
-    }) {
+    if queues.iter().any(|q| super::s3::notifies(q, arn)) {
         return Ok(step(
             NAME,
             false,

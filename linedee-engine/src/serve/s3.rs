@@ -72,6 +72,36 @@ pub(crate) async fn versioning_status(s3: &aws_sdk_s3::Client, bucket: &str) -> 
     }
 }
 
+/// The bucket's notification configuration; `None` for an empty one that an S3-compatible
+/// server answers under another root element (moto does). The error is the service's word.
+pub(crate) async fn notification_config(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+) -> std::result::Result<
+    Option<aws_sdk_s3::operation::get_bucket_notification_configuration::GetBucketNotificationConfigurationOutput>,
+    String,
+>{
+    match s3
+        .get_bucket_notification_configuration()
+        .bucket(bucket)
+        .send()
+        .await
+    {
+        Ok(c) => Ok(Some(c)),
+        Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 200) => Ok(None),
+        Err(e) => Err(brief(&e)),
+    }
+}
+
+/// Whether a queue rule sends object-created events to `queue_arn`.
+pub(crate) fn notifies(rule: &aws_sdk_s3::types::QueueConfiguration, queue_arn: &str) -> bool {
+    rule.queue_arn() == queue_arn
+        && rule
+            .events()
+            .iter()
+            .any(|e| e.as_str().starts_with("s3:ObjectCreated:"))
+}
+
 /// An error in a line: the service's code and message, else the SDK's account of it.
 pub(crate) fn brief<E>(e: &SdkError<E>) -> String
 where

@@ -6,8 +6,6 @@ use std::time::Duration;
 use crate::error::{CloudError, Result};
 use crate::heroku::Secret;
 
-use super::s3;
-
 /// Run tasks as Heroku one-off dynos of an app, through the Platform API, instead of as
 /// processes of the replica's host.
 ///
@@ -107,45 +105,24 @@ pub async fn sts_client() -> aws_sdk_sts::Client {
     aws_sdk_sts::Client::new(&config)
 }
 
-/// Fails unless the bucket sends object-created events to the queue.
+/// Fails unless the bucket sends object-created events to the queue for every prefix the
+/// engine needs (`cloud check`'s item, with its fix).
 pub(super) async fn check_notification(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
     queue_arn: &str,
     queue_url: &str,
 ) -> Result<()> {
-    let queues = match s3
-        .get_bucket_notification_configuration()
-        .bucket(bucket)
-        .send()
-        .await
-    {
-        Ok(config) => config.queue_configurations().to_vec(),
-        // An empty configuration that an S3-compatible server answers with another root
-        // element (moto does): there is no notification.
-        Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 200) => Vec::new(),
-        Err(e) => {
-            return Err(CloudError::Config(format!(
-                "cannot read the notification configuration of bucket `{bucket}` ({}): the engine's credentials need s3:GetBucketNotification",
-                s3::brief(&e)
-            ))
-            .into());
-        }
-    };
-    let found = queues.iter().any(|q| {
-        q.queue_arn() == queue_arn
-            && q.events()
-                .iter()
-                .any(|e| e.as_str().starts_with("s3:ObjectCreated:"))
-    });
-    if found {
-        Ok(())
-    } else {
-        Err(CloudError::Config(format!(
-            "the queue has no notification from bucket `{bucket}`: add an event notification of s3:ObjectCreated:* on `{bucket}` to the queue {queue_arn} ({queue_url}); see docs/serve.md"
-        ))
-        .into())
+    let item = super::check::notification(s3, bucket, queue_arn).await;
+    if item.ok {
+        return Ok(());
     }
+    Err(CloudError::Config(format!(
+        "the notification of bucket `{bucket}` to the queue {queue_url}: {}; fix: {} (see docs/serve.md, or run `linedee cloud setup`)",
+        item.detail,
+        item.fix.unwrap_or_default()
+    ))
+    .into())
 }
 
 /// This replica's name in records and answers: the dyno (`DYNO`) or the host, and the
