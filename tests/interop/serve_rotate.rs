@@ -34,6 +34,8 @@ pub(super) struct Iam {
     pub(super) key_id: String,
     pub(super) secret: String,
     pub(super) role_arn: String,
+    /// A user that may read the bucket and the queue, not write or send.
+    pub(super) reader: (String, String),
 }
 
 pub(super) fn iam_setup(moto: &Moto, bucket: &str) -> Iam {
@@ -53,7 +55,43 @@ pub(super) fn iam_setup(moto: &Moto, bucket: &str) -> Iam {
         key_id: v["access_key_id"].as_str().expect("key").to_owned(),
         secret: v["secret_access_key"].as_str().expect("secret").to_owned(),
         role_arn: v["role_arn"].as_str().expect("role").to_owned(),
+        reader: (
+            v["reader_key_id"].as_str().expect("reader").to_owned(),
+            v["reader_secret"].as_str().expect("reader").to_owned(),
+        ),
     }
+}
+
+/// `linedee cloud ARGS` against moto with these AWS credentials: its exit code and output.
+fn cloud(moto: &Moto, key: (&str, &str), args: &[&str]) -> (i32, String) {
+    let mut cmd = std::process::Command::new(linedee_tests::binary("linedee-cli", "linedee"));
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        if k.starts_with("AWS_") || k.starts_with("LD_") || k.starts_with("HEROKU_") {
+            cmd.env_remove(&k);
+        }
+    }
+    let out = cmd
+        .arg("cloud")
+        .args(args)
+        .env("AWS_ENDPOINT_URL", &moto.endpoint)
+        .env("AWS_ACCESS_KEY_ID", key.0)
+        .env("AWS_SECRET_ACCESS_KEY", key.1)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("linedee runs");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 /// From now on moto checks every request's signature and IAM permissions.
@@ -217,6 +255,68 @@ async fn a_client_keeps_working_across_three_rotations_and_no_secret_leaks() {
             "a secret in the replica's output:\n{log}"
         );
     }
+
+    // The one-shot for a scheduler: not due within the interval, then forced.
+    let generation = history.len();
+    let rotate = [
+        "rotate",
+        "--bucket",
+        BUCKET,
+        "--heroku-app",
+        APP,
+        "--heroku-api-key",
+        TOKEN,
+        "--heroku-api-url",
+        &url,
+        "--rotate-role-arn",
+        &iam.role_arn,
+        "--rotate-interval",
+        "3600",
+    ];
+    let engine = (iam.key_id.as_str(), iam.secret.as_str());
+    let (code, out) = cloud(&aws.moto, engine, &rotate);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("not due: the next rotation is in"), "{out}");
+    let (code, out) = cloud(&aws.moto, engine, &[&rotate[..], &["--force"]].concat());
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("rotated: generation {}", generation + 1)),
+        "{out}"
+    );
+    let history = fake.config_history();
+    assert_eq!(history.len(), generation + 1);
+    secrets.push(history[generation][SECRET_KEY_VAR].clone());
+    secrets.push(history[generation][SESSION_TOKEN_VAR].clone());
+    for s in &secrets {
+        assert!(
+            !out.contains(s.as_str()),
+            "a secret in `cloud rotate`'s output:\n{out}"
+        );
+    }
+
+    // Credentials with less than the engine needs: the probes name what is denied.
+    let (code, out) = cloud(
+        &aws.moto,
+        (&iam.reader.0, &iam.reader.1),
+        &[
+            "check",
+            "--bucket",
+            BUCKET,
+            "--queue-url",
+            &aws.queue_url,
+            "--no-round-trip",
+        ],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL  engine permissions (S3): denied: s3:PutObject"),
+        "{out}"
+    );
+    assert!(
+        out.contains("FAIL  engine permissions (SQS): denied: sqs:SendMessage, sqs:ChangeMessageVisibility, sqs:DeleteMessage"),
+        "{out}"
+    );
+
     for o in client.list("").await.expect("list") {
         let body = client
             .get(&o.key)

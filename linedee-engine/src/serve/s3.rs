@@ -107,9 +107,13 @@ pub(crate) fn brief<E>(e: &SdkError<E>) -> String
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    match (e.code(), e.message()) {
-        (Some(code), Some(message)) => format!("{code}: {message}"),
-        (Some(code), None) => code.to_owned(),
+    match (e.code(), e.message(), status(e)) {
+        (Some(code), Some(message), _) => format!("{code}: {message}"),
+        (Some(code), None, _) => code.to_owned(),
+        // An answer without a body (a HEAD's): its status says it.
+        (None, _, Some(403)) => "HTTP 403: access denied".to_owned(),
+        (None, _, Some(404)) => "HTTP 404: not found".to_owned(),
+        (None, _, Some(s)) => format!("HTTP {s}"),
         _ => DisplayErrorContext(e).to_string(),
     }
 }
