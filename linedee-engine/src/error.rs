@@ -53,6 +53,19 @@ pub enum CloudError {
     /// A setting is missing or wrong; the message says what to fix.
     #[error("{0}")]
     Config(String),
+    /// A run's state was written by a newer engine: this replica leaves it alone (it is
+    /// never replaced, even from the dead-letter queue); upgrade the replica.
+    #[error(
+        "the state of run {run_id} was written by a newer linedee (state version {version}; this replica reads {reads}): upgrade this replica"
+    )]
+    NewerState {
+        /// The run.
+        run_id: String,
+        /// The state's version.
+        version: u32,
+        /// The version this build reads.
+        reads: u32,
+    },
     /// A run's stored state object cannot be read (it was edited, or written by another
     /// version).
     #[error("the state of run {run_id} (s3://{bucket}/{key}) cannot be read: {reason}")]

@@ -9,7 +9,8 @@
 //!   dashboard, start-up checks and bad input; `serve_dynos`: the dyno runner on the fake
 //!   Heroku API; `serve_race`: replicas racing on duplicated events (the embedded store as
 //!   S3); `serve_failover`: kill -9 of a replica mid-run; `serve_check`: `linedee cloud check`
-//!   and `setup`; `serve_rotate`: credentials rotated into config vars (moto STS and IAM).
+//!   and `setup`; `serve_probe`: the check's live items and retention of finished runs;
+//!   `serve_rotate`: credentials rotated into config vars (moto STS and IAM).
 //!
 //! The Python tools are pinned in `requirements.txt` and installed into a venv by `setup-venv`
 //! (`.ci/test` runs it first; the tests run it too, so a bare `cargo test` works).
@@ -22,6 +23,7 @@ mod serve;
 mod serve_check;
 mod serve_dynos;
 mod serve_failover;
+mod serve_probe;
 mod serve_race;
 mod serve_rotate;
 mod support;

@@ -93,11 +93,10 @@ impl States {
 
     /// A state that cannot be read, as it is, with its ETag (to replace it).
     pub(crate) async fn raw(&self, run_id: &str) -> Result<Option<String>> {
-        Ok(self
-            .s3
-            .get(&self.bucket, &self.key(run_id))
-            .await?
-            .map(|(_, etag)| etag))
+        match self.s3.get(&self.bucket, &self.key(run_id)).await? {
+            Some((body, etag)) => newer(run_id, &body).map(|()| Some(etag)),
+            None => Ok(None),
+        }
     }
 
     pub(crate) fn key(&self, run_id: &str) -> String {
@@ -125,6 +124,7 @@ impl States {
             key: key.clone(),
             reason,
         };
+        newer(run_id, &body)?;
         let doc: StateDoc = serde_json::from_slice(&body)
             .map_err(|e| unreadable(format!("not a run state of this engine: {e}")))?;
         if doc.version != STATE_VERSION {
@@ -154,7 +154,43 @@ impl States {
     }
 }
 
+/// Fails with [`CloudError::NewerState`] when `body` is a newer engine's state: an older
+/// replica leaves it alone, and never replaces it.
+fn newer(run_id: &str, body: &[u8]) -> Result<()> {
+    #[derive(Deserialize)]
+    struct Versioned {
+        version: u32,
+    }
+    match serde_json::from_slice::<Versioned>(body) {
+        Ok(v) if v.version > STATE_VERSION => Err(CloudError::NewerState {
+            run_id: run_id.to_owned(),
+            version: v.version,
+            reads: STATE_VERSION,
+        }
+        .into()),
+        _ => Ok(()),
+    }
+}
+
 fn encode(doc: &StateDoc) -> Vec<u8> {
     // A record always serialises (strings, numbers and the workflow, itself from JSON).
     serde_json::to_vec(doc).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_newer_engines_state_is_named_and_others_pass() {
+        let err = newer("R1", br#"{"version": 2, "anything": "new"}"#).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("written by a newer linedee (state version 2; this replica reads 1)"),
+            "{err}"
+        );
+        assert!(newer("R1", br#"{"version": 1}"#).is_ok());
+        // Unreadable bodies are `load`'s to name.
+        assert!(newer("R1", b"not json").is_ok());
+    }
 }
