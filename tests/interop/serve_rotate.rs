@@ -5,8 +5,9 @@
 //!
 //! - A `linedee::Client` reading the config vars (`HerokuApiProvider`) keeps working across
 //!   three rotations, and runs started after each rotation succeed on dynos that get the new
-//!   set; no minted secret, session token or API token reaches the replica's output or the
-//!   bucket (the secrets test, `tests/tests/secrets.rs`, extended to serve mode).
+//!   set; no minted secret, session token or API token reaches the replica's output, an
+//!   error, the bucket or its dashboard (the secrets test, `tests/tests/secrets.rs`, extended
+//!   to serve mode and rotation).
 //! - Racing rotations (the embedded store as S3, whose conditional writes are atomic, as
 //!   S3's are; moto's are not): exactly one rotates, once per generation.
 
@@ -94,6 +95,17 @@ fn cloud(moto: &Moto, key: (&str, &str), args: &[&str]) -> (i32, String) {
     )
 }
 
+/// An error and its sources, `: `-separated.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out = format!("{out}: {s}");
+        source = s.source();
+    }
+    out
+}
+
 /// From now on moto checks every request's signature and IAM permissions.
 async fn enforce_iam(moto: &Moto) {
     let resp = reqwest::Client::new()
@@ -162,6 +174,7 @@ async fn a_client_keeps_working_across_three_rotations_and_no_secret_leaks() {
             .option("dir", "out"),
     );
     let mut keys: Vec<String> = Vec::new();
+    let mut tasks: Vec<(String, String)> = Vec::new();
     for round in 0u8..3 {
         let previous = keys.last().cloned();
         assert!(
@@ -210,6 +223,7 @@ async fn a_client_keeps_working_across_three_rotations_and_no_secret_leaks() {
             .expect("upload");
         let run = wait(&client, submission.run_id(), &serve).await;
         assert_eq!(run.status, RunState::Succeeded, "{run:#?}\n{}", serve.log());
+        tasks.push((run.run_id.clone(), run.steps[0].tasks[0].task_id.clone()));
         keys.push(key);
     }
     let mut serve = serve;
@@ -317,6 +331,41 @@ async fn a_client_keeps_working_across_three_rotations_and_no_secret_leaks() {
         "{out}"
     );
 
+    // The dashboard of the bucket (read with the rotated set): every run, its page, its log.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let stop = CancellationToken::new();
+    tokio::spawn(linedee_engine::dashboard::serve_bucket(
+        client.clone(),
+        listener,
+        linedee_engine::dashboard::new_token(),
+        stop.clone().cancelled_owned(),
+    ));
+    let http = reqwest::Client::new();
+    let mut pages = vec![format!("{base}/api/runs")];
+    for (run_id, task_id) in &tasks {
+        pages.push(format!("{base}/api/runs/{run_id}"));
+        pages.push(format!("{base}/api/logs/{task_id}/1"));
+    }
+    let mut logs = 0;
+    for page in pages {
+        let resp = http.get(&page).send().await.expect("dashboard");
+        // The last dyno's log may not be stored yet when the replica stopped.
+        if page.contains("/api/logs/") && resp.status() == reqwest::StatusCode::NOT_FOUND {
+            continue;
+        }
+        assert!(resp.status().is_success(), "{page}: {}", resp.status());
+        logs += usize::from(page.contains("/api/logs/"));
+        let text = resp.text().await.expect("body");
+        for s in &secrets {
+            assert!(!text.contains(s.as_str()), "a secret in {page}");
+        }
+    }
+    assert!(logs >= 1, "no task log was shown");
+    stop.cancel();
+
     for o in client.list("").await.expect("list") {
         let body = client
             .get(&o.key)
@@ -391,7 +440,8 @@ async fn racing_rotations_rotate_once_per_generation() {
     enforce_iam(&moto).await;
     let rotation = Rotation::new(&iam.role_arn, APP, TOKEN)
         .api_url(fake.url())
-        .interval(Duration::from_secs(3600));
+        .interval(Duration::from_secs(3600))
+        .retry_base(Duration::from_millis(10));
     let race = |force: bool| {
         let attempts: Vec<_> = (0..8)
             .map(|_| {
@@ -448,5 +498,41 @@ async fn racing_rotations_rotate_once_per_generation() {
     }
     assert_eq!(patches(), 3);
     assert_eq!(fake.config_history().len(), 3);
+
+    // A Heroku API that keeps failing: the rotation fails, naming the request and quoting no
+    // secret, and gives its claim back, so the next attempt rotates at once.
+    fake.fail_next(6, 503);
+    let err = rotate_once(
+        rotation.clone(),
+        &s3,
+        sts.clone(),
+        BUCKET,
+        "ld/engine/",
+        true,
+    )
+    .await
+    .expect_err("the API refused every try");
+    let err = chain(&err);
+    assert!(
+        err.contains("Heroku answered 503")
+            && err.contains(&format!("PATCH /apps/{APP}/config-vars")),
+        "{err}"
+    );
+    assert!(!err.contains(TOKEN), "{err}");
+    assert_eq!(fake.config_history().len(), 3);
+    let again = rotate_once(
+        rotation.clone(),
+        &s3,
+        sts.clone(),
+        BUCKET,
+        "ld/engine/",
+        true,
+    )
+    .await
+    .expect("rotate");
+    assert!(
+        matches!(again, Rotated::Done { generation: 4, .. }),
+        "{again:?}"
+    );
     stop.cancel();
 }

@@ -5,6 +5,12 @@
 //! stderr, every file of the data dir but the three that must hold them, every object of
 //! the bucket (status documents, logs, outputs), `line_D`, every dashboard response, and
 //! every CLI command's output, errors included.
+//!
+//! Serve mode and credentials rotation need moto (STS, IAM) and are covered by the interop
+//! test `serve_rotate::a_client_keeps_working_across_three_rotations_and_no_secret_leaks`:
+//! every minted secret key and session token, the engine's IAM secret and the Heroku API
+//! token are searched for in the replica's output, `linedee cloud rotate`'s, a failed
+//! rotation's error, every object of the bucket and every dashboard response.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

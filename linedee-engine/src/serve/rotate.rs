@@ -349,16 +349,23 @@ impl Rotator {
                 return Ok(Rotated::Busy { by, until });
             }
         };
-        let lifetime = self.rotation.lifetime_of();
-        let minted = self.assume(generation, lifetime).await?;
-        let vars = serde_json::json!({
-            linedee::credentials::ACCESS_KEY_VAR: minted.access_key_id,
-            linedee::credentials::SECRET_KEY_VAR: minted.secret.expose(),
-            linedee::credentials::SESSION_TOKEN_VAR: minted.session_token.expose(),
-            "LD_REGION": self.region,
-            "LD_S3_BUCKET": self.bucket,
-        });
-        self.api.set_config_vars(&vars).await?;
+        let minted = match self.mint_and_set(generation).await {
+            Ok(minted) => minted,
+            Err(e) => {
+                // Give the claim back (the record as it was), so the next attempt, here or on
+                // another replica, need not wait for the lease; the app keeps its set.
+                let back = record.unwrap_or_else(|| Record {
+                    v: RECORD_VERSION,
+                    state: "rotating".to_owned(),
+                    by: self.replica.clone(),
+                    ..Record::default()
+                });
+                if let Err(w) = self.write(&back, Some(&claimed)).await {
+                    tracing::warn!(error = %w, "cannot give a failed rotation's claim back; it lapses with its lease");
+                }
+                return Err(e);
+            }
+        };
         let rotated_at_ms = ms_of(SystemTime::now()).max(now_ms);
         let done = Record {
             state: "done".to_owned(),
@@ -381,6 +388,20 @@ impl Rotator {
             access_key_id: minted.access_key_id,
             expires_at: at(minted.expires_at_ms),
         })
+    }
+
+    /// Mints a set and writes it to the app's config vars.
+    async fn mint_and_set(&self, generation: u64) -> Result<Minted> {
+        let minted = self.assume(generation, self.rotation.lifetime_of()).await?;
+        let vars = serde_json::json!({
+            linedee::credentials::ACCESS_KEY_VAR: minted.access_key_id,
+            linedee::credentials::SECRET_KEY_VAR: minted.secret.expose(),
+            linedee::credentials::SESSION_TOKEN_VAR: minted.session_token.expose(),
+            "LD_REGION": self.region,
+            "LD_S3_BUCKET": self.bucket,
+        });
+        self.api.set_config_vars(&vars).await?;
+        Ok(minted)
     }
 
     async fn write(&self, record: &Record, expect: Option<&str>) -> Result<Written> {
