@@ -55,16 +55,14 @@ pub(crate) async fn upload(config: &Config, args: UploadArgs) -> anyhow::Result<
         bar.set_message(key.clone());
         bar
     });
-    let body = match &bar {
-        Some(bar) => {
-            let file = tokio::fs::File::open(&args.file)
-                .await
-                .with_context(|| format!("cannot read {}", args.file.display()))?;
-            Body::from_reader(bar.wrap_async_read(file))
-        }
-        None => Body::from_path(&args.file),
-    };
-    let mut up = client.upload(&key, body).workflow(&workflow);
+    // The file's parts are read as they are sent; the bar moves as parts complete.
+    let mut up = client
+        .upload(&key, Body::from_path(&args.file))
+        .workflow(&workflow);
+    if let Some(bar) = &bar {
+        let bar = bar.clone();
+        up = up.on_progress(move |done| bar.set_position(done));
+    }
     if let Some(ct) = args.content_type {
         up = up.content_type(ct);
     }

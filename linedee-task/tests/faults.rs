@@ -46,6 +46,8 @@ async fn task(name: &str, server: &MockServer) -> ProcessOutput {
         .env("LD_S3_BUCKET", BUCKET)
         .env("LD_AWS_ACCESS_KEY_ID", "AKIDTASK")
         .env("LD_AWS_SECRET_ACCESS_KEY", "secret-key-value")
+        // One part at a time, so the order of requests is known.
+        .env("LD_UPLOAD_CONCURRENCY", "1")
         .output()
         .await
         .expect("the task starts")

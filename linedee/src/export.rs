@@ -1,6 +1,7 @@
 //! [`Client::export`]: download the whole bucket, as the product document's
 //! `aws s3 sync s3://$LD_S3_BUCKET ./s3_export` does.
 
+use std::collections::HashSet;
 use std::path::{Component, Path, PathBuf};
 
 use crate::client::Client;
@@ -90,8 +91,13 @@ impl<'a> Export<'a> {
         self
     }
 
-    /// Runs the export.
+    /// Runs the export: up to the client's download concurrency at once
+    /// ([`ClientBuilder::download_concurrency`](crate::ClientBuilder::download_concurrency)),
+    /// each object streamed to a temporary file and renamed. A key under another key (`a` and
+    /// `a/b`) is skipped, whatever order the downloads end in. The first error stops it.
     pub async fn send(mut self) -> Result<ExportReport> {
+        use futures_util::StreamExt as _;
+
         let objects = self.client.list(&self.prefix).await?;
         let mut progress = ExportProgress {
             objects_done: 0,
@@ -103,21 +109,37 @@ impl<'a> Export<'a> {
         tokio::fs::create_dir_all(&self.dir)
             .await
             .map_err(|e| Error::io("cannot create", &self.dir, e))?;
-        for object in objects {
+        let keys: HashSet<&str> = objects.iter().map(|o| o.key.as_str()).collect();
+        let mut todo = Vec::with_capacity(objects.len());
+        for object in &objects {
             match local_path(&self.dir, &object.key) {
                 Err(reason) => report.skipped.push((object.key.clone(), reason.to_owned())),
-                Ok(path) => match self.download(&object.key, &path).await {
-                    Ok(n) => {
-                        report.objects += 1;
-                        report.bytes += n;
-                        progress.bytes_done += n;
-                    }
-                    Err(Error::Io { source, .. }) if clash(&source) => report.skipped.push((
-                        object.key.clone(),
-                        "clashes with a folder of the same name (keys `a` and `a/b` cannot both be files)".to_owned(),
-                    )),
-                    Err(e) => return Err(e),
-                },
+                Ok(_) if under_another_key(&keys, &object.key) => {
+                    report.skipped.push((object.key.clone(), CLASH.to_owned()));
+                }
+                Ok(path) => todo.push((object.key.clone(), path)),
+            }
+        }
+        progress.objects_done = report.skipped.len();
+        let client = self.client;
+        let mut downloads = futures_util::stream::iter(todo)
+            .map(|(key, path)| async move {
+                let done = download(client, &key, &path).await;
+                (key, done)
+            })
+            .buffer_unordered(client.inner.download_concurrency);
+        while let Some((key, done)) = downloads.next().await {
+            match done {
+                Ok(n) => {
+                    report.objects += 1;
+                    report.bytes += n;
+                    progress.bytes_done += n;
+                }
+                // A file or folder of that name already in the export directory.
+                Err(Error::Io { source, .. }) if clash(&source) => {
+                    report.skipped.push((key, CLASH.to_owned()));
+                }
+                Err(e) => return Err(e),
             }
             progress.objects_done += 1;
             if let Some(f) = self.progress.as_mut() {
@@ -126,15 +148,25 @@ impl<'a> Export<'a> {
         }
         Ok(report)
     }
+}
 
-    async fn download(&self, key: &str, path: &Path) -> Result<u64> {
-        if let Some(parent) = path.parent() {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .map_err(|e| Error::io("cannot create", parent, e))?;
-        }
-        self.client.get(key).await?.save_to(path).await
+/// Why a key under another key is skipped.
+const CLASH: &str =
+    "clashes with a folder of the same name (keys `a` and `a/b` cannot both be files)";
+
+/// Whether a proper prefix of `key` ending before a `/` is itself a key (`a` for `a/b`).
+fn under_another_key(keys: &HashSet<&str>, key: &str) -> bool {
+    key.match_indices('/')
+        .any(|(i, _)| keys.contains(&key[..i]))
+}
+
+async fn download(client: &Client, key: &str, path: &Path) -> Result<u64> {
+    if let Some(parent) = path.parent() {
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| Error::io("cannot create", parent, e))?;
     }
+    client.get(key).await?.save_to(path).await
 }
 
 fn clash(e: &std::io::Error) -> bool {
@@ -170,6 +202,16 @@ pub(crate) fn local_path(dir: &Path, key: &str) -> Result<PathBuf, &'static str>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_under_another_key_is_found_at_any_depth() {
+        let keys: HashSet<&str> = ["a", "a/b", "x/y", "x/y/z/w", "m/n"].into();
+        assert!(!under_another_key(&keys, "a"));
+        assert!(under_another_key(&keys, "a/b"));
+        assert!(!under_another_key(&keys, "x/y"));
+        assert!(under_another_key(&keys, "x/y/z/w"));
+        assert!(!under_another_key(&keys, "m/n"));
+    }
 
     #[test]
     fn keys_never_leave_the_export_dir() {

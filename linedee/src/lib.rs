@@ -28,7 +28,9 @@
 //! - [`metadata`]: the S3 metadata rules (2 KB budget, ASCII JSON, RFC 2047).
 //! - [`Client`]: the bucket — [`Client::submit`] (`ld_run`), [`Client::upload`] (`ld_code`),
 //!   [`Client::put`], [`Client::get`], [`Client::run`], [`Client::task_output`],
-//!   [`Client::export`].
+//!   [`Client::export`]; multipart uploads send several parts at once (a file's read as
+//!   they are sent) and exports download several objects at once
+//!   ([`ClientBuilder::upload_concurrency`], [`ClientBuilder::download_concurrency`]).
 //! - [`credentials`]: providers (environment, Heroku API, Heroku CLI, your own) and the
 //!   refreshing cache.
 //! - [`status`]: the run status document; [`line_d`]: the task environment.
@@ -50,6 +52,7 @@ pub mod workflow;
 pub mod fuzzing;
 
 mod body;
+mod builder;
 mod client;
 mod decode;
 mod error;
@@ -57,6 +60,7 @@ mod export;
 mod json;
 mod machine;
 mod object;
+mod parts;
 mod put;
 mod request;
 mod schema;
@@ -65,7 +69,9 @@ mod submission;
 pub use body::Body;
 pub use client::{
     BUCKET_VAR, Client, ClientBuilder, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_REGION, ENDPOINT_VAR, MIN_PART_SIZE, ObjectSummary, REGION_VAR,
+    DEFAULT_DOWNLOAD_CONCURRENCY, DEFAULT_REGION, DEFAULT_UPLOAD_CONCURRENCY,
+    DOWNLOAD_CONCURRENCY_VAR, ENDPOINT_VAR, MIN_PART_SIZE, ObjectSummary, PART_SIZE_VAR,
+    REGION_VAR, UPLOAD_CONCURRENCY_VAR,
 };
 pub use error::{Error, Result};
 pub use export::{Export, ExportProgress, ExportReport};

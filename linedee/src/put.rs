@@ -1,17 +1,16 @@
 //! Writing objects: [`Put`], single-request or multipart with bounded memory.
 
 use std::collections::BTreeMap;
-use std::pin::Pin;
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
-use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use bytes::Bytes;
 
 use crate::body::{Body, Inner};
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::metadata;
+use crate::parts::{PartSource, read_up_to, upload_part};
 
 /// A write of one object; see [`Client::put`].
 #[derive(Debug)]
@@ -22,6 +21,17 @@ pub struct Put {
     body: Body,
     content_type: Option<String>,
     pub(crate) metadata: BTreeMap<String, String>,
+    progress: Option<Progress>,
+}
+
+/// A progress callback: bytes written so far.
+#[derive(Clone)]
+struct Progress(std::sync::Arc<dyn Fn(u64) + Send + Sync>);
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Progress(..)")
+    }
 }
 
 /// What a successful write returns.
@@ -38,7 +48,10 @@ pub struct PutOutput {
 
 impl Client {
     /// Starts a write of `body` to `key`. Bodies over the multipart threshold (16 MiB by
-    /// default) are uploaded in parts; memory use stays about one part.
+    /// default) are uploaded in parts, several at once
+    /// ([`ClientBuilder::upload_concurrency`](crate::ClientBuilder::upload_concurrency)): a
+    /// file's parts are read as they are sent; other bodies hold at most concurrency + 1
+    /// parts in memory.
     ///
     /// ```no_run
     /// # async fn demo(client: linedee::Client) -> linedee::Result<()> {
@@ -56,6 +69,7 @@ impl Client {
             body: body.into(),
             content_type: None,
             metadata: BTreeMap::new(),
+            progress: None,
         }
     }
 }
@@ -63,6 +77,13 @@ impl Client {
 impl Put {
     pub(crate) fn client_ref(&self) -> &Client {
         &self.client
+    }
+
+    /// Called with the bytes written so far: after each part of a multipart upload (in any
+    /// order of parts, the total only grows), and once at the end of a single request.
+    pub fn on_progress(mut self, f: impl Fn(u64) + Send + Sync + 'static) -> Self {
+        self.progress = Some(Progress(std::sync::Arc::new(f)));
+        self
     }
 
     /// Sets `Content-Type`.
@@ -109,10 +130,13 @@ impl Put {
                 if meta.len() <= threshold as u64 {
                     return self.single(ByteSource::Path(p)).await;
                 }
-                let file = tokio::fs::File::open(&p)
-                    .await
-                    .map_err(|e| Error::io("cannot read", &p, e))?;
-                PartSource::Reader(Box::pin(file))
+                // Each part is read from the file as it is sent (and again on a retry): no
+                // part is held in memory.
+                PartSource::File {
+                    path: std::sync::Arc::new(p),
+                    len: meta.len(),
+                    offset: 0,
+                }
             }
             Inner::Reader(r) => PartSource::Reader(r.into_inner()),
         };
@@ -156,6 +180,9 @@ impl Put {
                 }
             })
             .await?;
+        if let Some(Progress(f)) = &self.progress {
+            f(body.len().await);
+        }
         Ok(PutOutput {
             key: self.key,
             etag: out.e_tag().map(str::to_owned),
@@ -220,39 +247,73 @@ impl Put {
         }
     }
 
+    /// Uploads the parts, up to the client's upload concurrency at once (each part a task of
+    /// its own, so hashing and signing run on every core while the next part is read), then
+    /// completes the upload. The first failure cancels the parts in flight.
     async fn upload_parts(
         &self,
         upload_id: &str,
         source: &mut PartSource,
     ) -> Result<Option<String>> {
         let inner = &self.client.inner;
+        let mut in_flight = tokio::task::JoinSet::new();
         let mut parts = Vec::new();
         let mut number = 1;
-        while let Some(chunk) = source.next(inner.part_size).await? {
-            let out = self
-                .client
-                .call("UploadPart", &self.key, || {
-                    inner
-                        .s3
-                        .upload_part()
-                        .bucket(&inner.bucket)
-                        .key(&self.key)
-                        .upload_id(upload_id)
-                        .part_number(number)
-                        .checksum_algorithm(ChecksumAlgorithm::Crc32)
-                        .body(ByteStream::from(chunk.clone()))
-                        .send()
-                })
-                .await?;
-            parts.push(
-                CompletedPart::builder()
-                    .part_number(number)
-                    .set_e_tag(out.e_tag().map(str::to_owned))
-                    .set_checksum_crc32(out.checksum_crc32().map(str::to_owned))
-                    .build(),
-            );
-            number += 1;
+        let mut read_all = false;
+        let mut done = 0u64;
+        loop {
+            while !read_all && in_flight.len() < inner.upload_concurrency {
+                let next = match source.next(inner.part_size).await {
+                    Ok(next) => next,
+                    Err(e) => {
+                        in_flight.shutdown().await;
+                        return Err(e);
+                    }
+                };
+                match next {
+                    Some(chunk) => {
+                        in_flight.spawn(upload_part(
+                            self.client.clone(),
+                            self.key.clone(),
+                            upload_id.to_owned(),
+                            number,
+                            chunk,
+                        ));
+                        number += 1;
+                    }
+                    None => read_all = true,
+                }
+            }
+            match in_flight.join_next().await {
+                Some(Ok(Ok((part, len)))) => {
+                    parts.push(part);
+                    done += len;
+                    if let Some(Progress(f)) = &self.progress {
+                        f(done);
+                    }
+                }
+                Some(Ok(Err(e))) => {
+                    // The parts still in flight are stopped before the upload is aborted.
+                    in_flight.shutdown().await;
+                    return Err(e);
+                }
+                Some(Err(join)) => match join.try_into_panic() {
+                    Ok(panic) => std::panic::resume_unwind(panic),
+                    // Only this loop could cancel its tasks, and it does not.
+                    Err(cancelled) => {
+                        return Err(Error::S3 {
+                            operation: "UploadPart",
+                            key: self.key.clone(),
+                            code: None,
+                            status: None,
+                            message: cancelled.to_string(),
+                        });
+                    }
+                },
+                None => break,
+            }
         }
+        parts.sort_by_key(|p: &CompletedPart| p.part_number());
         let completed = CompletedMultipartUpload::builder()
             .set_parts(Some(parts))
             .build();
@@ -280,60 +341,20 @@ enum ByteSource {
 }
 
 impl ByteSource {
+    /// Its length (0 for a file that cannot be read any more).
+    async fn len(&self) -> u64 {
+        match self {
+            ByteSource::Bytes(b) => b.len() as u64,
+            ByteSource::Path(p) => tokio::fs::metadata(p).await.map_or(0, |m| m.len()),
+        }
+    }
+
     async fn stream(&self) -> Result<ByteStream, aws_smithy_types::byte_stream::error::Error> {
         match self {
             ByteSource::Bytes(b) => Ok(ByteStream::from(b.clone())),
             ByteSource::Path(p) => ByteStream::from_path(p).await,
         }
     }
-}
-
-enum PartSource {
-    Bytes(Bytes),
-    Reader(Pin<Box<dyn AsyncRead + Send>>),
-    Prefixed(Option<Bytes>, Pin<Box<dyn AsyncRead + Send>>),
-}
-
-impl PartSource {
-    /// The next part of at most `size` bytes (every part but the last is exactly `size`).
-    async fn next(&mut self, size: usize) -> Result<Option<Bytes>> {
-        match self {
-            PartSource::Bytes(b) if b.is_empty() => Ok(None),
-            PartSource::Bytes(b) => Ok(Some(b.split_to(size.min(b.len())))),
-            PartSource::Reader(r) => {
-                let chunk = read_up_to(r.as_mut(), size).await?;
-                Ok((!chunk.is_empty()).then_some(chunk))
-            }
-            PartSource::Prefixed(prefix, r) => {
-                let mut buf = BytesMut::with_capacity(size);
-                if let Some(mut p) = prefix.take() {
-                    if p.len() > size {
-                        let rest = p.split_off(size);
-                        *prefix = Some(rest);
-                        return Ok(Some(p));
-                    }
-                    buf.extend_from_slice(&p);
-                }
-                let more = read_up_to(r.as_mut(), size - buf.len()).await?;
-                buf.extend_from_slice(&more);
-                Ok((!buf.is_empty()).then(|| buf.freeze()))
-            }
-        }
-    }
-}
-
-/// Reads until `limit` bytes or the end of the stream.
-async fn read_up_to(mut r: Pin<&mut (dyn AsyncRead + Send)>, limit: usize) -> Result<Bytes> {
-    let mut buf = BytesMut::with_capacity(limit.min(8 * 1024 * 1024));
-    while buf.len() < limit {
-        let want = (limit - buf.len()).min(256 * 1024);
-        let mut chunk = (&mut r).take(want as u64);
-        let n = chunk.read_buf(&mut buf).await.map_err(Error::Body)?;
-        if n == 0 {
-            break;
-        }
-    }
-    Ok(buf.freeze())
 }
 
 #[cfg(test)]

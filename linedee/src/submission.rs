@@ -147,6 +147,12 @@ fn checked_run_id(run_id: String) -> Result<String> {
 }
 
 impl Upload {
+    /// Called with the bytes written so far; see [`Put::on_progress`](crate::Put::on_progress).
+    pub fn on_progress(mut self, f: impl Fn(u64) + Send + Sync + 'static) -> Self {
+        self.put = self.put.on_progress(f);
+        self
+    }
+
     /// The workflow to attach (required).
     pub fn workflow(mut self, workflow: &Workflow) -> Self {
         self.workflow = Some(workflow.clone());

@@ -4,6 +4,7 @@
 //! processes ([`fake_heroku::FakeHeroku`]).
 
 pub mod fake_heroku;
+pub mod latency;
 mod local;
 pub mod proxy;
 pub use local::LinedeeLocal;

@@ -123,9 +123,11 @@ async fn a_multipart_upload_reset_mid_part_is_retried_and_lands_whole() {
         },
     )
     .await;
+    // One part at a time, so the parts follow each other on the first connection.
     let client = client_via(&t, &proxy.endpoint)
         .multipart_threshold(MIN_PART_SIZE)
         .part_size(MIN_PART_SIZE)
+        .upload_concurrency(1)
         .build()
         .unwrap();
     let body = payload(2 * MIN_PART_SIZE + 12_345);
@@ -150,6 +152,91 @@ async fn a_multipart_upload_reset_mid_part_is_retried_and_lands_whole() {
 }
 
 #[tokio::test]
+async fn concurrent_parts_cut_mid_body_are_retried_and_land_whole() {
+    let t = TestEngine::start("").await;
+    // Three parts in flight at once: the first two connections are each cut 1 MiB into
+    // what they carry after their first request's headers (a part's body, or the second
+    // part after CreateMultipartUpload).
+    let proxy = CuttingProxy::start(
+        &t.endpoint,
+        Plan {
+            after_bytes: 1024 * 1024,
+            connections: 2,
+            cut: Cut::Reset,
+        },
+    )
+    .await;
+    let client = client_via(&t, &proxy.endpoint)
+        .multipart_threshold(MIN_PART_SIZE)
+        .part_size(MIN_PART_SIZE)
+        .upload_concurrency(3)
+        .build()
+        .unwrap();
+    let body = payload(4 * MIN_PART_SIZE + 777);
+    let out = client
+        .put("in/concurrent.bin", body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert!(out.multipart);
+    assert_eq!(proxy.cuts(), 2);
+    assert_eq!(
+        out.etag.as_deref().map(|e| e.ends_with("-5\"")),
+        Some(true),
+        "{:?}",
+        out.etag
+    );
+    assert_eq!(
+        stored(&t, "in/concurrent.bin").await,
+        body,
+        "byte-identical"
+    );
+    let ids = proxy.response_values("UploadId");
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_no_upload(&t, "in/concurrent.bin", &ids[0]).await;
+}
+
+#[tokio::test]
+async fn a_file_goes_up_in_parts_read_from_disk_and_a_cut_part_is_read_again() {
+    let t = TestEngine::start("").await;
+    let proxy = CuttingProxy::start(
+        &t.endpoint,
+        Plan {
+            after_bytes: 1024 * 1024,
+            connections: 2,
+            cut: Cut::Reset,
+        },
+    )
+    .await;
+    let client = client_via(&t, &proxy.endpoint)
+        .multipart_threshold(MIN_PART_SIZE)
+        .part_size(MIN_PART_SIZE)
+        .upload_concurrency(2)
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.bin");
+    let body = payload(3 * MIN_PART_SIZE + 4321);
+    std::fs::write(&path, &body).unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let progress = std::sync::Arc::clone(&seen);
+    let out = client
+        .put("in/file.bin", linedee::Body::from_path(&path))
+        .on_progress(move |done| progress.lock().unwrap().push(done))
+        .send()
+        .await
+        .unwrap();
+    assert!(out.multipart);
+    assert_eq!(proxy.cuts(), 2, "two parts were cut and sent again");
+    assert_eq!(stored(&t, "in/file.bin").await, body, "byte-identical");
+    // One report per part, growing to the whole file.
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+    assert_eq!(seen.last().copied(), Some(body.len() as u64));
+}
+
+#[tokio::test]
 async fn cuts_that_never_stop_are_a_clear_error_and_leave_nothing_visible() {
     let t = TestEngine::start("").await;
     let proxy = CuttingProxy::start(
@@ -161,9 +248,11 @@ async fn cuts_that_never_stop_are_a_clear_error_and_leave_nothing_visible() {
         },
     )
     .await;
+    // One part at a time: part 1's three attempts are the ones counted.
     let client = client_via(&t, &proxy.endpoint)
         .multipart_threshold(MIN_PART_SIZE)
         .part_size(MIN_PART_SIZE)
+        .upload_concurrency(1)
         .build()
         .unwrap();
 

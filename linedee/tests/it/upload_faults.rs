@@ -1,12 +1,13 @@
 //! Uploads under faults a real server will not produce on demand, injected with wiremock: a 500
 //! on a PUT, throttling and expired tokens in the middle of a multipart upload, retries that run
-//! out (the upload is aborted, never completed), and a server slower than the attempt timeout.
+//! out (the upload is aborted, never completed), and a server slower than the attempt timeout;
+//! parts in flight at once, within the bound, and a failure among them.
 //! (`faults.rs` covers the single-request cases of refresh, throttling and access denied.)
 
 use crate::common;
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use common::{BUCKET, Rotating, s3_error};
 use linedee::{ClientBuilder, Error, MIN_PART_SIZE};
@@ -16,10 +17,13 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 const KEY: &str = "big/object.bin";
 const UPLOAD_ID: &str = "upload-1";
 
+/// One part at a time, so the order of requests is known (concurrent parts are tested at the
+/// end of this file).
 fn builder(server: &MockServer, provider: Arc<Rotating>) -> ClientBuilder {
     common::builder(server, provider)
         .multipart_threshold(MIN_PART_SIZE)
         .part_size(MIN_PART_SIZE)
+        .upload_concurrency(1)
 }
 
 fn xml(body: String) -> ResponseTemplate {
@@ -350,4 +354,116 @@ async fn a_server_slower_than_usual_but_within_the_timeout_succeeds() {
     let out = client.put("slow/key", "x").send().await.unwrap();
     assert_eq!(out.etag.as_deref(), Some("\"slow-but-fine\""));
     assert_eq!(server.received_requests().await.unwrap().len(), 1);
+}
+
+/// Part PUTs answered after `delay`, each arrival recorded (part number, when).
+async fn mount_slow_parts(server: &MockServer, delay: Duration) -> Arc<Mutex<Vec<(u32, Instant)>>> {
+    let arrivals = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&arrivals);
+    Mock::given(method("PUT"))
+        .and(query_param("uploadId", UPLOAD_ID))
+        .respond_with(move |req: &Request| {
+            let n = part_number(req).unwrap_or(0);
+            seen.lock().expect("arrivals").push((n, Instant::now()));
+            ResponseTemplate::new(200)
+                .insert_header("etag", format!("\"part-etag-{n}\"").as_str())
+                .set_delay(delay)
+        })
+        .with_priority(1)
+        .mount(server)
+        .await;
+    arrivals
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn parts_go_up_three_at_a_time_and_complete_lists_them_in_order() {
+    const DELAY: Duration = Duration::from_millis(800);
+    let server = MockServer::start().await;
+    mount_multipart(&server).await;
+    let arrivals = mount_slow_parts(&server, DELAY).await;
+    let client = common::builder(&server, Arc::default())
+        .multipart_threshold(MIN_PART_SIZE)
+        .part_size(MIN_PART_SIZE)
+        .upload_concurrency(3)
+        .build()
+        .unwrap();
+    let body: Vec<u8> = (0..5 * MIN_PART_SIZE + 99)
+        .map(|i| (i % 253) as u8)
+        .collect();
+    let out = client.put(KEY, body.clone()).send().await.unwrap();
+    assert!(out.multipart);
+
+    let mut arrivals = arrivals.lock().unwrap().clone();
+    arrivals.sort_by_key(|(_, at)| *at);
+    assert_eq!(arrivals.len(), 6, "{arrivals:?}");
+    let first = arrivals[0].1;
+    // Three parts were sent before the first answer came back…
+    assert!(arrivals[2].1 < first + DELAY, "{arrivals:?}");
+    // …and the fourth only after one had: never more than three in flight.
+    assert!(arrivals[3].1 >= first + DELAY, "{arrivals:?}");
+
+    // Each part's body is its slice of the object, and Complete lists 1..=6 in order.
+    let reqs = server.received_requests().await.unwrap();
+    for r in reqs.iter().filter(|r| part_number(r).is_some()) {
+        // Integrity by the part's CRC32, signed as a header; no SHA-256 of the payload.
+        let header = |name: &str| r.headers.get(name).and_then(|v| v.to_str().ok());
+        assert!(header("x-amz-checksum-crc32").is_some(), "{:?}", r.headers);
+        assert_eq!(header("x-amz-content-sha256"), Some("UNSIGNED-PAYLOAD"));
+        assert!(
+            header("authorization").is_some_and(|a| a.contains("x-amz-checksum-crc32")),
+            "the checksum is a signed header"
+        );
+        let n = part_number(r).unwrap() as usize;
+        let slice = &body[(n - 1) * MIN_PART_SIZE..(n * MIN_PART_SIZE).min(body.len())];
+        assert!(r.body == slice, "part {n} is not its slice of the object");
+    }
+    let complete = String::from_utf8_lossy(&reqs.last().unwrap().body).into_owned();
+    let order: Vec<usize> = (1..=6)
+        .map(|n| {
+            complete
+                .find(&format!("<PartNumber>{n}</PartNumber>"))
+                .expect("listed")
+        })
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{complete}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_part_aborts_a_concurrent_upload_and_it_is_never_completed() {
+    let server = MockServer::start().await;
+    mount_multipart(&server).await;
+    Mock::given(method("PUT"))
+        .and(query_param("partNumber", "2"))
+        .respond_with(s3_error(503, "SlowDown"))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    let client = common::builder(&server, Arc::default())
+        .multipart_threshold(MIN_PART_SIZE)
+        .part_size(MIN_PART_SIZE)
+        .upload_concurrency(3)
+        .build()
+        .unwrap();
+    let body: Vec<u8> = (0..5 * MIN_PART_SIZE).map(|i| (i % 253) as u8).collect();
+    let err = client.put(KEY, body).send().await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::S3 {
+                operation: "UploadPart",
+                status: Some(503),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let log = received(&server).await;
+    let names = names(&log);
+    assert!(names.contains(&"Abort"), "{names:?}");
+    assert!(!names.contains(&"Complete"), "{names:?}");
+    assert_eq!(
+        names.iter().filter(|n| **n == "Part 2").count(),
+        3,
+        "{names:?}"
+    );
 }
