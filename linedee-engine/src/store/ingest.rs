@@ -18,6 +18,9 @@ use crate::Error;
 /// Bodies up to this size stay in memory until they are published.
 pub(crate) const SPILL: usize = 4 * 1024 * 1024;
 
+/// Bodies past this size are hashed on a thread of their own.
+const PIPELINE: u64 = 1024 * 1024;
+
 /// The checksums a client declared for a body (headers; trailers are read at the end).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Declared {
@@ -141,34 +144,78 @@ pub(crate) async fn receive(
         md5: String::new(),
         published: false,
     };
-    if let Some(mut body) = body {
+    // Small bodies are hashed inline. Past `PIPELINE`, the digests move to a thread of their
+    // own fed chunk by chunk, and each spill to disk goes on while the next chunks arrive:
+    // receiving (and s3s's SHA-256 of a signed payload), hashing and writing then use
+    // separate cores.
+    let mut digests: Option<Digests> = None;
+    let mut spilling: Option<Spill> = None;
+    let read: S3Result<()> = 'read: {
+        let Some(mut body) = body else {
+            break 'read Ok(());
+        };
         while let Some(chunk) = body.next().await {
-            let chunk =
-                chunk.map_err(|e| s3_error!(IncompleteBody, "reading the body failed: {e}"))?;
-            md5.update(&chunk);
-            hasher.update(&chunk);
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    break 'read Err(s3_error!(IncompleteBody, "reading the body failed: {e}"));
+                }
+            };
             rx.size += chunk.len() as u64;
             rx.buf.extend_from_slice(&chunk);
+            match &digests {
+                Some(d) => d.feed(chunk).await,
+                None if rx.size > PIPELINE => {
+                    let d = Digests::start(std::mem::take(&mut md5), std::mem::take(&mut hasher));
+                    d.feed(chunk).await;
+                    digests = Some(d);
+                }
+                None => {
+                    md5.update(&chunk);
+                    hasher.update(&chunk);
+                }
+            }
             if rx.buf.len() >= SPILL {
-                let buf = std::mem::take(&mut rx.buf);
+                // One spill in flight at a time: the previous one gives its file back first.
+                if let Some(prev) = spilling.take() {
+                    match joined(prev).await {
+                        Ok((file, _)) => rx.file = Some(file),
+                        Err(e) => break 'read Err(e),
+                    }
+                }
                 let file = rx.file.take();
+                let buf = std::mem::replace(&mut rx.buf, Vec::with_capacity(SPILL));
                 let (blobs, id) = (Arc::clone(blobs), rx.id.clone());
-                let (file, buf) = tokio::task::spawn_blocking(move || -> crate::Result<_> {
+                spilling = Some(tokio::task::spawn_blocking(move || -> crate::Result<_> {
                     let mut file = match file {
                         Some(f) => f,
                         None => blobs.create_tmp(&id)?,
                     };
-                    file.write_all(&buf).map_err(Error::io(&id))?;
+                    if let Err(e) = file.write_all(&buf) {
+                        // Nothing else holds the file now: take the temporary one back.
+                        drop(file);
+                        blobs.discard_tmp(&id);
+                        return Err(Error::io(&id)(e));
+                    }
                     Ok((file, buf))
-                })
-                .await
-                .map_err(|e| io_err(e.into()))?
-                .map_err(io_err)?;
-                rx.file = Some(file);
-                rx.buf = buf;
-                rx.buf.clear();
+                }));
             }
         }
+        Ok(())
+    };
+    // The spill under way ends before anything else, so that its file is discarded with
+    // `rx` if the body failed.
+    if let Some(prev) = spilling.take() {
+        let spilled = joined(prev).await;
+        match spilled {
+            Ok((file, _)) => rx.file = Some(file),
+            Err(e) if read.is_ok() => return Err(e),
+            Err(_) => {}
+        }
+    }
+    read?;
+    if let Some(d) = digests {
+        (md5, hasher) = d.finish().await?;
     }
     let digest = md5.finalize();
     rx.md5 = hex::encode(digest);
@@ -218,6 +265,47 @@ pub(crate) async fn receive(
         sums.checksum_crc64nvme.as_ref(),
     )?;
     Ok(rx)
+}
+
+/// A write of buffered body bytes to the blob's temporary file, under way; it gives the file
+/// (and the buffer) back.
+type Spill = tokio::task::JoinHandle<crate::Result<(File, Vec<u8>)>>;
+
+/// A spill's result: its file (and buffer) back, or the error.
+async fn joined(spill: Spill) -> S3Result<(File, Vec<u8>)> {
+    spill.await.map_err(|e| io_err(e.into()))?.map_err(io_err)
+}
+
+/// Where a large body's digests are computed: a blocking thread fed through a bounded
+/// channel (a slow hasher holds the receiver back instead of buffering the body).
+struct Digests {
+    tx: tokio::sync::mpsc::Sender<bytes::Bytes>,
+    done: tokio::task::JoinHandle<(Md5, ChecksumHasher)>,
+}
+
+impl Digests {
+    fn start(mut md5: Md5, mut hasher: ChecksumHasher) -> Digests {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(64);
+        let done = tokio::task::spawn_blocking(move || {
+            while let Some(chunk) = rx.blocking_recv() {
+                md5.update(&chunk);
+                hasher.update(&chunk);
+            }
+            (md5, hasher)
+        });
+        Digests { tx, done }
+    }
+
+    /// Hands a chunk over, waiting while the hasher is 64 chunks behind.
+    async fn feed(&self, chunk: bytes::Bytes) {
+        // The hasher only stops when the channel closes, which `finish` does.
+        let _ = self.tx.send(chunk).await;
+    }
+
+    async fn finish(self) -> S3Result<(Md5, ChecksumHasher)> {
+        drop(self.tx);
+        self.done.await.map_err(|e| io_err(e.into()))
+    }
 }
 
 fn base64_simd_decode(s: &str) -> Option<Vec<u8>> {
