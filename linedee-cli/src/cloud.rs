@@ -132,14 +132,15 @@ async fn check(
     {
         return Ok(items);
     }
-    let rotation = match &args.rotate.rotate_role_arn {
-        Some(_) => Some(crate::serve::rotation(
-            &args.heroku,
-            &args.rotate,
-            "--rotate-role-arn",
-        )?),
-        None => None,
-    };
+    // Only the role and the lifetime matter to the check: the app need not be given.
+    let rotation = args.rotate.rotate_role_arn.as_ref().map(|role| {
+        let mut r = serve::Rotation::new(role, "", "")
+            .interval(Duration::from_secs(args.rotate.rotate_interval));
+        if let Some(lifetime) = args.rotate.rotate_lifetime {
+            r = r.lifetime(Duration::from_secs(lifetime));
+        }
+        r
+    });
     let sts = match rotation {
         Some(_) => Some(serve::sts_client().await),
         None => None,

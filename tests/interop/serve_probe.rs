@@ -27,10 +27,24 @@ async fn cloud_check_probes_the_engine_the_heroku_app_and_a_round_trip_through_a
         .expect("policy");
     let base = ["check", "--bucket", BUCKET, "--queue-url", &aws.queue_url];
 
-    // No replica yet: nobody answers the probe, which is gone afterwards.
+    let iam = super::serve_rotate::iam_setup(&aws.moto, BUCKET);
+
+    // No replica yet: nobody answers the probe, which is gone afterwards. The rotation role
+    // is checked without the app (its lifetime set here).
     let (code, out) = cloud(
         &aws.moto.endpoint,
-        &[&base[..], &["--round-trip-wait", "1"]].concat(),
+        &[
+            &base[..],
+            &[
+                "--round-trip-wait",
+                "1",
+                "--rotate-role-arn",
+                &iam.role_arn,
+                "--rotate-lifetime",
+                "3600",
+            ],
+        ]
+        .concat(),
     );
     assert_eq!(code, 1, "{out}");
     assert!(
@@ -41,11 +55,14 @@ async fn cloud_check_probes_the_engine_the_heroku_app_and_a_round_trip_through_a
         line(&out, "skip  heroku app:").contains("not checked"),
         "{out}"
     );
+    assert!(
+        line(&out, "ok    rotation role:").contains("can be assumed for 3600 s"),
+        "{out}"
+    );
     let left = aws.client.list("ld/control/").await.expect("list");
     assert!(left.is_empty(), "{left:?}");
 
     // A replica, the Heroku app (its release lacks `get-data`), and the rotation role.
-    let iam = super::serve_rotate::iam_setup(&aws.moto, BUCKET);
     let released = tempfile::tempdir().expect("app dir");
     std::fs::write(
         released.path().join("Procfile"),
