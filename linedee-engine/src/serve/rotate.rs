@@ -430,9 +430,14 @@ impl Rotator {
             op: format!("STS AssumeRole {}", self.rotation.role_arn),
             message: "the answer has no credentials".to_owned(),
         })?;
-        let expires_at_ms = u64::try_from(creds.expiration().to_millis().unwrap_or(0))
-            .unwrap_or(0)
-            .max(ms_of(SystemTime::now()) + millis(lifetime) / 2);
+        // STS's expiry; the lifetime asked for if the answer's cannot be read.
+        let expires_at_ms = creds
+            .expiration()
+            .to_millis()
+            .ok()
+            .and_then(|ms| u64::try_from(ms).ok())
+            .filter(|ms| *ms > 0)
+            .unwrap_or_else(|| ms_of(SystemTime::now()).saturating_add(millis(lifetime)));
         Ok(Minted {
             access_key_id: creds.access_key_id().to_owned(),
             secret: Secret::new(creds.secret_access_key()),
