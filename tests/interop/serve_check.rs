@@ -176,7 +176,14 @@ async fn cloud_check_passes_a_complete_deployment_and_names_a_wrong_policy() {
     );
 }
 
+/// `linedee cloud ARGS` against `endpoint` with the tests' AWS key: its exit code and output.
 pub(super) fn cloud(endpoint: &str, args: &[&str]) -> (i32, String) {
+    cloud_as(endpoint, (KEY_ID, SECRET), args)
+}
+
+/// `linedee cloud ARGS` against `endpoint` with the AWS key `key` (id, secret), and nothing
+/// of this process's AWS, line^d or Heroku settings.
+pub(super) fn cloud_as(endpoint: &str, key: (&str, &str), args: &[&str]) -> (i32, String) {
     let mut cmd = Command::new(binary("linedee-cli", "linedee"));
     for (k, _) in std::env::vars_os() {
         let k = k.to_string_lossy().into_owned();
@@ -188,8 +195,8 @@ pub(super) fn cloud(endpoint: &str, args: &[&str]) -> (i32, String) {
         .arg("cloud")
         .args(args)
         .env("AWS_ENDPOINT_URL", endpoint)
-        .env("AWS_ACCESS_KEY_ID", KEY_ID)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("AWS_ACCESS_KEY_ID", key.0)
+        .env("AWS_SECRET_ACCESS_KEY", key.1)
         .env("AWS_REGION", "us-east-1")
         .env("AWS_CONFIG_FILE", "/dev/null")
         .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")

@@ -65,34 +65,7 @@ pub(super) fn iam_setup(moto: &Moto, bucket: &str) -> Iam {
 
 /// `linedee cloud ARGS` against moto with these AWS credentials: its exit code and output.
 fn cloud(moto: &Moto, key: (&str, &str), args: &[&str]) -> (i32, String) {
-    let mut cmd = std::process::Command::new(linedee_tests::binary("linedee-cli", "linedee"));
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().into_owned();
-        if k.starts_with("AWS_") || k.starts_with("LD_") || k.starts_with("HEROKU_") {
-            cmd.env_remove(&k);
-        }
-    }
-    let out = cmd
-        .arg("cloud")
-        .args(args)
-        .env("AWS_ENDPOINT_URL", &moto.endpoint)
-        .env("AWS_ACCESS_KEY_ID", key.0)
-        .env("AWS_SECRET_ACCESS_KEY", key.1)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("linedee runs");
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    super::serve_check::cloud_as(&moto.endpoint, key, args)
 }
 
 /// An error and its sources, `: `-separated.
