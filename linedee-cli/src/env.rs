@@ -99,29 +99,9 @@ impl Config {
         if let Some(endpoint) = self.get("LD_S3_ENDPOINT") {
             builder = builder.endpoint(endpoint);
         }
-        if let Some(n) = transfer_knob(linedee::UPLOAD_CONCURRENCY_VAR)? {
-            builder = builder.upload_concurrency(n);
-        }
-        if let Some(n) = transfer_knob(linedee::DOWNLOAD_CONCURRENCY_VAR)? {
-            builder = builder.download_concurrency(n);
-        }
-        if let Some(n) = transfer_knob(linedee::PART_SIZE_VAR)? {
-            builder = builder.part_size(n);
-        }
+        builder = builder
+            .transfer_settings(|name| std::env::var(name).ok())
+            .map_err(|e| exit::bad_input(e.to_string()))?;
         Ok(builder.build()?)
-    }
-}
-
-/// A transfer setting from the environment (`LD_UPLOAD_CONCURRENCY`, `LD_DOWNLOAD_CONCURRENCY`:
-/// requests at once; `LD_PART_SIZE`: bytes per multipart part), or what is wrong with it.
-fn transfer_knob(name: &str) -> anyhow::Result<Option<usize>> {
-    match std::env::var(name) {
-        Err(_) => Ok(None),
-        Ok(v) => match v.trim().parse::<usize>() {
-            Ok(n) if n > 0 => Ok(Some(n)),
-            _ => Err(exit::bad_input(format!(
-                "{name}={v:?} is not a whole number above 0"
-            ))),
-        },
     }
 }

@@ -151,6 +151,44 @@ impl ClientBuilder {
         self
     }
 
+    /// Applies the transfer settings `lookup` finds: [`UPLOAD_CONCURRENCY_VAR`],
+    /// [`DOWNLOAD_CONCURRENCY_VAR`] and [`PART_SIZE_VAR`] (as [`Client::from_env`] reads
+    /// them). A value that is not a whole number above 0 is an error that names it.
+    ///
+    /// ```
+    /// let builder = linedee::Client::builder()
+    ///     .transfer_settings(|name| (name == "LD_UPLOAD_CONCURRENCY").then(|| "2".to_owned()))
+    ///     .unwrap();
+    /// let err = linedee::Client::builder()
+    ///     .transfer_settings(|name| (name == "LD_PART_SIZE").then(|| "8MiB".to_owned()))
+    ///     .unwrap_err();
+    /// assert!(err.to_string().ends_with(r#"LD_PART_SIZE="8MiB" is not a whole number above 0"#));
+    /// # let _ = builder;
+    /// ```
+    pub fn transfer_settings(mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let knob = |name: &'static str| -> Result<Option<usize>> {
+            lookup(name)
+                .filter(|v| !v.is_empty())
+                .map(|v| match v.trim().parse::<usize>() {
+                    Ok(n) if n > 0 => Ok(n),
+                    _ => Err(Error::Config(format!(
+                        "{name}={v:?} is not a whole number above 0"
+                    ))),
+                })
+                .transpose()
+        };
+        if let Some(n) = knob(UPLOAD_CONCURRENCY_VAR)? {
+            self = self.upload_concurrency(n);
+        }
+        if let Some(n) = knob(DOWNLOAD_CONCURRENCY_VAR)? {
+            self = self.download_concurrency(n);
+        }
+        if let Some(n) = knob(PART_SIZE_VAR)? {
+            self = self.part_size(n);
+        }
+        Ok(self)
+    }
+
     /// Objects [`Client::export`] downloads at once (default
     /// [`DEFAULT_DOWNLOAD_CONCURRENCY`], at least 1). Each streams to its file, so memory
     /// stays a few buffers per download.

@@ -91,26 +91,7 @@ impl Client {
         if let Some(endpoint) = var(ENDPOINT_VAR) {
             builder = builder.endpoint(endpoint);
         }
-        let knob = |name: &'static str| -> Result<Option<usize>> {
-            var(name)
-                .map(|v| match v.trim().parse::<usize>() {
-                    Ok(n) if n > 0 => Ok(n),
-                    _ => Err(Error::Config(format!(
-                        "{name}={v:?} is not a whole number above 0"
-                    ))),
-                })
-                .transpose()
-        };
-        if let Some(n) = knob(UPLOAD_CONCURRENCY_VAR)? {
-            builder = builder.upload_concurrency(n);
-        }
-        if let Some(n) = knob(DOWNLOAD_CONCURRENCY_VAR)? {
-            builder = builder.download_concurrency(n);
-        }
-        if let Some(n) = knob(PART_SIZE_VAR)? {
-            builder = builder.part_size(n);
-        }
-        builder.build()
+        builder.transfer_settings(var)?.build()
     }
 
     /// The bucket.
