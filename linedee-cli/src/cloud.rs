@@ -82,7 +82,14 @@ pub(crate) async fn run(cmd: CloudCommand) -> anyhow::Result<u8> {
                 args.force,
             )
             .await
-            .map_err(|e| exit::bad_input(format!("cannot rotate: {e}")))?;
+            .map_err(|e| match e {
+                // A setting to fix (exit 2); anything else is AWS or Heroku refusing or
+                // failing (exit 1), with its cause.
+                linedee_engine::Error::Cloud(linedee_engine::CloudError::Config(m)) => {
+                    exit::bad_input(format!("cannot rotate: {m}"))
+                }
+                other => anyhow::Error::new(other).context("cannot rotate"),
+            })?;
             let now = std::time::SystemTime::now();
             let secs = |t: std::time::SystemTime| t.duration_since(now).map_or(0, |d| d.as_secs());
             match done {
