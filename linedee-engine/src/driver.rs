@@ -356,15 +356,14 @@ impl Driver {
         self.carry_out(st, effects);
         for (run_id, reply, outcome) in turn.replies {
             let answer = outcome.map_err(|refused| refusal(&run_id, refused));
-            let snapshot = st
-                .runs
-                .get(&run_id)
-                .map(|r| self.snapshot(st.snapshot_seq + 1, r));
             st.snapshot_seq += 1;
-            let publisher = Arc::clone(&self.publisher);
+            let written = st.runs.get(&run_id).filter(|_| answer.is_ok()).map(|r| {
+                self.publisher
+                    .publish_now(self.snapshot(st.snapshot_seq, r))
+            });
             tokio::spawn(async move {
-                if let (Ok(()), Some(s)) = (&answer, snapshot) {
-                    publisher.publish_now(s).await;
+                if let Some(written) = written {
+                    written.await;
                 }
                 let _ = reply.send(answer);
             });

@@ -56,8 +56,9 @@ pub(crate) trait Journal: Send + Sync + 'static {
     async fn resumable(&self) -> Result<Vec<Resumable>>;
     /// Finished runs whose status document may not show their final status.
     async fn unpublished(&self) -> Result<Vec<String>>;
-    /// Records which status the run's document shows.
-    async fn published(&self, run_id: &str, status: &str) -> Result<()>;
+    /// Records which final status each run's document shows (run id, status), in one write.
+    /// Losing it is harmless: at start, a finished run not marked has its document rewritten.
+    async fn published(&self, marks: Vec<(String, String)>) -> Result<()>;
 }
 
 /// The local journal: a SQLite file with a writer connection and a reader connection of its
@@ -350,14 +351,17 @@ impl Journal for SqliteJournal {
         .await
     }
 
-    async fn published(&self, run_id: &str, status: &str) -> Result<()> {
-        let (id, status) = (run_id.to_owned(), status.to_owned());
+    async fn published(&self, marks: Vec<(String, String)>) -> Result<()> {
         Self::on(&self.writer, move |c| {
-            c.execute(
-                "UPDATE ld_runs SET published = ?2 WHERE run_id = ?1",
-                params![id, status],
-            )
-            .map(drop)
+            let tx = c.transaction()?;
+            {
+                let mut stmt =
+                    tx.prepare_cached("UPDATE ld_runs SET published = ?2 WHERE run_id = ?1")?;
+                for (run_id, status) in &marks {
+                    stmt.execute(params![run_id, status])?;
+                }
+            }
+            tx.commit()
         })
         .await
     }

@@ -1,18 +1,33 @@
 //! The status publisher: writes `ld/runs/{run_id}.json` off the driver's critical path.
 //!
-//! The driver offers a snapshot of the document after each transition. Offers coalesce: while a
-//! document is being written, later offers for the same run replace each other, and the next
-//! write takes the newest. Writes happen one at a time, each choosing the newest snapshot it
-//! knows of, so the document always converges on the run's latest state.
+//! The driver offers a snapshot of the document after each transition. Offers coalesce: a
+//! run has at most one pending snapshot, and a newer offer replaces it. A final status is
+//! written at once; a status the run is still moving through waits [`SETTLE`] first, so a run
+//! that finishes within that time has its document written once, with its final status,
+//! instead of once per transition. Up to [`IN_FLIGHT`] documents of different runs are written
+//! at a time (so the store's group commit can share one fsync among them); a run's own writes
+//! happen one after another, each taking its newest snapshot, so its document always converges
+//! on its latest state and never goes back to an older one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use linedee::status::RunStatus;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::bucket::Bucket;
 use crate::journal::Journal;
+
+/// How long a document showing an unfinished status waits before it is written, for a newer
+/// snapshot to replace it. Readers follow runs by polling; this is well under their interval.
+pub(crate) const SETTLE: Duration = Duration::from_millis(150);
+
+/// Most documents written at once.
+const IN_FLIGHT: usize = 8;
 
 /// A status document as of one transition; `seq` orders the snapshots of all runs.
 #[derive(Debug, Clone)]
@@ -21,13 +36,27 @@ pub(crate) struct Snapshot {
     pub(crate) doc: RunStatus,
 }
 
+/// A run's pending snapshot and when it is due.
+struct Entry {
+    snapshot: Snapshot,
+    due: Instant,
+}
+
+#[derive(Default)]
+struct Pending {
+    runs: HashMap<String, Entry>,
+    /// Callers waiting for a run's document to show at least a given snapshot.
+    waiting: HashMap<String, Vec<(u64, oneshot::Sender<()>)>>,
+    /// The writing loop has ended: nothing more is written.
+    closed: bool,
+}
+
 /// Writes status documents, coalescing.
 pub(crate) struct Publisher {
     bucket: Arc<dyn Bucket>,
     journal: Arc<dyn Journal>,
-    pending: Mutex<HashMap<String, Snapshot>>,
+    pending: Mutex<Pending>,
     wake: Notify,
-    writing: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -36,185 +65,221 @@ impl std::fmt::Debug for Publisher {
     }
 }
 
+/// A written document: its run, the snapshot's seq, and its status when final.
+type Written = (String, u64, Option<String>);
+
 impl Publisher {
     pub(crate) fn new(bucket: Arc<dyn Bucket>, journal: Arc<dyn Journal>) -> Self {
         Publisher {
             bucket,
             journal,
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(Pending::default()),
             wake: Notify::new(),
-            writing: tokio::sync::Mutex::new(()),
         }
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, Snapshot>> {
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
         self.pending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Schedules a snapshot to be written (replacing an older one not yet written).
+    /// Schedules a snapshot to be written (replacing an older one not yet written). A run's
+    /// snapshots are offered in `seq` order.
     pub(crate) fn offer(&self, snapshot: Snapshot) {
-        let mut pending = self.pending();
-        let newer = pending
-            .get(&snapshot.doc.run_id)
-            .is_none_or(|p| p.seq < snapshot.seq);
-        if newer {
-            pending.insert(snapshot.doc.run_id.clone(), snapshot);
-        }
-        drop(pending);
+        let due = if snapshot.doc.status.is_finished() {
+            Instant::now()
+        } else {
+            Instant::now() + SETTLE
+        };
+        self.pending().add(snapshot, due);
         self.wake.notify_one();
     }
 
-    /// Writes the document before returning (for requests whose callers read it next): this
-    /// snapshot, or a newer one offered meanwhile.
-    pub(crate) async fn publish_now(&self, snapshot: Snapshot) {
-        let _writing = self.writing.lock().await;
-        let queued = self.pending().remove(&snapshot.doc.run_id);
-        let newest = match queued {
-            Some(q) if q.seq > snapshot.seq => q,
-            _ => snapshot,
-        };
-        self.write(&newest).await;
+    /// Schedules a snapshot to be written at once; the answer resolves once the document shows
+    /// it or a newer one (for requests whose callers read the document next). Called in `seq`
+    /// order with `offer`; awaiting the answer can happen anywhere.
+    pub(crate) fn publish_now(&self, snapshot: Snapshot) -> impl Future<Output = ()> + use<> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut pending = self.pending();
+            if !pending.closed {
+                let run_id = snapshot.doc.run_id.clone();
+                let seq = snapshot.seq;
+                pending.add(snapshot, Instant::now());
+                pending.waiting.entry(run_id).or_default().push((seq, tx));
+            }
+        }
+        self.wake.notify_one();
+        async move {
+            let _ = rx.await;
+        }
     }
 
-    /// Writes offered snapshots until `stop` is cancelled and nothing is left to write.
-    pub(crate) async fn run(&self, stop: tokio_util::sync::CancellationToken) {
+    /// Writes offered snapshots until `stop` is cancelled; then writes what is left, due or
+    /// not, and returns.
+    pub(crate) async fn run(&self, stop: CancellationToken) {
+        let mut writing: JoinSet<Written> = JoinSet::new();
+        let mut busy: HashSet<String> = HashSet::new();
+        let mut stopping = false;
         loop {
             let wake = self.wake.notified();
-            let written = {
-                let _writing = self.writing.lock().await;
-                let batch: Vec<Snapshot> = self.pending().drain().map(|(_, s)| s).collect();
-                for s in &batch {
-                    self.write(s).await;
-                }
-                !batch.is_empty()
-            };
-            if written {
-                continue;
+            // Once stopping, everything pending is due: nothing waits past the shutdown.
+            let horizon = Instant::now() + if stopping { SETTLE } else { Duration::ZERO };
+            let (ready, next_due) =
+                self.pending()
+                    .take_due(horizon, &busy, IN_FLIGHT.saturating_sub(writing.len()));
+            for snapshot in ready {
+                busy.insert(snapshot.doc.run_id.clone());
+                let bucket = Arc::clone(&self.bucket);
+                writing.spawn(async move {
+                    let status = write(&*bucket, &snapshot).await;
+                    (snapshot.doc.run_id, snapshot.seq, status)
+                });
             }
-            if stop.is_cancelled() {
+            if stopping && writing.is_empty() && next_due.is_none() {
+                let mut pending = self.pending();
+                pending.closed = true;
+                pending.waiting.clear();
                 return;
             }
             tokio::select! {
+                Some(done) = writing.join_next() => {
+                    let mut written = Vec::new();
+                    let mut done = Some(done);
+                    while let Some(d) = done.take().or_else(|| writing.try_join_next()) {
+                        written.extend(d.ok());
+                    }
+                    // Marked before anyone waiting is answered: they may read the mark next.
+                    let finished = written
+                        .iter()
+                        .filter_map(|(run_id, _, status)| Some((run_id.clone(), status.clone()?)))
+                        .collect();
+                    self.mark(finished).await;
+                    let mut pending = self.pending();
+                    for (run_id, seq, _) in written {
+                        pending.answer(&run_id, seq);
+                        busy.remove(&run_id);
+                    }
+                }
                 () = wake => {}
-                () = stop.cancelled() => {}
+                () = sleep_until(next_due), if !stopping => {}
+                () = stop.cancelled(), if !stopping => stopping = true,
             }
         }
     }
 
-    async fn write(&self, s: &Snapshot) {
-        let run_id = &s.doc.run_id;
-        let body = match serde_json::to_vec(&s.doc) {
-            Ok(body) => body,
-            Err(e) => {
-                // Never an empty or partial document, and never recorded as published.
-                tracing::error!(run_id, error = %e, "cannot encode a status document; it is not written");
-                return;
-            }
-        };
-        let key = linedee::status::status_key(run_id);
-        match self
-            .bucket
-            .put_json(&s.doc.trigger.bucket, &key, body)
-            .await
-        {
-            Ok(()) if s.doc.status.is_finished() => {
-                if let Err(e) = self.journal.published(run_id, s.doc.status.as_str()).await {
-                    tracing::warn!(run_id, error = %e, "cannot record a published status");
+    /// Records which final status the documents of these runs show, in one journal write.
+    async fn mark(&self, finished: Vec<(String, String)>) {
+        if finished.is_empty() {
+            return;
+        }
+        if let Err(e) = self.journal.published(finished).await {
+            tracing::warn!(error = %e, "cannot record published statuses");
+        }
+    }
+}
+
+impl Pending {
+    /// Adds a run's newer snapshot, keeping the earlier due time: a stream of changes does
+    /// not postpone a document forever.
+    fn add(&mut self, snapshot: Snapshot, due: Instant) {
+        if self.closed {
+            return;
+        }
+        match self.runs.get_mut(&snapshot.doc.run_id) {
+            Some(e) => {
+                if snapshot.seq > e.snapshot.seq {
+                    e.snapshot = snapshot;
                 }
+                e.due = e.due.min(due);
             }
-            Ok(()) => {}
-            Err(e) => tracing::error!(run_id, error = %e, "cannot publish a status document"),
+            None => {
+                let run_id = snapshot.doc.run_id.clone();
+                self.runs.insert(run_id, Entry { snapshot, due });
+            }
+        }
+    }
+
+    /// Takes up to `room` snapshots due by `horizon` of runs not being written; returns them
+    /// and the earliest due time of the rest.
+    fn take_due(
+        &mut self,
+        horizon: Instant,
+        busy: &HashSet<String>,
+        room: usize,
+    ) -> (Vec<Snapshot>, Option<Instant>) {
+        let due: Vec<String> = self
+            .runs
+            .iter()
+            .filter(|(run_id, e)| e.due <= horizon && !busy.contains(*run_id))
+            .map(|(run_id, _)| run_id.clone())
+            .take(room)
+            .collect();
+        let ready = due
+            .iter()
+            .filter_map(|run_id| self.runs.remove(run_id))
+            .map(|e| e.snapshot)
+            .collect();
+        let next = self
+            .runs
+            .iter()
+            .filter(|(run_id, _)| !busy.contains(*run_id))
+            .map(|(_, e)| e.due)
+            .min();
+        (ready, next)
+    }
+
+    /// A run's snapshot `seq` was written (or failed to be): answers those who waited for it
+    /// or an older one.
+    fn answer(&mut self, run_id: &str, seq: u64) {
+        if let Some(waiters) = self.waiting.get_mut(run_id) {
+            let (answered, rest): (Vec<_>, Vec<_>) =
+                waiters.drain(..).partition(|(wanted, _)| *wanted <= seq);
+            for (_, tx) in answered {
+                let _ = tx.send(());
+            }
+            if rest.is_empty() {
+                self.waiting.remove(run_id);
+            } else {
+                *waiters = rest;
+            }
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes one document; returns its status when it is final and was written.
+async fn write(bucket: &dyn Bucket, s: &Snapshot) -> Option<String> {
+    let run_id = &s.doc.run_id;
+    let body = match serde_json::to_vec(&s.doc) {
+        Ok(body) => body,
+        Err(e) => {
+            // Never an empty or partial document, and never recorded as published.
+            tracing::error!(run_id, error = %e, "cannot encode a status document; it is not written");
+            return None;
+        }
+    };
+    let key = linedee::status::status_key(run_id);
+    match bucket.put_json(&s.doc.trigger.bucket, &key, body).await {
+        Ok(()) => s
+            .doc
+            .status
+            .is_finished()
+            .then(|| s.doc.status.as_str().to_owned()),
+        Err(e) => {
+            tracing::error!(run_id, error = %e, "cannot publish a status document");
+            None
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    use bytes::Bytes;
-    use linedee::status::{RunState, Trigger, TriggerKind};
-
-    use super::*;
-    use crate::error::{Error, Result};
-    use crate::journal::{Batch, NewRun, SqliteJournal};
-    use crate::machine::Machine;
-    use crate::runner::LogBody;
-
-    /// A bucket that keeps documents in memory, and refuses them while `fail` is set.
-    #[derive(Default)]
-    struct Documents {
-        fail: AtomicBool,
-        written: Mutex<Vec<(String, Vec<u8>)>>,
-    }
-
-    #[async_trait::async_trait]
-    impl Bucket for Documents {
-        async fn output(&self, _: &str, _: &str) -> Result<Option<Option<String>>> {
-            Ok(None)
-        }
-        async fn body(&self, _: &str, _: &str) -> Result<Option<Bytes>> {
-            Ok(None)
-        }
-        async fn put_json(&self, _: &str, key: &str, body: Vec<u8>) -> Result<()> {
-            if self.fail.load(Ordering::SeqCst) {
-                return Err(Error::Internal("the bucket refused the write".to_owned()));
-            }
-            let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
-            written.push((key.to_owned(), body));
-            Ok(())
-        }
-        async fn put_log(&self, _: &str, _: &str, _: LogBody) -> Result<()> {
-            Ok(())
-        }
-    }
-
-    #[tokio::test]
-    async fn a_document_that_was_not_written_is_not_recorded_as_published() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let journal =
-            Arc::new(SqliteJournal::open(&dir.path().join("j.sqlite"), false).expect("journal"));
-        let trigger = Trigger {
-            bucket: "b".to_owned(),
-            key: "in/x".to_owned(),
-            etag: None,
-            kind: TriggerKind::LdRun,
-        };
-        let (record, _) = Machine::default().create("R1", trigger, Err("invalid".to_owned()), 1);
-        assert_eq!(record.status, RunState::Failed);
-        let batch = Batch {
-            create: vec![NewRun {
-                record: record.clone(),
-                dedup: "d1".to_owned(),
-            }],
-            save: Vec::new(),
-        };
-        journal.commit(batch).await.expect("commit");
-        let bucket = Arc::new(Documents::default());
-        let publisher = Publisher::new(bucket.clone(), journal.clone());
-        let snapshot = |seq| Snapshot {
-            seq,
-            doc: record.status_document(),
-        };
-
-        bucket.fail.store(true, Ordering::SeqCst);
-        publisher.publish_now(snapshot(1)).await;
-        assert_eq!(journal.unpublished().await.expect("unpublished"), ["R1"]);
-
-        bucket.fail.store(false, Ordering::SeqCst);
-        publisher.publish_now(snapshot(2)).await;
-        assert!(journal.unpublished().await.expect("unpublished").is_empty());
-        let written = bucket
-            .written
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        assert_eq!(written.len(), 1);
-        let (key, body) = &written[0];
-        assert_eq!(key, "ld/runs/R1.json");
-        let doc: linedee::RunStatus = serde_json::from_slice(body).expect("a whole document");
-        assert_eq!((doc.run_id.as_str(), doc.status), ("R1", RunState::Failed));
-    }
-}
+#[path = "publish_tests.rs"]
+mod tests;

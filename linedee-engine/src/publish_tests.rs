@@ -1,0 +1,240 @@
+//! The publisher's tests: coalescing, settling, and what is recorded as published.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use linedee::status::{RunState, Trigger, TriggerKind};
+
+use super::*;
+use crate::error::{Error, Result};
+use crate::journal::{Batch, NewRun, SqliteJournal};
+use crate::machine::Machine;
+use crate::runner::LogBody;
+
+/// A bucket that keeps documents in memory, and refuses them while `fail` is set.
+#[derive(Default)]
+struct Documents {
+    fail: AtomicBool,
+    written: Mutex<Vec<(String, Vec<u8>)>>,
+    wrote: Notify,
+}
+
+impl Documents {
+    /// The statuses written so far, in order, with their run ids.
+    fn statuses(&self) -> Vec<(String, RunState)> {
+        let written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        written
+            .iter()
+            .map(|(_, body)| {
+                let doc: linedee::RunStatus =
+                    serde_json::from_slice(body).expect("a whole document");
+                (doc.run_id, doc.status)
+            })
+            .collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl Bucket for Documents {
+    async fn output(&self, _: &str, _: &str) -> Result<Option<Option<String>>> {
+        Ok(None)
+    }
+    async fn body(&self, _: &str, _: &str) -> Result<Option<Bytes>> {
+        Ok(None)
+    }
+    async fn put_json(&self, _: &str, key: &str, body: Vec<u8>) -> Result<()> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(Error::Internal("the bucket refused the write".to_owned()));
+        }
+        let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        written.push((key.to_owned(), body));
+        self.wrote.notify_waiters();
+        Ok(())
+    }
+    async fn put_log(&self, _: &str, _: &str, _: LogBody) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_document_that_was_not_written_is_not_recorded_as_published() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let journal =
+        Arc::new(SqliteJournal::open(&dir.path().join("j.sqlite"), false).expect("journal"));
+    let trigger = Trigger {
+        bucket: "b".to_owned(),
+        key: "in/x".to_owned(),
+        etag: None,
+        kind: TriggerKind::LdRun,
+    };
+    let (record, _) = Machine::default().create("R1", trigger, Err("invalid".to_owned()), 1);
+    assert_eq!(record.status, RunState::Failed);
+    let batch = Batch {
+        create: vec![NewRun {
+            record: record.clone(),
+            dedup: "d1".to_owned(),
+        }],
+        save: Vec::new(),
+    };
+    journal.commit(batch).await.expect("commit");
+    let bucket = Arc::new(Documents::default());
+    let publisher = Arc::new(Publisher::new(bucket.clone(), journal.clone()));
+    let stop = CancellationToken::new();
+    let writer = tokio::spawn({
+        let (publisher, stop) = (Arc::clone(&publisher), stop.clone());
+        async move { publisher.run(stop).await }
+    });
+    let snapshot = |seq| Snapshot {
+        seq,
+        doc: record.status_document(),
+    };
+
+    bucket.fail.store(true, Ordering::SeqCst);
+    publisher.publish_now(snapshot(1)).await;
+    assert_eq!(journal.unpublished().await.expect("unpublished"), ["R1"]);
+
+    bucket.fail.store(false, Ordering::SeqCst);
+    publisher.publish_now(snapshot(2)).await;
+    assert!(journal.unpublished().await.expect("unpublished").is_empty());
+    let written = bucket
+        .written
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    assert_eq!(written.len(), 1);
+    let (key, body) = &written[0];
+    assert_eq!(key, "ld/runs/R1.json");
+    let doc: linedee::RunStatus = serde_json::from_slice(body).expect("a whole document");
+    assert_eq!((doc.run_id.as_str(), doc.status), ("R1", RunState::Failed));
+    stop.cancel();
+    writer.await.expect("the publisher stops");
+}
+
+/// A publisher over an in-memory bucket and a journal, its writing loop running.
+struct Running {
+    bucket: Arc<Documents>,
+    publisher: Arc<Publisher>,
+    stop: CancellationToken,
+    writer: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+fn running() -> Running {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let journal =
+        Arc::new(SqliteJournal::open(&dir.path().join("j.sqlite"), false).expect("journal"));
+    let bucket = Arc::new(Documents::default());
+    let publisher = Arc::new(Publisher::new(bucket.clone(), journal));
+    let stop = CancellationToken::new();
+    let writer = tokio::spawn({
+        let (publisher, stop) = (Arc::clone(&publisher), stop.clone());
+        async move { publisher.run(stop).await }
+    });
+    Running {
+        bucket,
+        publisher,
+        stop,
+        writer,
+        _dir: dir,
+    }
+}
+
+/// Snapshot `seq` of run `run_id` showing `status`.
+fn at(run_id: &str, seq: u64, status: RunState) -> Snapshot {
+    let trigger = Trigger {
+        bucket: "b".to_owned(),
+        key: format!("in/{run_id}"),
+        etag: None,
+        kind: TriggerKind::LdRun,
+    };
+    let (record, _) = Machine::default().create(run_id, trigger, Err("x".to_owned()), 1);
+    let mut doc = record.status_document();
+    doc.status = status;
+    Snapshot { seq, doc }
+}
+
+#[tokio::test]
+async fn a_run_that_finishes_within_the_settling_time_gets_one_document() {
+    let r = running();
+    r.publisher.offer(at("R1", 1, RunState::Queued));
+    r.publisher.offer(at("R1", 2, RunState::Running));
+    r.publisher.offer(at("R1", 3, RunState::Succeeded));
+    // Stopping writes whatever is still pending, so an intermediate document left pending
+    // would show up here too.
+    r.stop.cancel();
+    r.writer.await.expect("the publisher stops");
+    assert_eq!(
+        r.bucket.statuses(),
+        [("R1".to_owned(), RunState::Succeeded)]
+    );
+}
+
+#[tokio::test]
+async fn an_unfinished_status_is_written_once_it_has_settled() {
+    let r = running();
+    let wrote = r.bucket.wrote.notified();
+    let offered = tokio::time::Instant::now();
+    r.publisher.offer(at("R1", 1, RunState::Running));
+    wrote.await;
+    assert!(
+        offered.elapsed() >= SETTLE,
+        "written after {:?}",
+        offered.elapsed()
+    );
+    assert_eq!(r.bucket.statuses(), [("R1".to_owned(), RunState::Running)]);
+    r.stop.cancel();
+    r.writer.await.expect("the publisher stops");
+}
+
+#[tokio::test]
+async fn publish_now_returns_once_the_newest_document_is_written() {
+    let r = running();
+    r.publisher.offer(at("R1", 1, RunState::Running));
+    r.publisher.offer(at("R2", 2, RunState::Running));
+    // The request's snapshot replaces the pending one and does not wait to settle.
+    r.publisher
+        .publish_now(at("R1", 3, RunState::Cancelled))
+        .await;
+    assert_eq!(
+        r.bucket.statuses(),
+        [("R1".to_owned(), RunState::Cancelled)]
+    );
+    r.stop.cancel();
+    r.writer.await.expect("the publisher stops");
+    // R2 was still settling: written at the stop, not lost.
+    assert_eq!(
+        r.bucket.statuses(),
+        [
+            ("R1".to_owned(), RunState::Cancelled),
+            ("R2".to_owned(), RunState::Running)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_document_ends_on_the_newest_snapshot_however_offers_and_requests_interleave() {
+    let r = running();
+    let mut requests = Vec::new();
+    for seq in 1..=60u64 {
+        let status = if seq == 60 {
+            RunState::Succeeded
+        } else {
+            RunState::Running
+        };
+        if seq % 3 == 0 {
+            requests.push(r.publisher.publish_now(at("R1", seq, status)));
+        } else {
+            r.publisher.offer(at("R1", seq, status));
+        }
+    }
+    for written in requests {
+        written.await;
+    }
+    r.stop.cancel();
+    r.writer.await.expect("the publisher stops");
+    let statuses = r.bucket.statuses();
+    assert_eq!(
+        statuses.last(),
+        Some(&("R1".to_owned(), RunState::Succeeded))
+    );
+}
