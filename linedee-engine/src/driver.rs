@@ -345,8 +345,17 @@ impl Driver {
             } else {
                 tracing::info!(run_id, key = %delivery.key, "trigger ignored: the run already exists");
             }
-            let triggers = Arc::clone(&self.parts.triggers);
+            let (triggers, journal) = (
+                Arc::clone(&self.parts.triggers),
+                Arc::clone(&self.parts.journal),
+            );
             tokio::spawn(async move {
+                // Acknowledged only once the run's creation survives power loss: until then
+                // the trigger is what would bring the run back.
+                if let Err(e) = journal.sync().await {
+                    tracing::warn!(error = %e, "cannot sync the journal; the trigger is delivered again at the next start and ignored");
+                    return;
+                }
                 if let Err(e) = triggers.ack(&delivery).await {
                     tracing::warn!(error = %e, "cannot acknowledge a trigger; it is delivered again and ignored");
                 }
@@ -361,7 +370,13 @@ impl Driver {
                 self.publisher
                     .publish_now(self.snapshot(st.snapshot_seq, r))
             });
+            let journal = Arc::clone(&self.parts.journal);
             tokio::spawn(async move {
+                // The request is answered once its outcome survives power loss.
+                let answer = match answer {
+                    Ok(()) => journal.sync().await,
+                    refused => refused,
+                };
                 if let Some(written) = written {
                     written.await;
                 }

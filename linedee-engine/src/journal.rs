@@ -59,6 +59,12 @@ pub(crate) trait Journal: Send + Sync + 'static {
     /// Records which final status each run's document shows (run id, status), in one write.
     /// Losing it is harmless: at start, a finished run not marked has its document rewritten.
     async fn published(&self, marks: Vec<(String, String)>) -> Result<()>;
+    /// Makes every commit that returned before this call durable across power loss. A driver
+    /// carries most effects out right after a commit, before it is durable (a power loss
+    /// stops the processes it started too, and the run resumes from the journal); it waits for
+    /// this before the effects that cannot be taken back: acknowledging a trigger, answering a
+    /// request, writing a final status.
+    async fn sync(&self) -> Result<()>;
 }
 
 /// The local journal: a SQLite file with a writer connection and a reader connection of its
@@ -67,6 +73,22 @@ pub(crate) trait Journal: Send + Sync + 'static {
 pub(crate) struct SqliteJournal {
     writer: Arc<Mutex<Connection>>,
     reader: Arc<Mutex<Connection>>,
+    durability: Arc<Durability>,
+}
+
+/// Commits are durable against a crash of the process when they return (SQLite's WAL with
+/// `synchronous=NORMAL`) and against power loss once a later commit with `synchronous=FULL`
+/// has synced the WAL, which holds them all: [`Journal::sync`] makes one, shared by every
+/// caller waiting at the time.
+#[derive(Debug)]
+struct Durability {
+    /// Durable across power loss at all (the store's fsync option).
+    fsync: bool,
+    /// Commits that have returned.
+    commits: std::sync::atomic::AtomicU64,
+    /// Of those, how many are known durable.
+    durable: std::sync::atomic::AtomicU64,
+    syncing: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for SqliteJournal {
@@ -76,6 +98,8 @@ impl std::fmt::Debug for SqliteJournal {
 }
 
 pub(crate) const SCHEMA: &str = "
+-- One row, rewritten to sync the WAL (Journal::sync).
+CREATE TABLE IF NOT EXISTS ld_durable (id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS ld_runs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id TEXT NOT NULL UNIQUE,
@@ -133,7 +157,7 @@ fn open(path: &Path, fsync: bool) -> Result<Connection, JournalError> {
     let conn = Connection::open(path).map_err(JournalError::Sqlite)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(JournalError::Sqlite)?;
-    conn.pragma_update(None, "synchronous", if fsync { "FULL" } else { "OFF" })
+    conn.pragma_update(None, "synchronous", if fsync { "NORMAL" } else { "OFF" })
         .map_err(JournalError::Sqlite)?;
     conn.busy_timeout(std::time::Duration::from_secs(30))
         .map_err(JournalError::Sqlite)?;
@@ -145,8 +169,8 @@ fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
 }
 
 impl SqliteJournal {
-    /// Opens (or creates) the journal at `path`. With `fsync`, every commit is durable
-    /// before it returns.
+    /// Opens (or creates) the journal at `path`. Every commit survives a crash of the process
+    /// when it returns; with `fsync`, [`Journal::sync`] makes commits durable across power loss.
     pub(crate) fn open(path: &Path, fsync: bool) -> Result<Self> {
         let writer = open(path, fsync)?;
         writer.execute_batch(SCHEMA).map_err(JournalError::Sqlite)?;
@@ -154,7 +178,20 @@ impl SqliteJournal {
         Ok(SqliteJournal {
             writer: Arc::new(Mutex::new(writer)),
             reader: Arc::new(Mutex::new(reader)),
+            durability: Arc::new(Durability {
+                fsync,
+                commits: 0.into(),
+                durable: 0.into(),
+                syncing: tokio::sync::Mutex::new(()),
+            }),
         })
+    }
+
+    /// Counts a commit that returned, for [`Journal::sync`].
+    fn committed(&self) {
+        self.durability
+            .commits
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     async fn on<T, F>(conn: &Arc<Mutex<Connection>>, f: F) -> Result<T>
@@ -260,7 +297,7 @@ impl Journal for SqliteJournal {
         if batch.create.is_empty() && batch.save.is_empty() {
             return Ok(Vec::new());
         }
-        Self::on(&self.writer, move |c| {
+        let created = Self::on(&self.writer, move |c| {
             let tx = c.transaction()?;
             let mut created = Vec::with_capacity(batch.create.len());
             for new in &batch.create {
@@ -272,7 +309,9 @@ impl Journal for SqliteJournal {
             tx.commit()?;
             Ok(created)
         })
-        .await
+        .await;
+        self.committed();
+        created
     }
 
     async fn load(&self, run_id: &str) -> Result<Option<RunRecord>> {
@@ -365,6 +404,34 @@ impl Journal for SqliteJournal {
         })
         .await
     }
+
+    async fn sync(&self) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        let d = &self.durability;
+        let wanted = d.commits.load(Ordering::Acquire);
+        if !d.fsync || d.durable.load(Ordering::Acquire) >= wanted {
+            return Ok(());
+        }
+        let _syncing = d.syncing.lock().await;
+        if d.durable.load(Ordering::Acquire) >= wanted {
+            // Synced by the caller ahead in line.
+            return Ok(());
+        }
+        // Every commit counted here has returned, so its frames are in the WAL this syncs.
+        let covered = d.commits.load(Ordering::Acquire);
+        Self::on(&self.writer, |c| {
+            c.pragma_update(None, "synchronous", "FULL")?;
+            let synced = c.execute(
+                "INSERT INTO ld_durable (id, n) VALUES (1, 1) ON CONFLICT (id) DO UPDATE SET n = n + 1",
+                [],
+            );
+            c.pragma_update(None, "synchronous", "NORMAL")?;
+            synced.map(drop)
+        })
+        .await?;
+        d.durable.fetch_max(covered, Ordering::AcqRel);
+        Ok(())
+    }
 }
 
 /// Replaces a run's stored record with text that is not a record (for tests of the
@@ -377,4 +444,84 @@ pub(crate) fn damage(path: &Path, run_id: &str, text: &str) -> rusqlite::Result<
         params![run_id, text],
     )
     .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine::Machine;
+
+    fn syncs(path: &Path) -> i64 {
+        let c = Connection::open(path).expect("open");
+        c.query_row("SELECT coalesce(max(n), 0) FROM ld_durable", [], |r| {
+            r.get(0)
+        })
+        .expect("ld_durable")
+    }
+
+    fn batch(run_id: &str) -> Batch {
+        let trigger = Trigger {
+            bucket: "b".to_owned(),
+            key: format!("in/{run_id}"),
+            etag: None,
+            kind: TriggerKind::LdRun,
+        };
+        let (record, _) = Machine::default().create(run_id, trigger, Err("x".to_owned()), 1);
+        Batch {
+            create: vec![NewRun {
+                record,
+                dedup: run_id.to_owned(),
+            }],
+            save: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn callers_waiting_together_share_one_sync_and_nothing_new_needs_none() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("j.sqlite");
+        let j = SqliteJournal::open(&path, true).expect("journal");
+        j.commit(batch("R1")).await.expect("commit");
+        let waiting: Vec<_> = (0..10)
+            .map(|_| {
+                let j = j.clone();
+                tokio::spawn(async move { j.sync().await })
+            })
+            .collect();
+        for w in waiting {
+            w.await.expect("task").expect("sync");
+        }
+        assert_eq!(syncs(&path), 1, "one FULL commit covers all ten callers");
+        j.sync().await.expect("sync");
+        assert_eq!(syncs(&path), 1, "no commit since: nothing to sync");
+        j.commit(batch("R2")).await.expect("commit");
+        j.sync().await.expect("sync");
+        assert_eq!(syncs(&path), 2);
+    }
+
+    #[tokio::test]
+    async fn without_fsync_there_is_nothing_to_sync() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("j.sqlite");
+        let j = SqliteJournal::open(&path, false).expect("journal");
+        j.commit(batch("R1")).await.expect("commit");
+        j.sync().await.expect("sync");
+        assert_eq!(syncs(&path), 0);
+    }
+
+    #[tokio::test]
+    async fn commits_are_not_synced_on_their_own_and_sync_restores_the_setting() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("j.sqlite");
+        let j = SqliteJournal::open(&path, true).expect("journal");
+        j.commit(batch("R1")).await.expect("commit");
+        j.sync().await.expect("sync");
+        // 1 = NORMAL: commits are not fsynced one by one; the FULL of a sync does not stay.
+        let mode: i64 = SqliteJournal::on(&j.writer, |c| {
+            c.query_row("PRAGMA synchronous", [], |r| r.get(0))
+        })
+        .await
+        .expect("pragma");
+        assert_eq!(mode, 1);
+    }
 }

@@ -131,9 +131,9 @@ impl Publisher {
                     .take_due(horizon, &busy, IN_FLIGHT.saturating_sub(writing.len()));
             for snapshot in ready {
                 busy.insert(snapshot.doc.run_id.clone());
-                let bucket = Arc::clone(&self.bucket);
+                let (bucket, journal) = (Arc::clone(&self.bucket), Arc::clone(&self.journal));
                 writing.spawn(async move {
-                    let status = write(&*bucket, &snapshot).await;
+                    let status = write(&*bucket, &*journal, &snapshot).await;
                     (snapshot.doc.run_id, snapshot.seq, status)
                 });
             }
@@ -255,9 +255,17 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// Writes one document; returns its status when it is final and was written.
-async fn write(bucket: &dyn Bucket, s: &Snapshot) -> Option<String> {
+/// Writes one document; returns its status when it is final and was written. A final status is
+/// written once the journal has it durably: a document never shows an outcome that a power
+/// loss could take back.
+async fn write(bucket: &dyn Bucket, journal: &dyn Journal, s: &Snapshot) -> Option<String> {
     let run_id = &s.doc.run_id;
+    if s.doc.status.is_finished()
+        && let Err(e) = journal.sync().await
+    {
+        tracing::error!(run_id, error = %e, "cannot sync the journal; the final status document is written at the next start");
+        return None;
+    }
     let body = match serde_json::to_vec(&s.doc) {
         Ok(body) => body,
         Err(e) => {
