@@ -24,6 +24,7 @@ use crate::journal::{Batch, Journal, NewRun, Resumable};
 use crate::machine::{Effect, Event, Machine, Millis, Refused, RunRecord, Timer, now_ms};
 use crate::publish::{Publisher, Snapshot};
 use crate::runner::{AttemptSpec, Exit, Runner, StartError};
+use crate::start_queue::StartQueue;
 use crate::triggers::{Delivery, TriggerSource};
 
 /// Most inputs applied in one turn (one journal transaction).
@@ -60,6 +61,9 @@ pub(crate) struct Parts {
     pub(crate) bucket: Arc<dyn Bucket>,
     pub(crate) triggers: Arc<dyn TriggerSource>,
     pub(crate) shutdown_grace: Duration,
+    /// How many starts may wait for a runner slot at once (a little more than the runner's
+    /// slots, so a freed slot is taken at once); the rest wait in the driver's queue.
+    pub(crate) start_ahead: usize,
 }
 
 /// The driver: its parts and the sending side of its loop's inputs.
@@ -107,8 +111,11 @@ struct State {
     timers: BTreeMap<(Millis, u64), (String, Timer)>,
     timer_seq: u64,
     snapshot_seq: u64,
-    /// Starts waiting for a slot, by (task, attempt): cancelling withdraws them.
+    /// Starts handed to the runner, waiting for a slot or starting, by (task, attempt):
+    /// cancelling withdraws them.
     starting: HashMap<(String, u32), CancellationToken>,
+    /// Starts not yet handed to the runner, oldest first.
+    queue: StartQueue,
     /// The engine is shutting down: runs loaded from the journal start nothing new either.
     halted: bool,
     /// Control requests for runs whose trigger is pending, applied once the run exists.
@@ -299,7 +306,11 @@ impl Driver {
             .commit(std::mem::take(&mut turn.batch))
             .await?;
         self.carry_out(st, turn.effects);
-        self.turn(st, inputs).await
+        self.turn(st, inputs).await?;
+        // With no inputs the turn did nothing: the starts the resumed runs queued are handed
+        // to the runner here.
+        self.hand_out(st).await;
+        Ok(())
     }
 
     /// One turn: apply the inputs, commit, then carry out the effects and answer requests.
@@ -383,10 +394,62 @@ impl Driver {
                 let _ = reply.send(answer);
             });
         }
-        // Finished runs with no process left are dropped from memory (the journal has them).
-        st.runs
-            .retain(|_, r| !r.status.is_finished() || r.has_live_processes() || r.ending.is_some());
+        self.hand_out(st).await;
+        // Records are dropped from memory (the journal has them, committed) when no process of
+        // theirs runs or is being started: finished runs, and runs that wait for a slot, a
+        // timer or an output check. A later event loads the record again.
+        let starting: std::collections::HashSet<&str> = st
+            .starting
+            .keys()
+            .map(|(task_id, _)| intake::run_of(task_id))
+            .collect();
+        st.runs.retain(|run_id, r| {
+            r.has_live_processes() || r.ending.is_some() || starting.contains(run_id.as_str())
+        });
         Ok(())
+    }
+
+    /// Hands queued starts to the runner, oldest first, while fewer than
+    /// [`Parts::start_ahead`] are with it; loads a run's record when it is not in memory.
+    async fn hand_out(&self, st: &mut State) {
+        while !st.halted && st.starting.len() < self.parts.start_ahead {
+            let Some((task_id, attempt)) = st.queue.pop() else {
+                return;
+            };
+            let run_id = intake::run_of(&task_id).to_owned();
+            if !st.runs.contains_key(&run_id) {
+                match self.parts.journal.load(&run_id).await {
+                    Ok(Some(r)) => {
+                        st.runs.insert(run_id.clone(), r);
+                    }
+                    Ok(None) => continue,
+                    Err(e) => {
+                        // The run's next event (a restart at the latest) asks again.
+                        tracing::error!(run_id, error = %e, "cannot load a run to start its attempt");
+                        continue;
+                    }
+                }
+            }
+            let Some(run) = st.runs.get(&run_id) else {
+                continue;
+            };
+            // Only an attempt the record still waits a slot for.
+            let wanted = run.task(&task_id).is_some_and(|t| {
+                matches!(t.wait, Some(crate::machine::Wait::Slot { attempt: a }) if a == attempt)
+            });
+            let Some(spec) = spec(run, &task_id, attempt).filter(|_| wanted) else {
+                continue;
+            };
+            let no_output = run
+                .task(&task_id)
+                .and_then(|t| run.def(t.step, t.idx))
+                .is_some_and(|d| d.no_output);
+            let bucket = run.trigger.bucket.clone();
+            let cancel = CancellationToken::new();
+            st.starting
+                .insert((task_id.to_string(), attempt), cancel.clone());
+            self.start(&run_id, &bucket, spec, no_output, cancel);
+        }
     }
 
     /// Applies one input to the records held in memory (loading a run from the journal when
@@ -514,19 +577,8 @@ impl Driver {
         let bucket = run.trigger.bucket.clone();
         match effect {
             Effect::CheckOutput { task_id } => self.check_output(run_id, &bucket, &task_id),
-            Effect::StartAttempt { task_id, attempt } => {
-                let Some(spec) = spec(run, &task_id, attempt) else {
-                    return;
-                };
-                let no_output = run
-                    .task(&task_id)
-                    .and_then(|t| run.def(t.step, t.idx))
-                    .is_some_and(|d| d.no_output);
-                let cancel = CancellationToken::new();
-                st.starting
-                    .insert((task_id.clone(), attempt), cancel.clone());
-                self.start(run_id, &bucket, spec, no_output, cancel);
-            }
+            // Queued; `hand_out` starts it at the end of the turn, or once it comes first.
+            Effect::StartAttempt { task_id, attempt } => st.queue.push(&task_id, attempt),
             Effect::StopAttempt {
                 task_id,
                 attempt,
@@ -534,6 +586,7 @@ impl Driver {
                 ..
             } => match runner {
                 None => {
+                    st.queue.withdraw(&task_id, attempt);
                     if let Some(token) = st.starting.remove(&(task_id, attempt)) {
                         token.cancel();
                     }

@@ -17,10 +17,15 @@ struct Running {
 }
 
 fn build(dir: &Path, grace: Duration) -> Engine {
+    build_with(dir, grace, 8)
+}
+
+fn build_with(dir: &Path, grace: Duration, concurrency: usize) -> Engine {
     let app = dir.join("app");
     std::fs::create_dir_all(&app).expect("app dir");
     Engine::builder()
         .data_dir(dir.join("data"))
+        .concurrency(concurrency)
         .app_dir(&app)
         .console(Console::quiet())
         .shutdown_grace(grace)
@@ -240,4 +245,81 @@ async fn a_cancel_sent_right_after_the_trigger_waits_for_the_run_instead_of_not_
         other => panic!("{other:?}"),
     }
     running.stop().await;
+}
+
+#[tokio::test]
+async fn runs_queued_behind_a_busy_slot_start_in_order_and_a_cancelled_one_never_starts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let order = dir.path().join("order");
+    let running = start(build_with(dir.path(), Duration::ZERO, 1)).await;
+    running
+        .submit("hold", r#"{"run":[{"cmd":"sleep 30"}]}"#)
+        .await;
+    running
+        .until("hold", |s| s.status == RunState::Running)
+        .await;
+    // More runs than the driver hands to the runner ahead (2 per slot): most wait in its
+    // queue, their records out of memory, and are loaded again when their turn comes.
+    let queued: Vec<String> = (0..12).map(|i| format!("q{i:02}")).collect();
+    for run_id in &queued {
+        let cmd = format!("echo {run_id} >> {}", order.display());
+        let workflow = serde_json::json!({"run": [{"cmd": cmd, "no_output": true}]}).to_string();
+        running.submit(run_id, &workflow).await;
+    }
+    for run_id in &queued {
+        running
+            .until(run_id, |s| s.status == RunState::Queued)
+            .await;
+    }
+    // A queued run deep in the queue is cancelled: it never starts.
+    running
+        .engine
+        .cancel("q07")
+        .await
+        .expect("cancel a queued run");
+    let cancelled = running.until("q07", |s| s.status.is_finished()).await;
+    assert_eq!(cancelled.status, RunState::Cancelled, "{cancelled:?}");
+    running
+        .engine
+        .cancel("hold")
+        .await
+        .expect("cancel the holder");
+    for run_id in queued.iter().filter(|r| *r != "q07") {
+        let s = running.until(run_id, |s| s.status.is_finished()).await;
+        assert_eq!(s.status, RunState::Succeeded, "{s:?}");
+    }
+    let started = std::fs::read_to_string(&order).expect("the order file");
+    let expected: Vec<&str> = queued
+        .iter()
+        .map(String::as_str)
+        .filter(|r| *r != "q07")
+        .collect();
+    assert_eq!(started.lines().collect::<Vec<_>>(), expected);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn runs_still_queued_at_a_stop_start_after_the_next_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = start(build_with(dir.path(), Duration::ZERO, 1)).await;
+    first
+        .submit("hold", r#"{"run":[{"cmd":"sleep 30"}]}"#)
+        .await;
+    first.until("hold", |s| s.status == RunState::Running).await;
+    let queued: Vec<String> = (0..6).map(|i| format!("q{i}")).collect();
+    for run_id in &queued {
+        first
+            .submit(run_id, r#"{"run":[{"cmd":"true","no_output":true}]}"#)
+            .await;
+    }
+    for run_id in &queued {
+        first.until(run_id, |s| s.status == RunState::Queued).await;
+    }
+    first.stop().await;
+    let second = start(build_with(dir.path(), Duration::ZERO, 4)).await;
+    for run_id in &queued {
+        let s = second.until(run_id, |s| s.status.is_finished()).await;
+        assert_eq!(s.status, RunState::Succeeded, "{s:?}");
+    }
+    second.stop().await;
 }

@@ -152,6 +152,7 @@ impl EngineBuilder {
             bucket: Arc::new(store.clone()),
             triggers: Arc::new(Outbox::new(store.clone())),
             shutdown_grace: self.shutdown_grace,
+            start_ahead: self.concurrency.max(1) * 2,
         });
         Ok(Engine {
             store,

@@ -69,6 +69,7 @@ mod retry;
 mod run_filter;
 mod runner;
 pub mod serve;
+mod start_queue;
 mod stats;
 pub mod store;
 mod triggers;
