@@ -335,6 +335,7 @@ impl Driver {
             .commit(std::mem::take(&mut turn.batch))
             .await?;
         let mut effects = Vec::new();
+        let mut delivered = Vec::with_capacity(turn.created.len());
         for ((record, was_created), (delivery, run_effects)) in
             records.into_iter().zip(created).zip(turn.created)
         {
@@ -356,19 +357,22 @@ impl Driver {
             } else {
                 tracing::info!(run_id, key = %delivery.key, "trigger ignored: the run already exists");
             }
+            delivered.push(delivery);
+        }
+        if !delivered.is_empty() {
             let (triggers, journal) = (
                 Arc::clone(&self.parts.triggers),
                 Arc::clone(&self.parts.journal),
             );
             tokio::spawn(async move {
-                // Acknowledged only once the run's creation survives power loss: until then
-                // the trigger is what would bring the run back.
+                // Acknowledged only once the runs' creation survives power loss: until then
+                // the triggers are what would bring the runs back.
                 if let Err(e) = journal.sync().await {
-                    tracing::warn!(error = %e, "cannot sync the journal; the trigger is delivered again at the next start and ignored");
+                    tracing::warn!(error = %e, "cannot sync the journal; the triggers are delivered again at the next start and ignored");
                     return;
                 }
-                if let Err(e) = triggers.ack(&delivery).await {
-                    tracing::warn!(error = %e, "cannot acknowledge a trigger; it is delivered again and ignored");
+                if let Err(e) = triggers.ack(&delivered).await {
+                    tracing::warn!(error = %e, "cannot acknowledge triggers; they are delivered again and ignored");
                 }
             });
         }

@@ -47,8 +47,9 @@ pub(crate) enum Notice {
 pub(crate) trait TriggerSource: Send + Sync + 'static {
     /// The next notice; `None` when the source has closed.
     async fn next(&self) -> Option<Notice>;
-    /// The trigger's run was created (or already existed): do not deliver it again.
-    async fn ack(&self, delivery: &Delivery) -> Result<()>;
+    /// These triggers' runs were created (or already existed): do not deliver them again.
+    /// One call for a whole turn's deliveries, so a burst of triggers costs one write.
+    async fn ack(&self, deliveries: &[Delivery]) -> Result<()>;
     /// Whether a trigger not yet acknowledged names `run_id` (`ld_run_id`): its run is about
     /// to exist, so a request for it waits rather than failing.
     async fn pending_run(&self, run_id: &str) -> Result<bool>;
@@ -159,14 +160,12 @@ impl TriggerSource for Outbox {
             .any(|t| t.run_id.as_deref() == Some(run_id)))
     }
 
-    async fn ack(&self, delivery: &Delivery) -> Result<()> {
-        if let Some(id) = delivery
-            .dedup
-            .strip_prefix("outbox:")
-            .and_then(|id| id.parse::<i64>().ok())
-        {
-            self.store.ack_trigger(id).await?;
-        }
+    async fn ack(&self, deliveries: &[Delivery]) -> Result<()> {
+        let ids: Vec<i64> = deliveries
+            .iter()
+            .filter_map(|d| d.dedup.strip_prefix("outbox:")?.parse().ok())
+            .collect();
+        self.store.ack_triggers(ids).await?;
         Ok(())
     }
 }

@@ -256,6 +256,15 @@ impl Store {
         self.blocking(move |i| outbox::ack(&i.db(), id)).await
     }
 
+    /// Marks triggers consumed in one transaction (one fsync for all); returns how many were
+    /// still pending.
+    pub async fn ack_triggers(&self, ids: Vec<i64>) -> Result<usize> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        self.blocking(move |i| outbox::ack_all(&i.db(), &ids)).await
+    }
+
     /// One trigger by id, consumed or not.
     pub async fn trigger(&self, id: i64) -> Result<Option<Trigger>> {
         self.blocking(move |i| outbox::get(&i.db(), id)).await

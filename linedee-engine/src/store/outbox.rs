@@ -183,6 +183,21 @@ pub(crate) fn get(conn: &Connection, id: i64) -> Result<Option<Trigger>> {
 
 /// Marks a trigger consumed; returns whether it was pending. Usable inside the engine's
 /// own transaction so that creating the run and consuming the trigger commit together.
+/// Marks each of `ids` consumed, in one transaction; returns how many were pending.
+pub(crate) fn ack_all(conn: &Connection, ids: &[i64]) -> Result<usize> {
+    let tx = conn.unchecked_transaction()?;
+    let mut acked = 0;
+    {
+        let mut stmt =
+            tx.prepare_cached("UPDATE triggers SET acked = 1 WHERE id = ?1 AND acked = 0")?;
+        for id in ids {
+            acked += stmt.execute([id])?;
+        }
+    }
+    tx.commit()?;
+    Ok(acked)
+}
+
 pub(crate) fn ack(conn: &Connection, id: i64) -> Result<bool> {
     let n = conn.execute(
         "UPDATE triggers SET acked = 1 WHERE id = ?1 AND acked = 0",
