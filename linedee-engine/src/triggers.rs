@@ -3,7 +3,7 @@
 //! The local source is the embedded store's outbox (every committed trigger, durable until
 //! acknowledged) and its object events; a cloud source is an SQS queue of S3 events.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use linedee::status::TriggerKind;
 use tokio::sync::broadcast::error::RecvError;
@@ -64,8 +64,23 @@ pub(crate) struct Outbox {
 struct OutboxState {
     triggers: broadcast::Receiver<Trigger>,
     objects: broadcast::Receiver<ObjectEvent>,
-    /// Triggers committed before the driver subscribed, delivered first.
-    backlog: Option<std::vec::IntoIter<Trigger>>,
+    /// A page of pending triggers read from the outbox, delivered before anything else.
+    backlog: VecDeque<Trigger>,
+    /// Reading the outbox page by page (at start, and after notices were missed): the
+    /// highest id read so far.
+    catching_up: Option<i64>,
+    /// Every trigger up to this id was delivered from the outbox: a notice of one is a
+    /// duplicate. (Triggers get their ids in the order they are committed.)
+    read_upto: i64,
+}
+
+/// Pending triggers read from the outbox at once: memory stays bounded however long it is.
+const PAGE: usize = 256;
+
+/// How many notices the store's channel holds before a slow reader misses some.
+#[cfg(test)]
+fn store_channel() -> usize {
+    crate::store::CHANNEL
 }
 
 impl std::fmt::Debug for Outbox {
@@ -80,7 +95,9 @@ impl Outbox {
         let state = OutboxState {
             triggers: store.subscribe_triggers(),
             objects: store.subscribe_objects(),
-            backlog: None,
+            backlog: VecDeque::new(),
+            catching_up: Some(0),
+            read_upto: 0,
         };
         Outbox {
             store,
@@ -109,25 +126,37 @@ impl TriggerSource for Outbox {
     async fn next(&self) -> Option<Notice> {
         let mut st = self.state.lock().await;
         loop {
-            if st.backlog.is_none() {
-                match self.store.pending_triggers().await {
-                    Ok(pending) => st.backlog = Some(pending.into_iter()),
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot read the trigger outbox");
-                        st.backlog = Some(Vec::new().into_iter());
-                    }
-                }
-            }
-            if let Some(t) = st.backlog.as_mut().and_then(Iterator::next) {
+            if let Some(t) = st.backlog.pop_front() {
                 return Some(Notice::Trigger(delivery(t)));
             }
+            if let Some(after) = st.catching_up {
+                match self.store.pending_triggers_after(after, PAGE).await {
+                    Ok(page) if page.is_empty() => st.catching_up = None,
+                    Ok(page) => {
+                        let last = page.last().map_or(after, |t| t.id);
+                        st.catching_up = Some(last);
+                        st.read_upto = st.read_upto.max(last);
+                        st.backlog.extend(page);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot read the trigger outbox");
+                        st.catching_up = None;
+                    }
+                }
+                continue;
+            }
             let OutboxState {
-                triggers, objects, ..
+                triggers,
+                objects,
+                read_upto,
+                ..
             } = &mut *st;
             let notice = tokio::select! {
                 t = triggers.recv() => match t {
+                    // Already delivered from the outbox.
+                    Ok(t) if t.id <= *read_upto => continue,
                     Ok(t) => Some(Notice::Trigger(delivery(t))),
-                    // Missed some: read the outbox again.
+                    // Missed some: read the outbox again, past what it gave before.
                     Err(RecvError::Lagged(_)) => None,
                     Err(RecvError::Closed) => return None,
                 },
@@ -146,7 +175,7 @@ impl TriggerSource for Outbox {
             };
             match notice {
                 Some(n) => return Some(n),
-                None => st.backlog = None,
+                None => st.catching_up = Some(st.read_upto),
             }
         }
     }
@@ -167,5 +196,64 @@ impl TriggerSource for Outbox {
             .collect();
         self.store.ack_triggers(ids).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreOptions;
+
+    async fn put_triggers(store: &Store, from: usize, n: usize) {
+        for i in from..from + n {
+            let metadata = [("ld_run".to_owned(), "true".to_owned())].into();
+            store
+                .put_object("ld-test", &format!("in/{i}"), "{}".into(), None, metadata)
+                .await
+                .expect("put a trigger");
+        }
+    }
+
+    /// The keys of the next `n` triggers delivered.
+    async fn next_keys(outbox: &Outbox, n: usize) -> Vec<String> {
+        let mut keys = Vec::with_capacity(n);
+        while keys.len() < n {
+            match outbox.next().await {
+                Some(Notice::Trigger(d)) => keys.push(d.key),
+                Some(_) => {}
+                None => panic!("the outbox closed"),
+            }
+        }
+        keys
+    }
+
+    fn keys(range: std::ops::Range<usize>) -> Vec<String> {
+        range.map(|i| format!("in/{i}")).collect()
+    }
+
+    #[tokio::test]
+    async fn a_long_outbox_and_missed_notices_are_read_page_by_page_each_trigger_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(
+            dir.path(),
+            StoreOptions {
+                default_bucket: Some("ld-test".into()),
+                fsync: false,
+                ..StoreOptions::default()
+            },
+        )
+        .expect("store");
+        // Pending before the outbox is read: more than a page.
+        put_triggers(&store, 0, PAGE + 44).await;
+        let outbox = Outbox::new(store.clone());
+        assert_eq!(next_keys(&outbox, PAGE + 44).await, keys(0..PAGE + 44));
+        // More than the notice channel holds, while nobody reads: notices are missed, and
+        // the outbox is read again from where it left off, with no trigger twice.
+        let (from, n) = (PAGE + 44, super::store_channel() + 100);
+        put_triggers(&store, from, n).await;
+        assert_eq!(next_keys(&outbox, n).await, keys(from..from + n));
+        // Then live notices again.
+        put_triggers(&store, from + n, 1).await;
+        assert_eq!(next_keys(&outbox, 1).await, keys(from + n..from + n + 1));
     }
 }

@@ -96,7 +96,7 @@ pub(crate) struct Inner {
     group: group::Queue,
 }
 
-const CHANNEL: usize = 4096;
+pub(crate) const CHANNEL: usize = 4096;
 
 fn validate_bucket(name: &str) -> Result<()> {
     let ok = (3..=63).contains(&name.len())
@@ -249,6 +249,13 @@ impl Store {
     /// Triggers not yet acknowledged, oldest first (after a restart: the ones to run).
     pub async fn pending_triggers(&self) -> Result<Vec<Trigger>> {
         self.blocking(|i| outbox::pending(&i.db())).await
+    }
+
+    /// Up to `limit` pending triggers with an id above `after`, oldest first: a long outbox
+    /// read a page at a time.
+    pub async fn pending_triggers_after(&self, after: i64, limit: usize) -> Result<Vec<Trigger>> {
+        self.blocking(move |i| outbox::pending_after(&i.db(), after, limit))
+            .await
     }
 
     /// Marks a trigger consumed; returns whether it was still pending.

@@ -169,6 +169,18 @@ pub(crate) fn pending(conn: &Connection) -> Result<Vec<Trigger>> {
     rows.map(|r| finish(r?)).collect()
 }
 
+/// Up to `limit` pending triggers with an id above `after`, in id order (the order they were
+/// committed in).
+pub(crate) fn pending_after(conn: &Connection, after: i64, limit: usize) -> Result<Vec<Trigger>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, bucket, key, etag, kind, run_id, metadata FROM triggers
+         WHERE acked = 0 AND id > ?1 ORDER BY id LIMIT ?2",
+    )?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = stmt.query_map(rusqlite::params![after, limit], row_to_trigger)?;
+    rows.map(|r| finish(r?)).collect()
+}
+
 /// One trigger by id, acknowledged or not.
 pub(crate) fn get(conn: &Connection, id: i64) -> Result<Option<Trigger>> {
     let row = conn
