@@ -99,7 +99,7 @@ impl Inner {
                 (Ok(()), None) => Err(Error::Internal("group commit: write not attempted".into())),
             };
             if result.is_err() {
-                self.blobs.remove(&p.obj.blob);
+                self.discard(&p.obj.body);
             }
             let _ = p.reply.send(result);
         }
@@ -113,6 +113,7 @@ impl Inner {
 mod tests {
     use super::*;
     use crate::store::blobs::md5_hex;
+    use crate::store::body::Body;
     use crate::store::{Store, StoreOptions};
 
     #[test]
@@ -141,7 +142,7 @@ mod tests {
                         let obj = NewObject {
                             bucket: "bkt".into(),
                             key,
-                            blob,
+                            body: Body::File(blob),
                             size: 1,
                             etag: md5_hex(b"x"),
                             content_type: None,
