@@ -410,30 +410,24 @@ pub(crate) fn keys_after(
 mod tests {
     use super::*;
 
-    fn object(key: &str, body: Body) -> NewObject {
-        NewObject {
+    /// Writes `key` with `body`; returns the body file it replaced.
+    fn put(conn: &mut Connection, key: &str, body: &Body) -> Option<String> {
+        let obj = NewObject {
             bucket: "b".into(),
             key: key.into(),
-            size: match &body {
-                Body::Inline(data) => data.len() as u64,
-                Body::File(_) => 100_000,
-            },
-            body,
+            body: body.clone(),
+            size: 5,
             etag: "e".into(),
             content_type: None,
             metadata: BTreeMap::new(),
-        }
-    }
-
-    fn put(conn: &mut Connection, key: &str, body: Body) -> Committed {
-        commit_object(conn, &object(key, body), &Precondition::None, |_| Ok(())).expect("commit")
+        };
+        let done = commit_object(conn, &obj, &Precondition::None, |_| Ok(()));
+        done.expect("commit").replaced_blob
     }
 
     fn body_of(conn: &Connection, key: &str) -> Body {
-        get_object(conn, "b", key)
-            .expect("get")
-            .expect("exists")
-            .body
+        let row = get_object(conn, "b", key).expect("get");
+        row.expect("exists").body
     }
 
     #[test]
@@ -442,35 +436,21 @@ mod tests {
         let mut conn = open(&dir.path().join("db"), false).expect("open");
         create_bucket(&conn, "b").expect("bucket");
         let (f1, f2) = ("1".repeat(32), "2".repeat(32));
+        let (file1, file2) = (Body::File(f1.clone()), Body::File(f2.clone()));
         let inline = Body::Inline(bytes::Bytes::from_static(b"small"));
         let empty = Body::Inline(bytes::Bytes::new());
-        assert_eq!(
-            put(&mut conn, "k", Body::File(f1.clone())).replaced_blob,
-            None
-        );
-        assert_eq!(body_of(&conn, "k"), Body::File(f1.clone()));
-        let c = put(&mut conn, "k", inline.clone());
-        assert_eq!(
-            c.replaced_blob.as_deref(),
-            Some(f1.as_str()),
-            "file -> inline"
-        );
+        assert_eq!(put(&mut conn, "k", &file1), None);
+        assert_eq!(body_of(&conn, "k"), file1);
+        assert_eq!(put(&mut conn, "k", &inline), Some(f1), "file -> inline");
         assert_eq!(body_of(&conn, "k"), inline);
         let meta = get_meta(&conn, "b", "k").expect("meta").expect("exists");
-        assert_eq!(meta.size, 5);
-        assert_eq!(put(&mut conn, "k", empty.clone()).replaced_blob, None);
-        assert_eq!(
-            body_of(&conn, "k"),
-            empty,
-            "an empty body is inline, not absent"
-        );
-        let c = put(&mut conn, "k", Body::File(f2.clone()));
-        assert_eq!(c.replaced_blob, None, "inline -> file");
-        put(&mut conn, "i", inline.clone());
-        assert_eq!(
-            live_blobs(&conn).expect("live"),
-            HashSet::from([f2.clone()])
-        );
+        assert_eq!((meta.size, meta.etag.as_str()), (5, "\"e\""));
+        assert_eq!(put(&mut conn, "k", &empty), None, "inline -> inline");
+        assert_eq!(body_of(&conn, "k"), empty, "empty is inline, not absent");
+        assert_eq!(put(&mut conn, "k", &file2), None, "inline -> file");
+        put(&mut conn, "i", &inline);
+        let live = live_blobs(&conn).expect("live");
+        assert_eq!(live, HashSet::from([f2.clone()]));
         assert_eq!(delete_object(&conn, "b", "i").expect("delete"), None);
         assert_eq!(delete_object(&conn, "b", "k").expect("delete"), Some(f2));
         assert!(live_blobs(&conn).expect("live").is_empty());
@@ -501,7 +481,7 @@ mod tests {
         let old = "0123456789abcdef0123456789abcdef".to_owned();
         assert_eq!(body_of(&conn, "old"), Body::File(old.clone()));
         let inline = Body::Inline(bytes::Bytes::from_static(b"new"));
-        put(&mut conn, "new", inline.clone());
+        put(&mut conn, "new", &inline);
         assert_eq!(body_of(&conn, "new"), inline);
         assert_eq!(live_blobs(&conn).expect("live"), HashSet::from([old]));
     }
