@@ -81,7 +81,7 @@ pub fn store_keys(data: &[u8]) {
         let obj = index::NewObject {
             bucket: "b".into(),
             key: key.into(),
-            blob: blobs::new_id(),
+            body: super::body::Body::File(blobs::new_id()),
             size: 1,
             etag: "e".into(),
             content_type: None,

@@ -1,6 +1,10 @@
-//! The SQLite index: buckets, objects (key -> body file id, size, ETag, content type, user
+//! The SQLite index: buckets, objects (key -> body, size, ETag, content type, user
 //! metadata, last-modified) and the queries on them. Keys are compared as UTF-8 bytes, which
 //! is S3's listing order.
+//!
+//! An object row holds its body in one of two ways (`body.rs`): `blob` names a body file and
+//! `body` is NULL, or `blob` is empty and `body` holds the bytes (small bodies, which then
+//! commit with their row).
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -8,6 +12,7 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use time::OffsetDateTime;
 
+use super::body::Body;
 use super::outbox::{self, Trigger};
 use crate::{Error, Result, StoreError};
 
@@ -30,11 +35,11 @@ pub struct ObjectMeta {
     pub last_modified: OffsetDateTime,
 }
 
-/// An object row, with the body file it points to.
+/// An object row, with its body.
 #[derive(Debug, Clone)]
 pub(crate) struct ObjectRow {
     pub(crate) meta: ObjectMeta,
-    pub(crate) blob: String,
+    pub(crate) body: Body,
 }
 
 /// A write the caller wants to commit.
@@ -42,7 +47,7 @@ pub(crate) struct ObjectRow {
 pub(crate) struct NewObject {
     pub(crate) bucket: String,
     pub(crate) key: String,
-    pub(crate) blob: String,
+    pub(crate) body: Body,
     pub(crate) size: u64,
     /// Unquoted.
     pub(crate) etag: String,
@@ -85,9 +90,24 @@ CREATE TABLE IF NOT EXISTS objects (
     content_type TEXT,
     metadata TEXT NOT NULL,
     modified_ms INTEGER NOT NULL,
+    body BLOB,
     PRIMARY KEY (bucket, key)
 ) WITHOUT ROWID;
 ";
+
+/// Brings an index made by an earlier version up to [`SCHEMA`]: `objects.body` (inline
+/// bodies) was added after the first stores were made. Idempotent.
+fn migrate(conn: &Connection) -> Result<()> {
+    let has_body: bool = conn.query_row(
+        "SELECT EXISTS(SELECT 1 FROM pragma_table_info('objects') WHERE name = 'body')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_body {
+        conn.execute_batch("ALTER TABLE objects ADD COLUMN body BLOB")?;
+    }
+    Ok(())
+}
 
 /// Opens the index database, creating its tables.
 pub(crate) fn open(path: &Path, fsync: bool) -> Result<Connection> {
@@ -97,6 +117,7 @@ pub(crate) fn open(path: &Path, fsync: bool) -> Result<Connection> {
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.busy_timeout(std::time::Duration::from_secs(30))?;
     conn.execute_batch(SCHEMA)?;
+    migrate(&conn)?;
     conn.execute_batch(outbox::SCHEMA)?;
     conn.execute_batch(super::multipart::SCHEMA)?;
     Ok(conn)
@@ -179,38 +200,67 @@ pub(crate) fn delete_bucket(conn: &mut Connection, name: &str) -> Result<bool> {
 
 // ---- objects ----
 
-fn row_to_object(bucket: &str, r: &rusqlite::Row<'_>) -> rusqlite::Result<(ObjectRow, String)> {
-    let size: i64 = r.get(2)?;
+/// The columns [`row_to_meta`] reads, in its order.
+const META_COLUMNS: &str = "key, size, etag, content_type, metadata, modified_ms";
+
+fn row_to_meta(bucket: &str, r: &rusqlite::Row<'_>) -> rusqlite::Result<(ObjectMeta, String)> {
+    let size: i64 = r.get(1)?;
     Ok((
-        ObjectRow {
-            meta: ObjectMeta {
-                bucket: bucket.to_owned(),
-                key: r.get(0)?,
-                size: u64::try_from(size).unwrap_or(0),
-                etag: quote(&r.get::<_, String>(3)?),
-                content_type: r.get(4)?,
-                metadata: BTreeMap::new(),
-                last_modified: from_ms(r.get(6)?),
-            },
-            blob: r.get(1)?,
+        ObjectMeta {
+            bucket: bucket.to_owned(),
+            key: r.get(0)?,
+            size: u64::try_from(size).unwrap_or(0),
+            etag: quote(&r.get::<_, String>(2)?),
+            content_type: r.get(3)?,
+            metadata: BTreeMap::new(),
+            last_modified: from_ms(r.get(5)?),
         },
-        r.get(5)?,
+        r.get(4)?,
     ))
 }
 
-/// The object at `bucket`/`key`.
+/// The body of a row from its `blob` and `body` columns.
+fn to_body(blob: String, inline: Option<Vec<u8>>) -> Result<Body> {
+    match inline {
+        Some(data) => Ok(Body::Inline(data.into())),
+        None if blob.is_empty() => Err(Error::corrupt("an object row without a body")),
+        None => Ok(Body::File(blob)),
+    }
+}
+
+/// The object at `bucket`/`key`, with its body (an inline body is read with the row).
 pub(crate) fn get_object(conn: &Connection, bucket: &str, key: &str) -> Result<Option<ObjectRow>> {
     let found = conn
-        .prepare_cached(
-            "SELECT key, blob, size, etag, content_type, metadata, modified_ms
-             FROM objects WHERE bucket = ?1 AND key = ?2",
-        )?
-        .query_row(params![bucket, key], |r| row_to_object(bucket, r))
+        .prepare_cached(&format!(
+            "SELECT {META_COLUMNS}, blob, body FROM objects WHERE bucket = ?1 AND key = ?2"
+        ))?
+        .query_row(params![bucket, key], |r| {
+            Ok((row_to_meta(bucket, r)?, r.get::<_, String>(6)?, r.get(7)?))
+        })
         .optional()?;
     found
-        .map(|(mut row, meta)| {
-            row.meta.metadata = decode_metadata(&meta)?;
-            Ok(row)
+        .map(|((mut meta, metadata), blob, inline)| {
+            meta.metadata = decode_metadata(&metadata)?;
+            Ok(ObjectRow {
+                meta,
+                body: to_body(blob, inline)?,
+            })
+        })
+        .transpose()
+}
+
+/// The metadata of the object at `bucket`/`key`, without reading its body.
+pub(crate) fn get_meta(conn: &Connection, bucket: &str, key: &str) -> Result<Option<ObjectMeta>> {
+    let found = conn
+        .prepare_cached(&format!(
+            "SELECT {META_COLUMNS} FROM objects WHERE bucket = ?1 AND key = ?2"
+        ))?
+        .query_row(params![bucket, key], |r| row_to_meta(bucket, r))
+        .optional()?;
+    found
+        .map(|(mut meta, metadata)| {
+            meta.metadata = decode_metadata(&metadata)?;
+            Ok(meta)
         })
         .transpose()
 }
@@ -255,20 +305,25 @@ pub(crate) fn write_object(
     }
     let now = now_ms();
     let size = i64::try_from(obj.size).map_err(|_| Error::corrupt("object size"))?;
+    let (blob, inline) = match &obj.body {
+        Body::File(id) => (id.as_str(), None),
+        Body::Inline(data) => ("", Some(data.as_ref())),
+    };
     tx.prepare_cached(
         "INSERT OR REPLACE INTO objects
-         (bucket, key, blob, size, etag, content_type, metadata, modified_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+         (bucket, key, blob, size, etag, content_type, metadata, modified_ms, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
         obj.bucket,
         obj.key,
-        obj.blob,
+        blob,
         size,
         obj.etag,
         obj.content_type,
         encode_metadata(&obj.metadata)?,
-        now
+        now,
+        inline
     ])?;
     let etag = quote(&obj.etag);
     let trigger = match outbox::trigger_kind(&obj.key, &obj.metadata) {
@@ -293,24 +348,31 @@ pub(crate) fn write_object(
             metadata: obj.metadata.clone(),
             last_modified: from_ms(now),
         },
-        replaced_blob: old.map(|(blob, _)| blob).filter(|b| *b != obj.blob),
+        // An inline body (an empty `blob`) went with the row it was in.
+        replaced_blob: old
+            .map(|(blob, _)| blob)
+            .filter(|b| !b.is_empty() && obj.body.file() != Some(b.as_str())),
         trigger,
     })
 }
 
-/// Deletes an object; returns its body file id when one existed.
+/// Deletes an object; returns its body file id when it had one (an inline body goes with
+/// its row).
 pub(crate) fn delete_object(conn: &Connection, bucket: &str, key: &str) -> Result<Option<String>> {
-    let blob = conn
+    let blob: Option<String> = conn
         .prepare_cached("DELETE FROM objects WHERE bucket = ?1 AND key = ?2 RETURNING blob")?
         .query_row(params![bucket, key], |r| r.get(0))
         .optional()?;
-    Ok(blob)
+    Ok(blob.filter(|b| !b.is_empty()))
 }
 
 /// Every body file id an index row refers to.
 pub(crate) fn live_blobs(conn: &Connection) -> Result<HashSet<String>> {
     let mut live = HashSet::new();
-    for sql in ["SELECT blob FROM objects", "SELECT blob FROM parts"] {
+    for sql in [
+        "SELECT blob FROM objects WHERE blob != ''",
+        "SELECT blob FROM parts",
+    ] {
         let mut stmt = conn.prepare(sql)?;
         for blob in stmt.query_map([], |r| r.get::<_, String>(0))? {
             live.insert(blob?);
@@ -342,4 +404,85 @@ pub(crate) fn keys_after(
         ))
     })?;
     rows.map(|r| r.map_err(Error::from)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes `key` with `body`; returns the body file it replaced.
+    fn put(conn: &mut Connection, key: &str, body: &Body) -> Option<String> {
+        let obj = NewObject {
+            bucket: "b".into(),
+            key: key.into(),
+            body: body.clone(),
+            size: 5,
+            etag: "e".into(),
+            content_type: None,
+            metadata: BTreeMap::new(),
+        };
+        let done = commit_object(conn, &obj, &Precondition::None, |_| Ok(()));
+        done.expect("commit").replaced_blob
+    }
+
+    fn body_of(conn: &Connection, key: &str) -> Body {
+        let row = get_object(conn, "b", key).expect("get");
+        row.expect("exists").body
+    }
+
+    #[test]
+    fn rows_hold_either_kind_and_only_files_are_handed_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut conn = open(&dir.path().join("db"), false).expect("open");
+        create_bucket(&conn, "b").expect("bucket");
+        let (f1, f2) = ("1".repeat(32), "2".repeat(32));
+        let (file1, file2) = (Body::File(f1.clone()), Body::File(f2.clone()));
+        let inline = Body::Inline(bytes::Bytes::from_static(b"small"));
+        let empty = Body::Inline(bytes::Bytes::new());
+        assert_eq!(put(&mut conn, "k", &file1), None);
+        assert_eq!(body_of(&conn, "k"), file1);
+        assert_eq!(put(&mut conn, "k", &inline), Some(f1), "file -> inline");
+        assert_eq!(body_of(&conn, "k"), inline);
+        let meta = get_meta(&conn, "b", "k").expect("meta").expect("exists");
+        assert_eq!((meta.size, meta.etag.as_str()), (5, "\"e\""));
+        assert_eq!(put(&mut conn, "k", &empty), None, "inline -> inline");
+        assert_eq!(body_of(&conn, "k"), empty, "empty is inline, not absent");
+        assert_eq!(put(&mut conn, "k", &file2), None, "inline -> file");
+        put(&mut conn, "i", &inline);
+        let live = live_blobs(&conn).expect("live");
+        assert_eq!(live, HashSet::from([f2.clone()]));
+        assert_eq!(delete_object(&conn, "b", "i").expect("delete"), None);
+        assert_eq!(delete_object(&conn, "b", "k").expect("delete"), Some(f2));
+        assert!(live_blobs(&conn).expect("live").is_empty());
+    }
+
+    /// The tables as the first stores made them, before inline bodies.
+    const FIRST_SCHEMA: &str = "
+        CREATE TABLE buckets (name TEXT PRIMARY KEY, created_ms INTEGER NOT NULL);
+        CREATE TABLE objects (
+            bucket TEXT NOT NULL, key TEXT NOT NULL, blob TEXT NOT NULL, size INTEGER NOT NULL,
+            etag TEXT NOT NULL, content_type TEXT, metadata TEXT NOT NULL,
+            modified_ms INTEGER NOT NULL, PRIMARY KEY (bucket, key)
+        ) WITHOUT ROWID;
+        INSERT INTO buckets VALUES ('b', 0);
+        INSERT INTO objects VALUES ('b', 'old', '0123456789abcdef0123456789abcdef', 3, 'e',
+            NULL, '{}', 0);
+    ";
+
+    #[test]
+    fn an_index_made_before_inline_bodies_is_migrated() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db");
+        Connection::open(&path)
+            .and_then(|c| c.execute_batch(FIRST_SCHEMA))
+            .expect("old index");
+        let mut conn = open(&path, false).expect("open migrates");
+        drop(open(&path, false).expect("and again: the migration is idempotent"));
+        let old = "0123456789abcdef0123456789abcdef".to_owned();
+        assert_eq!(body_of(&conn, "old"), Body::File(old.clone()));
+        let inline = Body::Inline(bytes::Bytes::from_static(b"new"));
+        put(&mut conn, "new", &inline);
+        assert_eq!(body_of(&conn, "new"), inline);
+        assert_eq!(live_blobs(&conn).expect("live"), HashSet::from([old]));
+    }
 }

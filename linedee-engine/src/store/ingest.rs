@@ -1,6 +1,7 @@
-//! Receiving a request body into a new blob: hashing (MD5 for the ETag, plus any checksum
-//! the client declared), buffering small bodies in memory and spilling large ones to the
-//! blob's temporary file, then verifying and publishing it.
+//! Receiving a request body: hashing (MD5 for the ETag, plus any checksum the client
+//! declared), buffering it in memory and spilling it to a new blob's temporary file in
+//! [`SPILL`]-sized writes, then verifying it. A body that never reached the file and fits
+//! [`INLINE_BODY_MAX`] goes inline into its index row; any other is published as a file.
 
 use std::fs::File;
 use std::io::Write;
@@ -13,10 +14,14 @@ use s3s::dto::{ChecksumAlgorithm, StreamingBlob};
 use s3s::{S3Error, S3Result, s3_error};
 
 use super::blobs::{Blobs, new_id};
+use super::body::{Body, INLINE_BODY_MAX};
 use crate::Error;
 
 /// Bodies up to this size stay in memory until they are published.
 pub(crate) const SPILL: usize = 4 * 1024 * 1024;
+
+// An inline body is one that was never spilled.
+const _: () = assert!(INLINE_BODY_MAX < SPILL);
 
 /// Bodies past this size are hashed on a thread of their own.
 const PIPELINE: u64 = 1024 * 1024;
@@ -66,6 +71,15 @@ impl Received {
         self.blobs.publish(&self.id, file)?;
         self.published = true;
         Ok(self.id.clone())
+    }
+
+    /// The body as its index row will hold it: inline when it is small enough (nothing is
+    /// written to disk), else published as a file ([`Received::publish`]). Blocking.
+    pub(crate) fn into_body(mut self) -> crate::Result<Body> {
+        if self.file.is_none() && self.size <= INLINE_BODY_MAX as u64 {
+            return Ok(Body::Inline(std::mem::take(&mut self.buf).into()));
+        }
+        self.publish().map(Body::File)
     }
 }
 

@@ -116,7 +116,7 @@ mod tests {
             let obj = NewObject {
                 bucket: "b".into(),
                 key: (*k).into(),
-                blob: format!("{i:032x}"),
+                body: crate::store::body::Body::File(format!("{i:032x}")),
                 size: 1,
                 etag: "e".into(),
                 content_type: None,

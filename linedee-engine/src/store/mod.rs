@@ -3,8 +3,9 @@
 //! - `mod.rs`: [`Store`], [`StoreOptions`], opening, and the in-process API.
 //! - `index.rs`: the SQLite index (buckets, objects); `list.rs`: ListObjectsV2;
 //!   `multipart.rs`: multipart uploads.
-//! - `blobs.rs`: body files (temporary file, fsync, rename, sweep); `ingest.rs`: receiving
-//!   request bodies with their checksums.
+//! - `body.rs`: where a body lives (inline in its index row when small, else a body file)
+//!   and reading it; `blobs.rs`: body files (temporary file, fsync, rename, sweep);
+//!   `ingest.rs`: receiving request bodies with their checksums.
 //! - `outbox.rs`: triggers, committed in the same transaction as their object;
 //!   `group.rs`: group commit of concurrent writes.
 //! - `auth.rs`: credentials, rotation, SigV4 enforcement.
@@ -15,6 +16,7 @@
 
 mod auth;
 mod blobs;
+mod body;
 mod conditions;
 mod config_vars;
 #[cfg(feature = "fuzzing")]
@@ -43,6 +45,7 @@ use tokio::sync::broadcast;
 
 pub use auth::Credentials;
 pub(crate) use auth::random as random_token;
+pub use body::INLINE_BODY_MAX;
 pub use index::ObjectMeta;
 pub use outbox::{ENGINE_PREFIX, ObjectEvent, Trigger, TriggerKind, trigger_kind};
 
@@ -56,7 +59,8 @@ pub const METADATA_LIMIT: usize = 2048;
 pub struct StoreOptions {
     /// Fsync body files, their directories and the SQLite WAL before answering a write
     /// (default `true`). Off, a power loss may lose acknowledged writes; a process crash
-    /// still loses nothing.
+    /// still loses nothing. (`docs/architecture.md`, "Embedded store: durability", has the
+    /// argument.)
     pub fsync: bool,
     /// When set, credentials are session credentials that expire after this long and are
     /// replaced at half their lifetime; an expired one gets `ExpiredToken`.
@@ -296,18 +300,20 @@ impl Store {
         metadata: BTreeMap<String, String>,
     ) -> Result<String> {
         validate_key(key)?;
-        let obj = index::NewObject {
-            bucket: bucket.to_owned(),
-            key: key.to_owned(),
-            blob: String::new(),
-            size: body.len() as u64,
-            etag: blobs::md5_hex(&body),
-            content_type: content_type.map(str::to_owned),
-            metadata: normalize_metadata(metadata)?,
-        };
+        let (bucket, key) = (bucket.to_owned(), key.to_owned());
+        let (size, etag) = (body.len() as u64, blobs::md5_hex(&body));
+        let content_type = content_type.map(str::to_owned);
+        let metadata = normalize_metadata(metadata)?;
         self.blocking(move |i| {
-            let mut obj = obj;
-            obj.blob = i.blobs.write_all(&body)?;
+            let obj = index::NewObject {
+                bucket,
+                key,
+                body: body::Body::store(&i.blobs, body)?,
+                size,
+                etag,
+                content_type,
+                metadata,
+            };
             i.commit_grouped(obj, index::Precondition::None)
         })
         .await
@@ -323,9 +329,9 @@ impl Store {
             let Some(row) = index::get_object(&db, &bucket, &key)? else {
                 return Ok(None);
             };
-            let path = i.blobs.path(&row.blob)?;
-            let body = std::fs::read(&path).map_err(Error::io(path))?;
-            Ok(Some((row.meta, Bytes::from(body))))
+            let reader = row.body.open(&i.blobs)?;
+            drop(db);
+            Ok(Some((row.meta, reader.read_all()?)))
         })
         .await
     }
@@ -336,7 +342,7 @@ impl Store {
         self.blocking(move |i| {
             let db = i.db();
             index::require_bucket(&db, &bucket)?;
-            Ok(index::get_object(&db, &bucket, &key)?.map(|r| r.meta))
+            index::get_meta(&db, &bucket, &key)
         })
         .await
     }
@@ -371,9 +377,9 @@ impl Inner {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Commits an object whose body file is already published; on failure the body file is
-    /// removed. After the commit the replaced body file is removed and subscribers hear of
-    /// the write (and the trigger).
+    /// Commits an object whose body (file) is already published; on failure its body file
+    /// is removed. After the commit the replaced body file is removed and subscribers hear
+    /// of the write (and the trigger).
     pub(crate) fn commit(
         &self,
         obj: &index::NewObject,
@@ -385,7 +391,7 @@ impl Inner {
             Ok(c) => c,
             Err(e) => {
                 drop(db);
-                self.blobs.remove(&obj.blob);
+                self.discard(&obj.body);
                 return Err(e);
             }
         };
@@ -395,6 +401,13 @@ impl Inner {
             self.blobs.remove(old);
         }
         Ok(committed)
+    }
+
+    /// Removes the body file of a write that was not committed (an inline body has none).
+    pub(crate) fn discard(&self, body: &body::Body) {
+        if let Some(id) = body.file() {
+            self.blobs.remove(id);
+        }
     }
 
     /// Tells subscribers of a committed write; called in commit order, under the lock.

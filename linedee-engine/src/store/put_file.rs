@@ -1,11 +1,13 @@
-//! Writing a local file as an object, streamed (the engine's task logs can be large).
+//! Writing a local file as an object, streamed (the engine's task logs can be large); a
+//! small file's bytes go inline in the index.
 
 use std::io::{Read, Write};
 use std::path::Path;
 
 use md5::{Digest, Md5};
 
-use super::{Store, blobs, index, validate_key};
+use super::body::{Body, INLINE_BODY_MAX};
+use super::{Inner, Store, blobs, index, validate_key};
 use crate::{Error, Result};
 
 impl Store {
@@ -22,30 +24,11 @@ impl Store {
         let (bucket, key, path) = (bucket.to_owned(), key.to_owned(), path.to_owned());
         let content_type = content_type.map(str::to_owned);
         self.blocking(move |i| {
-            let id = blobs::new_id();
-            let mut src = std::fs::File::open(&path).map_err(Error::io(&path))?;
-            let mut dst = i.blobs.create_tmp(&id)?;
-            let mut md5 = Md5::new();
-            let mut size = 0u64;
-            let mut buf = vec![0u8; 256 * 1024];
-            let copied: std::io::Result<()> = (|| loop {
-                let n = src.read(&mut buf)?;
-                if n == 0 {
-                    return Ok(());
-                }
-                md5.update(&buf[..n]);
-                dst.write_all(&buf[..n])?;
-                size += n as u64;
-            })();
-            if let Err(e) = copied {
-                i.blobs.discard_tmp(&id);
-                return Err(Error::io(&path)(e));
-            }
-            i.blobs.publish(&id, dst)?;
+            let (body, size, md5) = copy_in(i, &path)?;
             let obj = index::NewObject {
                 bucket,
                 key,
-                blob: id,
+                body,
                 size,
                 etag: hex::encode(md5.finalize()),
                 content_type,
@@ -56,4 +39,44 @@ impl Store {
         .await
         .map(|c| c.meta.etag)
     }
+}
+
+/// Reads the file at `path` into a body: its first bytes into memory, and once it proves
+/// larger than an inline body, everything into a new published body file. Returns the body,
+/// its size and its MD5.
+fn copy_in(i: &Inner, path: &Path) -> Result<(Body, u64, Md5)> {
+    let mut src = std::fs::File::open(path).map_err(Error::io(path))?;
+    let mut md5 = Md5::new();
+    let mut head = Vec::with_capacity(INLINE_BODY_MAX + 1);
+    (&mut src)
+        .take(INLINE_BODY_MAX as u64 + 1)
+        .read_to_end(&mut head)
+        .map_err(Error::io(path))?;
+    md5.update(&head);
+    if head.len() <= INLINE_BODY_MAX {
+        let size = head.len() as u64;
+        return Ok((Body::Inline(head.into()), size, md5));
+    }
+    let id = blobs::new_id();
+    let mut dst = i.blobs.create_tmp(&id)?;
+    let mut size = head.len() as u64;
+    let mut buf = vec![0u8; 256 * 1024];
+    let copied: std::io::Result<()> = (|| {
+        dst.write_all(&head)?;
+        loop {
+            let n = src.read(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            md5.update(&buf[..n]);
+            dst.write_all(&buf[..n])?;
+            size += n as u64;
+        }
+    })();
+    if let Err(e) = copied {
+        i.blobs.discard_tmp(&id);
+        return Err(Error::io(path)(e));
+    }
+    i.blobs.publish(&id, dst)?;
+    Ok((Body::File(id), size, md5))
 }

@@ -1,31 +1,21 @@
 //! The s3s [`S3`] implementation over the index and the body files. Operations not here
 //! answer `NotImplemented` (the trait's default).
 
-use std::io::{Read, Seek, SeekFrom};
-
 use s3s::dto::*;
 use s3s::{S3, S3Request, S3Response, S3Result, s3_error};
 use tokio::io::AsyncReadExt;
 
+use super::body::{Body, Opened};
 use super::conditions::ReadConditions;
 use super::index::{self, NewObject, Precondition};
 use super::ingest::{self, Declared};
 use super::s3_types::{ok, precondition, s3_metadata, strong, to_s3, unquote};
 use super::{Store, normalize_metadata, validate_key};
-use crate::Error;
-
-/// Bodies up to this size are read in one go; larger ones are streamed.
-const INLINE_READ: u64 = 1024 * 1024;
 
 /// The store as an s3s service.
 #[derive(Debug, Clone)]
 pub(crate) struct StoreS3 {
     pub(crate) store: Store,
-}
-
-enum Body {
-    Inline(Vec<u8>),
-    File(std::fs::File, u64),
 }
 
 #[async_trait::async_trait]
@@ -161,19 +151,19 @@ impl S3 for StoreS3 {
             req.trailing_headers,
         )
         .await?;
-        let mut obj = NewObject {
-            bucket: input.bucket,
-            key: input.key,
-            blob: String::new(),
-            size: rx.size,
-            etag: rx.md5.clone(),
-            content_type: input.content_type,
-            metadata,
-        };
+        let (bucket, key, content_type) = (input.bucket, input.key, input.content_type);
         let committed = self
             .store
             .blocking(move |i| {
-                obj.blob = rx.publish()?;
+                let obj = NewObject {
+                    bucket,
+                    key,
+                    size: rx.size,
+                    etag: rx.md5.clone(),
+                    body: rx.into_body()?,
+                    content_type,
+                    metadata,
+                };
                 i.commit_grouped(obj, cond)
             })
             .await
@@ -207,8 +197,7 @@ impl S3 for StoreS3 {
                 if let Err(e) = conditions.check(&row.meta) {
                     return Ok(Err(e));
                 }
-                let path = i.blobs.path(&row.blob)?;
-                let mut file = std::fs::File::open(&path).map_err(Error::io(&path))?;
+                let reader = row.body.open(&i.blobs)?;
                 drop(db);
                 let size = row.meta.size;
                 let (start, len, content_range) = match &range {
@@ -222,30 +211,17 @@ impl S3 for StoreS3 {
                         Err(_) => return Ok(Err(s3_error!(InvalidRange))),
                     },
                 };
-                file.seek(SeekFrom::Start(start))
-                    .map_err(Error::io(&path))?;
-                let body = if len <= INLINE_READ {
-                    let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-                    file.take(len)
-                        .read_to_end(&mut buf)
-                        .map_err(Error::io(&path))?;
-                    Body::Inline(buf)
-                } else {
-                    Body::File(file, len)
-                };
+                let body = reader.range(start, len)?;
                 Ok(Ok((row.meta, body, content_range)))
             })
             .await
             .map_err(to_s3)??;
         let (blob, len) = match body {
-            Body::Inline(buf) => {
+            Opened::Bytes(buf) => {
                 let len = buf.len() as u64;
-                (
-                    StreamingBlob::from(s3s::Body::from(bytes::Bytes::from(buf))),
-                    len,
-                )
+                (StreamingBlob::from(s3s::Body::from(buf)), len)
             }
-            Body::File(file, len) => {
+            Opened::File(file, len) => {
                 let reader = tokio::fs::File::from_std(file).take(len);
                 let stream = tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024);
                 (StreamingBlob::wrap(stream), len)
@@ -281,7 +257,7 @@ impl S3 for StoreS3 {
             .blocking(move |i| {
                 let db = i.db();
                 index::require_bucket(&db, &bucket)?;
-                Ok(index::get_object(&db, &bucket, &key)?.map(|r| r.meta))
+                index::get_meta(&db, &bucket, &key)
             })
             .await
             .map_err(to_s3)?
@@ -413,7 +389,12 @@ impl S3 for StoreS3 {
                 let Some(src) = index::get_object(&db, &src_bucket, &src_key)? else {
                     return Ok(Err(s3_error!(NoSuchKey)));
                 };
-                let blob = i.blobs.duplicate(&src.blob)?;
+                // A body file is linked under a new id while the lock keeps it in place; an
+                // inline body's bytes go into the new row.
+                let body = match src.body {
+                    Body::File(id) => Body::File(i.blobs.duplicate(&id)?),
+                    inline @ Body::Inline(_) => inline,
+                };
                 drop(db);
                 let (content_type, metadata) = match new_meta {
                     Some(m) => (content_type, m),
@@ -422,7 +403,7 @@ impl S3 for StoreS3 {
                 let obj = NewObject {
                     bucket,
                     key,
-                    blob,
+                    body,
                     size: src.meta.size,
                     etag: unquote(&src.meta.etag),
                     content_type,

@@ -5,6 +5,7 @@
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 
+use super::body::Body;
 use super::index::NewObject;
 use super::ingest::{self, Declared};
 use super::s3::StoreS3;
@@ -143,7 +144,7 @@ impl StoreS3 {
                 let obj = NewObject {
                     bucket,
                     key,
-                    blob,
+                    body: Body::File(blob),
                     size,
                     etag,
                     content_type: upload.content_type,
