@@ -48,7 +48,8 @@ pub(crate) enum Command {
     Submit(SubmitArgs),
     /// Upload a file with a workflow attached as `ld_code`; the file is the run's input.
     Upload(UploadArgs),
-    /// List runs, newest first.
+    /// List runs, newest first: from the local engine's journal when there is one (an indexed
+    /// query, as fast at 100,000 runs as at ten), else from the bucket's status documents.
     Runs(RunsArgs),
     /// Activity over a window: runs by status, queue depth, durations, per-cmd figures
     /// (local engine only; the dashboard's overview in the terminal).

@@ -1,4 +1,5 @@
-//! `linedee runs` (the list, read from `ld/runs/*.json`) and `linedee run ID [--watch]`.
+//! `linedee runs` (the list: from the local engine's journal, else from `ld/runs/*.json`) and
+//! `linedee run ID [--watch]`.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal as _;
@@ -11,14 +12,136 @@ use linedee::{Client, Error};
 use time::OffsetDateTime;
 
 use crate::cli::{RunArgs, RunsArgs};
-use crate::env::Config;
+use crate::control::{error_text, root_cause};
+use crate::env::{Config, DASHBOARD_URL_VAR};
 use crate::exit;
 
 /// Status documents fetched at once.
 const FETCH_CONCURRENCY: usize = 16;
 
-/// `linedee runs [--status S] [--limit N]`: newest first.
+/// `linedee runs [--status S] [--limit N]`: newest first. From the local engine's journal
+/// (through its dashboard API, an indexed query) when there is a local engine; else from the
+/// bucket's status documents.
 pub(crate) async fn list(config: &Config, args: RunsArgs) -> anyhow::Result<u8> {
+    let rows = match config.get(DASHBOARD_URL_VAR) {
+        Some(base) => {
+            // The same right as reading the documents: credentials the bucket refuses get no
+            // listing from the engine either.
+            config.client()?.check().await?;
+            from_engine(&base, &args).await?
+        }
+        None => from_bucket(config, &args).await?,
+    };
+    if rows.is_empty() {
+        eprintln!("no runs");
+        return Ok(exit::OK);
+    }
+    println!(
+        "{:<28} {:<10} {:<20} {:>9}  TITLE",
+        "RUN", "STATUS", "CREATED", "DURATION"
+    );
+    for r in &rows {
+        println!(
+            "{:<28} {:<10} {:<20} {:>9}  {}",
+            r.run_id,
+            r.status,
+            short_time(r.created),
+            duration(r.started.or(Some(r.created)), r.finished),
+            r.title.as_deref().unwrap_or("")
+        );
+    }
+    Ok(exit::OK)
+}
+
+/// One line of `linedee runs`.
+struct Row {
+    run_id: String,
+    status: String,
+    title: Option<String>,
+    created: OffsetDateTime,
+    started: Option<OffsetDateTime>,
+    finished: Option<OffsetDateTime>,
+}
+
+/// Most runs the dashboard API gives per page.
+const API_PAGE: usize = 500;
+
+/// The newest runs from the local engine: `GET {dashboard}/api/runs`, page after page.
+async fn from_engine(base: &str, args: &RunsArgs) -> anyhow::Result<Vec<Row>> {
+    #[derive(serde::Deserialize)]
+    struct Page {
+        runs: Vec<Summary>,
+        next: Option<i64>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Summary {
+        run_id: String,
+        title: Option<String>,
+        status: String,
+        created_ms: i64,
+        started_ms: Option<i64>,
+        finished_ms: Option<i64>,
+    }
+    let time = |ms: i64| OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let mut rows = Vec::new();
+    let mut before: Option<i64> = None;
+    while rows.len() < args.limit {
+        let mut url = format!(
+            "{}/api/runs?limit={}",
+            base.trim_end_matches('/'),
+            (args.limit - rows.len()).min(API_PAGE)
+        );
+        if let Some(status) = &args.status {
+            url.push_str(&format!("&status={status}"));
+        }
+        if let Some(b) = before {
+            url.push_str(&format!("&before={b}"));
+        }
+        let response = http.get(&url).send().await.map_err(|e| {
+            exit::unreachable(format!(
+                "cannot reach the local dashboard at {base} ({}); is `linedee local` running?",
+                root_cause(&e)
+            ))
+        })?;
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        if !status.is_success() {
+            let reason = error_text(&body).unwrap_or_else(|| status.to_string());
+            anyhow::bail!("the dashboard at {base} answered {status} to GET /api/runs: {reason}");
+        }
+        let page: Page = serde_json::from_str(&body).map_err(|e| {
+            anyhow::anyhow!(
+                "the dashboard at {base} sent a runs page that is not the expected JSON: {e}"
+            )
+        })?;
+        for s in page.runs {
+            let Some(created) = time(s.created_ms) else {
+                continue;
+            };
+            rows.push(Row {
+                run_id: s.run_id,
+                status: s.status,
+                title: s.title,
+                created,
+                started: s.started_ms.and_then(time),
+                finished: s.finished_ms.and_then(time),
+            });
+        }
+        match page.next {
+            Some(next) => before = Some(next),
+            None => break,
+        }
+    }
+    rows.truncate(args.limit);
+    Ok(rows)
+}
+
+/// The newest runs from the bucket: every status document under `ld/runs/` is read, so this
+/// takes time in proportion to the runs the bucket holds.
+async fn from_bucket(config: &Config, args: &RunsArgs) -> anyhow::Result<Vec<Row>> {
     let client = config.client()?;
     let keys: Vec<String> = client
         .list("ld/runs/")
@@ -57,25 +180,17 @@ pub(crate) async fn list(config: &Config, args: RunsArgs) -> anyhow::Result<u8> 
             .then_with(|| b.run_id.cmp(&a.run_id))
     });
     runs.truncate(args.limit);
-    if runs.is_empty() {
-        eprintln!("no runs");
-        return Ok(exit::OK);
-    }
-    println!(
-        "{:<28} {:<10} {:<20} {:>9}  TITLE",
-        "RUN", "STATUS", "CREATED", "DURATION"
-    );
-    for r in &runs {
-        println!(
-            "{:<28} {:<10} {:<20} {:>9}  {}",
-            r.run_id,
-            r.status.as_str(),
-            short_time(r.created_at),
-            duration(r.started_at.or(Some(r.created_at)), r.finished_at),
-            r.title.as_deref().unwrap_or("")
-        );
-    }
-    Ok(exit::OK)
+    Ok(runs
+        .into_iter()
+        .map(|r| Row {
+            status: r.status.as_str().to_owned(),
+            run_id: r.run_id,
+            title: r.title,
+            created: r.created_at,
+            started: r.started_at,
+            finished: r.finished_at,
+        })
+        .collect())
 }
 
 /// `linedee run ID [--watch]`.

@@ -3,6 +3,7 @@
 //! e.g. `cargo test -p linedee-tests --test it crash::`.
 
 mod bad_workflows;
+mod cli_runs;
 mod crash;
 mod dashboard;
 mod engine;
