@@ -28,7 +28,7 @@ pub(crate) async fn list(config: &Config, args: RunsArgs) -> anyhow::Result<u8> 
             // The same right as reading the documents: credentials the bucket refuses get no
             // listing from the engine either.
             config.client()?.check().await?;
-            from_engine(&base, &args).await?
+            from_engine(base, &args).await?
         }
         None => from_bucket(config, &args).await?,
     };

@@ -87,7 +87,7 @@ async fn linedee_runs_lists_the_engines_runs_newest_first_even_without_their_doc
     assert_eq!(listed(&runs(&data, &[], &[])), newest_first);
     assert_eq!(
         listed(&runs(&data, &["--status", "running"], &[])),
-        [slow_id.clone()]
+        [slow_id]
     );
     assert_eq!(
         listed(&runs(
