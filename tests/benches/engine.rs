@@ -2,7 +2,7 @@
 //!
 //! `cargo bench -p linedee-tests --bench engine` prints a Markdown table for BENCHMARKS.md.
 //! Set `LINEDEE_BENCH_QUICK=1` for a smaller run, `LINEDEE_BENCH_THROUGHPUT_ONLY=1` for the
-//! throughput rows only, `LINEDEE_BENCH_QUEUE_ONLY=1` for the queue rows only.
+//! latency and throughput rows only, `LINEDEE_BENCH_QUEUE_ONLY=1` for the queue rows only.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -356,6 +356,10 @@ async fn main() {
     let (p50, p99, base_p50) = latency(lat_runs).await;
     let only_throughput = std::env::var_os("LINEDEE_BENCH_THROUGHPUT_ONLY").is_some();
     if only_throughput {
+        println!(
+            "| PutObject response → task process start, {lat_runs} runs | p50 {p50:.2} ms, p99 {p99:.2} ms | direct `sh -c` spawn p50 {base_p50:.2} ms | p50 {:.1}× | p50 ≤ 1.5×, p99 ≤ 3× |",
+            p50 / base_p50
+        );
         for fsync in [true, false] {
             let (engine, direct) = throughput(tp_runs, 8, fsync).await;
             println!(
