@@ -308,11 +308,12 @@ async fn queue(runs: usize) -> Queue {
     while let Some(done) = submitting.join_next().await {
         done.expect("submit");
     }
-    // Every trigger taken in: the outbox is empty (then every run is queued).
+    // Every trigger taken in: the outbox is empty (then every run is queued). One row is
+    // asked for, not the whole outbox.
     while !t
         .engine
         .store()
-        .pending_triggers()
+        .pending_triggers_after(0, 1)
         .await
         .expect("outbox")
         .is_empty()
