@@ -3,17 +3,18 @@
 //! The driver offers a snapshot of the document after each transition. Offers coalesce: a
 //! run has at most one pending snapshot, and a newer offer replaces it. A final status is
 //! written at once; a status the run is still moving through waits [`SETTLE`] first, so a run
-//! that finishes within that time has its document written once, with its final status,
-//! instead of once per transition. Up to [`IN_FLIGHT`] documents of different runs are written
+//! that finishes within that time of starting has its document written twice (queued, then
+//! its outcome) instead of once per transition. Up to [`IN_FLIGHT`] documents of different runs are written
 //! at a time (so the store's group commit can share one fsync among them); a run's own writes
 //! happen one after another, each taking its newest snapshot, so its document always converges
-//! on its latest state and never goes back to an older one.
+//! on its latest state and never goes back to an older one. A `queued` status (a new run's
+//! first document, which tells a follower the run exists) does not wait either.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use linedee::status::RunStatus;
+use linedee::status::{RunState, RunStatus};
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -87,7 +88,10 @@ impl Publisher {
     /// Schedules a snapshot to be written (replacing an older one not yet written). A run's
     /// snapshots are offered in `seq` order.
     pub(crate) fn offer(&self, snapshot: Snapshot) {
-        let due = if snapshot.doc.status.is_finished() {
+        // A final status, and `queued` (a new run's first document, which tells a follower
+        // the run exists), are written at once; a status the run moves through settles.
+        let status = snapshot.doc.status;
+        let due = if status.is_finished() || status == RunState::Queued {
             Instant::now()
         } else {
             Instant::now() + SETTLE

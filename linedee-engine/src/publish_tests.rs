@@ -154,9 +154,8 @@ fn at(run_id: &str, seq: u64, status: RunState) -> Snapshot {
 }
 
 #[tokio::test]
-async fn a_run_that_finishes_within_the_settling_time_gets_one_document() {
+async fn a_run_that_finishes_within_the_settling_time_of_starting_gets_one_more_document() {
     let r = running();
-    r.publisher.offer(at("R1", 1, RunState::Queued));
     r.publisher.offer(at("R1", 2, RunState::Running));
     r.publisher.offer(at("R1", 3, RunState::Succeeded));
     // Stopping writes whatever is still pending, so an intermediate document left pending
@@ -237,4 +236,17 @@ async fn a_document_ends_on_the_newest_snapshot_however_offers_and_requests_inte
         statuses.last(),
         Some(&("R1".to_owned(), RunState::Succeeded))
     );
+}
+
+#[tokio::test]
+async fn a_new_runs_queued_document_does_not_wait_to_settle() {
+    let r = running();
+    let wrote = r.bucket.wrote.notified();
+    r.publisher.offer(at("R1", 1, RunState::Queued));
+    r.publisher.offer(at("R2", 2, RunState::Running));
+    wrote.await;
+    // The first write is R1's, due at once; R2's settles.
+    assert_eq!(r.bucket.statuses()[0], ("R1".to_owned(), RunState::Queued));
+    r.stop.cancel();
+    r.writer.await.expect("the publisher stops");
 }
