@@ -2,7 +2,7 @@
 //! `ld/logs/{task_id}/{attempt}.log`.
 //!
 //! The engine uploads an attempt's log when the attempt ends. While it runs, `--follow` tails
-//! the local engine's copy (`<dir>/logs/{task_id}/{attempt}.log`) when there is one, then
+//! the local engine's copy (`<dir>/logs/{task_id}.{attempt}.log`) when there is one, then
 //! finishes from the uploaded log.
 
 use std::io::Write as _;
@@ -193,9 +193,7 @@ async fn read_log(client: &Client, task_id: &str, attempt: u32) -> anyhow::Resul
 }
 
 fn local_log(dir: &Path, task_id: &str, attempt: u32) -> PathBuf {
-    dir.join("logs")
-        .join(task_id)
-        .join(format!("{attempt}.log"))
+    linedee_engine::local_log_path(dir, task_id, attempt)
 }
 
 fn write_out(bytes: &[u8]) -> anyhow::Result<()> {

@@ -336,8 +336,15 @@ impl Engine {
     }
 
     /// The local log file of an attempt (also in the store as `ld/logs/{task_id}/{attempt}.log`
-    /// once the attempt ends); it grows while the attempt runs.
+    /// once the attempt ends); it grows while the attempt runs. See [`local_log_path`].
     pub fn log_path(&self, task_id: &str, attempt: u32) -> PathBuf {
-        crate::process::log_path(&self.runner.data_dir, task_id, attempt)
+        local_log_path(&self.runner.data_dir, task_id, attempt)
     }
+}
+
+/// The local log file of an attempt in an engine's data directory (`--dir`):
+/// `logs/{task_id}.{attempt}.log`, or `logs/{task_id}/{attempt}.log` where an earlier engine
+/// wrote it there.
+pub fn local_log_path(data_dir: &std::path::Path, task_id: &str, attempt: u32) -> PathBuf {
+    crate::process::existing_log_path(data_dir, task_id, attempt)
 }

@@ -218,20 +218,20 @@ impl SqliteJournal {
 
 /// Writes a record and its projection.
 fn save(tx: &rusqlite::Transaction<'_>, r: &RunRecord) -> rusqlite::Result<()> {
-    tx.execute(
+    tx.prepare_cached(
         "UPDATE ld_runs SET title = ?2, status = ?3, error = ?4, started_ms = ?5, finished_ms = ?6,
              live = ?7, record = ?8 WHERE run_id = ?1",
-        params![
-            r.run_id,
-            r.workflow.as_ref().and_then(|w| w.title.as_deref()),
-            r.status.as_str(),
-            r.error,
-            r.started_ms,
-            r.finished_ms,
-            r.has_live_processes(),
-            r.to_json()
-        ],
-    )?;
+    )?
+    .execute(params![
+        r.run_id,
+        r.workflow.as_ref().and_then(|w| w.title.as_deref()),
+        r.status.as_str(),
+        r.error,
+        r.started_ms,
+        r.finished_ms,
+        r.has_live_processes(),
+        r.to_json()
+    ])?;
     let mut stmt = tx.prepare_cached(
         "INSERT INTO ld_attempts (task_id, attempt, run_id, step, idx, cmd, started_ms, finished_ms, outcome, exit_code, error)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
@@ -263,11 +263,13 @@ fn save(tx: &rusqlite::Transaction<'_>, r: &RunRecord) -> rusqlite::Result<()> {
 
 fn insert(tx: &rusqlite::Transaction<'_>, new: &NewRun) -> rusqlite::Result<bool> {
     let r = &new.record;
-    let inserted = tx.execute(
+    let inserted = tx
+        .prepare_cached(
         "INSERT OR IGNORE INTO ld_runs (run_id, dedup, bucket, trigger_key, trigger_etag, kind, title, status,
              error, created_ms, finished_ms, record)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-        params![
+    )?
+    .execute(params![
             r.run_id,
             new.dedup,
             r.trigger.bucket,
@@ -283,8 +285,8 @@ fn insert(tx: &rusqlite::Transaction<'_>, new: &NewRun) -> rusqlite::Result<bool
             r.created_ms,
             r.finished_ms,
             r.to_json()
-        ],
-    )? == 1;
+        ])?
+        == 1;
     if inserted {
         save(tx, r)?;
     }
@@ -317,10 +319,9 @@ impl Journal for SqliteJournal {
     async fn load(&self, run_id: &str) -> Result<Option<RunRecord>> {
         let id = run_id.to_owned();
         let json: Option<String> = Self::on(&self.reader, move |c| {
-            c.query_row("SELECT record FROM ld_runs WHERE run_id = ?1", [id], |r| {
-                r.get(0)
-            })
-            .optional()
+            c.prepare_cached("SELECT record FROM ld_runs WHERE run_id = ?1")?
+                .query_row([id], |r| r.get(0))
+                .optional()
         })
         .await?;
         json.map(|j| {

@@ -30,6 +30,7 @@
 //!   - the traits the driver is given and their local implementations: `journal` (SQLite),
 //!     `runner` and `local_runner` (process groups, with `process`), `triggers` (the store's
 //!     outbox), `bucket` (status documents, logs, outputs: the store or `linedee::Client`);
+//!     `exec` decides when a task's script needs no shell;
 //!   - `heroku`: a runner that starts Heroku one-off dynos through the Platform API;
 //!   - `publish`: the coalescing writer of status documents.
 //! - [`store`]: the embedded S3 store. Object bodies live in files named by an id, the index
@@ -52,6 +53,7 @@ mod diagnostic;
 mod driver;
 mod engine;
 mod error;
+mod exec;
 /// Not public API: invariants for the fuzz targets and their corpus replay test.
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
@@ -76,7 +78,7 @@ mod triggers;
 mod views;
 
 pub use console::Console;
-pub use engine::{Engine, EngineBuilder};
+pub use engine::{Engine, EngineBuilder, local_log_path};
 pub use error::{
     AppError, CloudError, Error, HerokuError, JournalError, Result, RunError, StoreError,
 };

@@ -157,7 +157,7 @@ impl LocalRunner {
     /// Why a process that exited without its output failed: its diagnostic line or last line
     /// of output, and whether a missing command is a process type gone from the Procfile.
     async fn detail(&self, spec: &AttemptSpec, code: Option<i32>) -> Option<String> {
-        let log = process::log_path(&self.data_dir, &spec.task_id, spec.attempt);
+        let log = process::existing_log_path(&self.data_dir, &spec.task_id, spec.attempt);
         let mut detail = crate::diagnostic::from_log(&log).await;
         // 127: command not found; say when that is a process type gone missing.
         if code == Some(127)
@@ -231,7 +231,7 @@ impl Runner for Arc<LocalRunner> {
     }
 
     async fn log(&self, task_id: &str, attempt: u32) -> Option<LogBody> {
-        Some(LogBody::File(process::log_path(
+        Some(LogBody::File(process::existing_log_path(
             &self.data_dir,
             task_id,
             attempt,

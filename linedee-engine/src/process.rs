@@ -48,12 +48,28 @@ pub(crate) struct Running {
     marker: Vec<u8>,
 }
 
-/// Starts `spec` in a new process group.
+/// Starts `spec` in a new process group: directly when its script is one plain command
+/// ([`crate::exec`]), else with `/bin/sh -c`.
 pub(crate) async fn spawn(spec: Spec, console: &Console) -> std::io::Result<Running> {
-    if let Some(parent) = spec.log_path.parent() {
-        tokio::fs::create_dir_all(parent).await?;
-    }
-    let log = tokio::fs::File::create(&spec.log_path).await?;
+    let (log, direct) = {
+        let (log_path, script, cwd) =
+            (spec.log_path.clone(), spec.script.clone(), spec.cwd.clone());
+        let path = spec
+            .env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| std::ffi::OsString::from(v))
+            .or_else(|| std::env::var_os("PATH"));
+        // One trip to the blocking pool: the log file and the program's `PATH` lookup.
+        tokio::task::spawn_blocking(move || {
+            let log = create_log(&log_path)?;
+            Ok::<_, std::io::Error>((log, crate::exec::direct(&script, path.as_deref(), &cwd)))
+        })
+        .await
+        .map_err(std::io::Error::other)??
+    };
+    let log = tokio::fs::File::from_std(log);
     let marker = spec
         .env
         .iter()
@@ -61,17 +77,38 @@ pub(crate) async fn spawn(spec: Spec, console: &Console) -> std::io::Result<Runn
         .find(|(k, _)| k == linedee::line_d::VAR)
         .map(|(k, v)| format!("{k}={v}").into_bytes())
         .unwrap_or_default();
-    let mut cmd = Command::new("/bin/sh");
-    cmd.arg("-c")
-        .arg(&spec.script)
-        .current_dir(&spec.cwd)
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    let mut child = cmd.spawn()?;
+    let command = |direct: Option<&crate::exec::Direct>| {
+        let mut cmd = match direct {
+            Some(d) => {
+                let mut cmd = Command::new(&d.program);
+                cmd.arg0(&d.arg0).args(&d.args);
+                cmd
+            }
+            None => {
+                let mut cmd = Command::new("/bin/sh");
+                cmd.arg("-c").arg(&spec.script);
+                cmd
+            }
+        };
+        cmd.current_dir(&spec.cwd)
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        if direct.is_some() {
+            // What `sh` exports when it starts in `cwd`.
+            cmd.env("PWD", &spec.cwd);
+        }
+        cmd
+    };
+    // A direct start that fails (the program went away, or is not a binary the kernel runs)
+    // is left to the shell, which runs it or says why not, as it always has.
+    let mut child = match direct.as_ref().map(|d| command(Some(d)).spawn()) {
+        Some(Ok(child)) => child,
+        _ => command(None).spawn()?,
+    };
     let pgid = child.id().and_then(|id| i32::try_from(id).ok());
     let log = std::sync::Arc::new(tokio::sync::Mutex::new(log));
     let mut pumps = Vec::new();
@@ -280,10 +317,38 @@ async fn pump(
     let _ = log.lock().await.flush().await;
 }
 
-/// The local log file of an attempt.
+/// The local log file of an attempt: `logs/{task_id}.{attempt}.log`, one flat directory, so
+/// starting an attempt creates one file and no directory.
 pub(crate) fn log_path(data_dir: &Path, task_id: &str, attempt: u32) -> PathBuf {
     data_dir
         .join("logs")
+        .join(format!("{task_id}.{attempt}.log"))
+}
+
+/// The local log file of an attempt to read: [`log_path`], or where earlier engines wrote
+/// it (`logs/{task_id}/{attempt}.log`) when only that one exists.
+pub(crate) fn existing_log_path(data_dir: &Path, task_id: &str, attempt: u32) -> PathBuf {
+    let path = log_path(data_dir, task_id, attempt);
+    let legacy = data_dir
+        .join("logs")
         .join(task_id)
-        .join(format!("{attempt}.log"))
+        .join(format!("{attempt}.log"));
+    if !path.exists() && legacy.exists() {
+        legacy
+    } else {
+        path
+    }
+}
+
+/// Creates (truncates) a log file, and its directory the first time.
+fn create_log(path: &Path) -> std::io::Result<std::fs::File> {
+    match std::fs::File::create(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::File::create(path)
+        }
+        created => created,
+    }
 }

@@ -119,11 +119,19 @@ pub(crate) fn record(
     let run_id = metadata.get("ld_run_id").cloned();
     let meta_json = serde_json::to_string(metadata)
         .map_err(|e| Error::corrupt(format!("metadata does not serialize: {e}")))?;
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO triggers (bucket, key, etag, kind, run_id, metadata, created_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![bucket, key, etag, kind.as_str(), run_id, meta_json, now_ms],
-    )?;
+    )?
+    .execute(params![
+        bucket,
+        key,
+        etag,
+        kind.as_str(),
+        run_id,
+        meta_json,
+        now_ms
+    ])?;
     Ok(Trigger {
         id: tx.last_insert_rowid(),
         bucket: bucket.to_owned(),
@@ -184,11 +192,10 @@ pub(crate) fn pending_after(conn: &Connection, after: i64, limit: usize) -> Resu
 /// One trigger by id, acknowledged or not.
 pub(crate) fn get(conn: &Connection, id: i64) -> Result<Option<Trigger>> {
     let row = conn
-        .query_row(
+        .prepare_cached(
             "SELECT id, bucket, key, etag, kind, run_id, metadata FROM triggers WHERE id = ?1",
-            [id],
-            row_to_trigger,
-        )
+        )?
+        .query_row([id], row_to_trigger)
         .optional()?;
     row.map(finish).transpose()
 }

@@ -317,7 +317,7 @@ async fn a_task_writing_100_mb_of_logs_keeps_the_engine_memory_bounded() {
         client.head(&key).await.ok().and_then(|i| i.content_length)
     })
     .await;
-    let local_log = data.join("logs").join(&task_id).join("1.log");
+    let local_log = linedee_engine::local_log_path(&data, &task_id, 1);
     assert_eq!(std::fs::metadata(&local_log).unwrap().len(), LOG_BYTES);
     assert_eq!(stored, LOG_BYTES);
     let mut tail = [0u8; 201];
