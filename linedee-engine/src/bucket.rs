@@ -28,8 +28,10 @@ pub(crate) trait Bucket: Send + Sync + 'static {
     async fn output(&self, bucket: &str, task_id: &str) -> Result<Option<Option<String>>>;
     /// An object's body, `None` when it is gone.
     async fn body(&self, bucket: &str, key: &str) -> Result<Option<Bytes>>;
-    /// Writes a JSON document (a run's status document).
-    async fn put_json(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<()>;
+    /// Writes a JSON document (a run's status document). `synced`: durable across power loss
+    /// when this returns (a final status); otherwise it may become durable only with a later
+    /// write (a status on the way, which the next one replaces anyway).
+    async fn put_json(&self, bucket: &str, key: &str, body: Vec<u8>, synced: bool) -> Result<()>;
     /// Stores an attempt's log.
     async fn put_log(&self, bucket: &str, key: &str, log: LogBody) -> Result<()>;
 }
@@ -48,13 +50,14 @@ impl Bucket for Store {
         Ok(self.get_object(bucket, key).await?.map(|(_, body)| body))
     }
 
-    async fn put_json(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<()> {
-        self.put_object(
+    async fn put_json(&self, bucket: &str, key: &str, body: Vec<u8>, synced: bool) -> Result<()> {
+        self.put_object_with(
             bucket,
             key,
             body.into(),
             Some("application/json"),
             BTreeMap::new(),
+            synced,
         )
         .await
         .map(drop)
@@ -62,8 +65,9 @@ impl Bucket for Store {
 
     async fn put_log(&self, bucket: &str, key: &str, log: LogBody) -> Result<()> {
         match log {
+            // Not synced on its own: the run's status document that follows covers it.
             LogBody::File(path) => self
-                .put_file(bucket, key, &path, Some("text/plain; charset=utf-8"))
+                .put_file_unsynced(bucket, key, &path, Some("text/plain; charset=utf-8"))
                 .await
                 .map(drop),
             LogBody::Bytes(bytes) => self
@@ -102,7 +106,7 @@ impl Bucket for linedee::Client {
         }
     }
 
-    async fn put_json(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<()> {
+    async fn put_json(&self, bucket: &str, key: &str, body: Vec<u8>, _: bool) -> Result<()> {
         same_bucket(self, bucket)?;
         self.put(key, body)
             .content_type("application/json")
@@ -205,7 +209,7 @@ mod tests {
                 "{who}"
             );
             let key = format!("ld/runs/{who}.json");
-            b.put_json("ld-bucket", &key, b"{}".to_vec())
+            b.put_json("ld-bucket", &key, b"{}".to_vec(), true)
                 .await
                 .expect(who);
             let body = b.body("ld-bucket", &key).await.expect(who);

@@ -30,6 +30,10 @@ use crate::triggers::{Delivery, TriggerSource};
 /// Most inputs applied in one turn (one journal transaction).
 const BATCH: usize = 256;
 
+/// Longest a turn's trigger acknowledgements wait for a journal sync made for something else
+/// before making their own.
+const ACK_SYNC_WITHIN: Duration = Duration::from_millis(500);
+
 /// An input of the loop.
 #[derive(Debug)]
 pub(crate) enum Input {
@@ -366,8 +370,9 @@ impl Driver {
             );
             tokio::spawn(async move {
                 // Acknowledged only once the runs' creation survives power loss: until then
-                // the triggers are what would bring the runs back.
-                if let Err(e) = journal.sync().await {
+                // the triggers are what would bring the runs back. An acknowledgement can
+                // wait, so it rides a sync made for something else when one comes soon.
+                if let Err(e) = journal.sync_soon(ACK_SYNC_WITHIN).await {
                     tracing::warn!(error = %e, "cannot sync the journal; the triggers are delivered again at the next start and ignored");
                     return;
                 }

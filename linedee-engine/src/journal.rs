@@ -65,6 +65,13 @@ pub(crate) trait Journal: Send + Sync + 'static {
     /// this before the effects that cannot be taken back: acknowledging a trigger, answering a
     /// request, writing a final status.
     async fn sync(&self) -> Result<()>;
+    /// Like [`Journal::sync`], for an effect that can wait: waits up to `within` for a sync
+    /// another caller makes anyway (before a final status, say), and syncs itself only if
+    /// none came.
+    async fn sync_soon(&self, within: std::time::Duration) -> Result<()> {
+        let _ = within;
+        self.sync().await
+    }
 }
 
 /// The local journal: a SQLite file with a writer connection and a reader connection of its
@@ -89,6 +96,8 @@ struct Durability {
     /// Of those, how many are known durable.
     durable: std::sync::atomic::AtomicU64,
     syncing: tokio::sync::Mutex<()>,
+    /// Told after each sync.
+    synced: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for SqliteJournal {
@@ -183,6 +192,7 @@ impl SqliteJournal {
                 commits: 0.into(),
                 durable: 0.into(),
                 syncing: tokio::sync::Mutex::new(()),
+                synced: tokio::sync::Notify::new(),
             }),
         })
     }
@@ -431,6 +441,27 @@ impl Journal for SqliteJournal {
         })
         .await?;
         d.durable.fetch_max(covered, Ordering::AcqRel);
+        d.synced.notify_waiters();
+        Ok(())
+    }
+
+    async fn sync_soon(&self, within: std::time::Duration) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        let d = &self.durability;
+        let wanted = d.commits.load(Ordering::Acquire);
+        let deadline = tokio::time::Instant::now() + within;
+        while d.fsync && d.durable.load(Ordering::Acquire) < wanted {
+            let synced = d.synced.notified();
+            tokio::pin!(synced);
+            // Registered before the check, so a sync in between is not missed.
+            synced.as_mut().enable();
+            if d.durable.load(Ordering::Acquire) >= wanted {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, synced).await.is_err() {
+                return self.sync().await;
+            }
+        }
         Ok(())
     }
 }
@@ -451,6 +482,7 @@ pub(crate) fn damage(path: &Path, run_id: &str, text: &str) -> rusqlite::Result<
 mod tests {
     use super::*;
     use crate::machine::Machine;
+    use std::time::Duration;
 
     fn syncs(path: &Path) -> i64 {
         let c = Connection::open(path).expect("open");
@@ -524,5 +556,40 @@ mod tests {
         .await
         .expect("pragma");
         assert_eq!(mode, 1);
+    }
+
+    #[tokio::test]
+    async fn sync_soon_rides_a_sync_made_for_something_else() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("j.sqlite");
+        let j = SqliteJournal::open(&path, true).expect("journal");
+        j.commit(batch("R1")).await.expect("commit");
+        let soon = tokio::spawn({
+            let j = j.clone();
+            async move { j.sync_soon(Duration::from_secs(600)).await }
+        });
+        j.sync().await.expect("sync");
+        tokio::time::timeout(Duration::from_secs(60), soon)
+            .await
+            .expect("answered by the other sync, long before its own wait ends")
+            .expect("task")
+            .expect("sync_soon");
+        assert_eq!(syncs(&path), 1, "no sync of its own");
+    }
+
+    #[tokio::test]
+    async fn sync_soon_syncs_itself_when_no_other_sync_comes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("j.sqlite");
+        let j = SqliteJournal::open(&path, true).expect("journal");
+        j.sync_soon(Duration::from_millis(1))
+            .await
+            .expect("sync_soon");
+        assert_eq!(syncs(&path), 0, "nothing committed: nothing to sync");
+        j.commit(batch("R1")).await.expect("commit");
+        j.sync_soon(Duration::from_millis(20))
+            .await
+            .expect("sync_soon");
+        assert_eq!(syncs(&path), 1);
     }
 }

@@ -279,7 +279,11 @@ async fn write(bucket: &dyn Bucket, journal: &dyn Journal, s: &Snapshot) -> Opti
         }
     };
     let key = linedee::status::status_key(run_id);
-    match bucket.put_json(&s.doc.trigger.bucket, &key, body).await {
+    // Only a final status must survive power loss when written (it is what a client acts
+    // on, and the journal marks it published); a status on the way is replaced by the next
+    // one, and the store's next synced write makes it durable.
+    let synced = s.doc.status.is_finished();
+    match bucket.put_json(&s.doc.trigger.bucket, &key, body, synced).await {
         Ok(()) => s
             .doc
             .status

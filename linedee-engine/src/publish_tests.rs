@@ -16,6 +16,8 @@ use crate::runner::LogBody;
 struct Documents {
     fail: AtomicBool,
     written: Mutex<Vec<(String, Vec<u8>)>>,
+    /// Whether each write asked to be synced, in order.
+    synced: Mutex<Vec<bool>>,
     wrote: Notify,
 }
 
@@ -42,10 +44,14 @@ impl Bucket for Documents {
     async fn body(&self, _: &str, _: &str) -> Result<Option<Bytes>> {
         Ok(None)
     }
-    async fn put_json(&self, _: &str, key: &str, body: Vec<u8>) -> Result<()> {
+    async fn put_json(&self, _: &str, key: &str, body: Vec<u8>, synced: bool) -> Result<()> {
         if self.fail.load(Ordering::SeqCst) {
             return Err(Error::Internal("the bucket refused the write".to_owned()));
         }
+        self.synced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(synced);
         let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
         written.push((key.to_owned(), body));
         self.wrote.notify_waiters();
@@ -208,6 +214,9 @@ async fn publish_now_returns_once_the_newest_document_is_written() {
             ("R2".to_owned(), RunState::Running)
         ]
     );
+    // Only the final status must be durable when written.
+    let synced = r.bucket.synced.lock().unwrap_or_else(|e| e.into_inner());
+    assert_eq!(*synced, [true, false]);
 }
 
 #[tokio::test]

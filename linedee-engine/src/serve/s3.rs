@@ -318,7 +318,7 @@ impl Bucket for S3 {
         Ok(self.get(bucket, key).await?.map(|(body, _)| body))
     }
 
-    async fn put_json(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<()> {
+    async fn put_json(&self, bucket: &str, key: &str, body: Vec<u8>, _: bool) -> Result<()> {
         self.put(bucket, key, body, "application/json").await
     }
 

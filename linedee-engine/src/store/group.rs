@@ -18,6 +18,8 @@ use crate::{Error, Result, StoreError};
 struct Pending {
     obj: NewObject,
     cond: Precondition,
+    /// Durable across power loss when answered (else durable with a later synced commit).
+    synced: bool,
     reply: SyncSender<Result<Committed>>,
 }
 
@@ -45,10 +47,22 @@ fn failed(what: &str, e: &rusqlite::Error) -> Error {
 
 impl Inner {
     /// Like [`Inner::commit`] without an extra step, batched with concurrent writes.
-    /// Blocking.
-    pub(crate) fn commit_grouped(&self, obj: NewObject, cond: Precondition) -> Result<Committed> {
+    /// Blocking. An unsynced write (`synced: false`) is durable against a crash of the
+    /// process when it returns and against power loss with the next synced commit, as in
+    /// [`Inner::unsynced`]; a batch is synced when any of its writes must be.
+    pub(crate) fn commit_grouped(
+        &self,
+        obj: NewObject,
+        cond: Precondition,
+        synced: bool,
+    ) -> Result<Committed> {
         let (reply, answer) = sync_channel(1);
-        self.group.lock().push(Pending { obj, cond, reply });
+        self.group.lock().push(Pending {
+            obj,
+            cond,
+            synced,
+            reply,
+        });
         {
             let mut db = self.db();
             // The writer that held the lock before may have committed this write already:
@@ -58,8 +72,14 @@ impl Inner {
                 return done;
             }
             let batch = std::mem::take(&mut *self.group.lock());
-            if !batch.is_empty() {
+            if batch.is_empty() {
+            } else if batch.iter().any(|p| p.synced) || !self.options.fsync {
                 self.commit_batch(&mut db, batch);
+            } else {
+                let _ = self.unsynced_on(&mut db, |db| {
+                    self.commit_batch(db, batch);
+                    Ok(())
+                });
             }
         }
         answer
@@ -154,7 +174,7 @@ mod tests {
                             content_type: None,
                             metadata: Default::default(),
                         };
-                        inner.commit_grouped(obj, cond)
+                        inner.commit_grouped(obj, cond, true)
                     })
                 })
                 .collect();

@@ -267,13 +267,17 @@ impl Store {
         self.blocking(move |i| outbox::ack(&i.db(), id)).await
     }
 
-    /// Marks triggers consumed in one transaction (one fsync for all); returns how many were
-    /// still pending.
+    /// Marks triggers consumed in one transaction; returns how many were still pending. The
+    /// commit is not synced on its own: it is durable against a crash of the process at once,
+    /// and against power loss with the store's next synced write. A trigger whose mark a power
+    /// loss undid is delivered again, and the engine, whose journal already has its run,
+    /// ignores it.
     pub async fn ack_triggers(&self, ids: Vec<i64>) -> Result<usize> {
         if ids.is_empty() {
             return Ok(0);
         }
-        self.blocking(move |i| outbox::ack_all(&i.db(), &ids)).await
+        self.blocking(move |i| i.unsynced(|db| outbox::ack_all(db, &ids)))
+            .await
     }
 
     /// One trigger by id, consumed or not.
@@ -299,6 +303,21 @@ impl Store {
         content_type: Option<&str>,
         metadata: BTreeMap<String, String>,
     ) -> Result<String> {
+        self.put_object_with(bucket, key, body, content_type, metadata, true)
+            .await
+    }
+
+    /// [`Store::put_object`]; `synced: false` leaves the write to be made durable across
+    /// power loss by the next synced one (see [`Inner::unsynced`]).
+    pub(crate) async fn put_object_with(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        content_type: Option<&str>,
+        metadata: BTreeMap<String, String>,
+        synced: bool,
+    ) -> Result<String> {
         validate_key(key)?;
         let (bucket, key) = (bucket.to_owned(), key.to_owned());
         let (size, etag) = (body.len() as u64, blobs::md5_hex(&body));
@@ -314,7 +333,7 @@ impl Store {
                 content_type,
                 metadata,
             };
-            i.commit_grouped(obj, index::Precondition::None)
+            i.commit_grouped(obj, index::Precondition::None, synced)
         })
         .await
         .map(|c| c.meta.etag)
@@ -386,21 +405,66 @@ impl Inner {
         cond: &index::Precondition,
         extra: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<()>,
     ) -> Result<index::Committed> {
-        let mut db = self.db();
-        let committed = match index::commit_object(&mut db, obj, cond, extra) {
-            Ok(c) => c,
-            Err(e) => {
-                drop(db);
-                self.discard(&obj.body);
-                return Err(e);
+        let committed = self.commit_held(&mut self.db(), obj, cond, extra)?;
+        self.remove_replaced(&committed);
+        Ok(committed)
+    }
+
+    /// [`Inner::commit`] on the index connection the caller holds, which then removes the
+    /// replaced body ([`Inner::remove_replaced`]) once it has let the connection go.
+    pub(crate) fn commit_held(
+        &self,
+        db: &mut Connection,
+        obj: &index::NewObject,
+        cond: &index::Precondition,
+        extra: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<()>,
+    ) -> Result<index::Committed> {
+        match index::commit_object(db, obj, cond, extra) {
+            Ok(committed) => {
+                self.announce(&committed);
+                Ok(committed)
             }
-        };
-        self.announce(&committed);
-        drop(db);
+            Err(e) => {
+                self.discard(&obj.body);
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes the body file an overwrite replaced.
+    pub(crate) fn remove_replaced(&self, committed: &index::Committed) {
         if let Some(old) = &committed.replaced_blob {
             self.blobs.remove(old);
         }
-        Ok(committed)
+    }
+
+    /// Runs `f` on the index with its commits not synced one by one (`synchronous=NORMAL`
+    /// instead of `FULL`, when the store fsyncs at all). What `f` commits is durable against
+    /// a crash of the process when it returns, and against power loss once a later synced
+    /// commit has synced the WAL, which holds every earlier commit in order. For writes that a
+    /// power loss may undo harmlessly, or that a later synced write covers. The lock is held
+    /// throughout, since the setting belongs to the connection.
+    pub(crate) fn unsynced<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        self.unsynced_on(&mut self.db(), f)
+    }
+
+    /// [`Inner::unsynced`] on the index connection the caller holds.
+    pub(crate) fn unsynced_on<T>(
+        &self,
+        db: &mut Connection,
+        f: impl FnOnce(&mut Connection) -> Result<T>,
+    ) -> Result<T> {
+        if !self.options.fsync {
+            return f(db);
+        }
+        let set = |db: &Connection, level: &str| {
+            db.pragma_update(None, "synchronous", level)
+                .map_err(|e| Error::Internal(format!("cannot set synchronous={level}: {e}")))
+        };
+        set(db, "NORMAL")?;
+        let out = f(db);
+        set(db, "FULL")?;
+        out
     }
 
     /// Removes the body file of a write that was not committed (an inline body has none).

@@ -200,8 +200,6 @@ pub(crate) fn get(conn: &Connection, id: i64) -> Result<Option<Trigger>> {
     row.map(finish).transpose()
 }
 
-/// Marks a trigger consumed; returns whether it was pending. Usable inside the engine's
-/// own transaction so that creating the run and consuming the trigger commit together.
 /// Marks each of `ids` consumed, in one transaction; returns how many were pending.
 pub(crate) fn ack_all(conn: &Connection, ids: &[i64]) -> Result<usize> {
     let tx = conn.unchecked_transaction()?;

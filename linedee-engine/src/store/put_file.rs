@@ -20,6 +20,32 @@ impl Store {
         path: &Path,
         content_type: Option<&str>,
     ) -> Result<String> {
+        self.put_file_with(bucket, key, path, content_type, true)
+            .await
+    }
+
+    /// Like [`Store::put_file`], but its index commit is not synced on its own (see
+    /// [`Inner::unsynced`]): for the engine's task logs, which the run's next synced write
+    /// (its status document, at the latest the final one) makes durable.
+    pub(crate) async fn put_file_unsynced(
+        &self,
+        bucket: &str,
+        key: &str,
+        path: &Path,
+        content_type: Option<&str>,
+    ) -> Result<String> {
+        self.put_file_with(bucket, key, path, content_type, false)
+            .await
+    }
+
+    async fn put_file_with(
+        &self,
+        bucket: &str,
+        key: &str,
+        path: &Path,
+        content_type: Option<&str>,
+        synced: bool,
+    ) -> Result<String> {
         validate_key(key)?;
         let (bucket, key, path) = (bucket.to_owned(), key.to_owned(), path.to_owned());
         let content_type = content_type.map(str::to_owned);
@@ -34,7 +60,15 @@ impl Store {
                 content_type,
                 metadata: Default::default(),
             };
-            i.commit(&obj, &index::Precondition::None, |_| Ok(()))
+            if synced {
+                i.commit(&obj, &index::Precondition::None, |_| Ok(()))
+            } else {
+                let committed = i.unsynced(|db| {
+                    i.commit_held(db, &obj, &index::Precondition::None, |_| Ok(()))
+                })?;
+                i.remove_replaced(&committed);
+                Ok(committed)
+            }
         })
         .await
         .map(|c| c.meta.etag)
@@ -79,4 +113,61 @@ fn copy_in(i: &Inner, path: &Path) -> Result<(Body, u64, Md5)> {
     }
     i.blobs.publish(&id, dst)?;
     Ok((Body::File(id), size, md5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreOptions;
+
+    fn synchronous(store: &Store) -> i64 {
+        store
+            .inner
+            .db()
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .expect("pragma")
+    }
+
+    #[tokio::test]
+    async fn unsynced_writes_are_stored_and_leave_later_writes_synced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(
+            dir.path().join("store"),
+            StoreOptions {
+                default_bucket: Some("bkt".into()),
+                ..StoreOptions::default()
+            },
+        )
+        .expect("open");
+        assert!(store.options().fsync);
+        assert_eq!(synchronous(&store), 2, "FULL");
+        for (name, len) in [("small", 10), ("large", INLINE_BODY_MAX + 1)] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, vec![b'x'; len]).expect("write");
+            store
+                .put_file_unsynced("bkt", name, &path, None)
+                .await
+                .expect("put");
+            let (meta, body) = store
+                .get_object("bkt", name)
+                .await
+                .expect("get")
+                .expect("stored");
+            assert_eq!((meta.size, body.len()), (len as u64, len));
+            assert_eq!(synchronous(&store), 2, "FULL again after {name}");
+        }
+        store
+            .put_object_with("bkt", "doc", "{}".into(), None, Default::default(), false)
+            .await
+            .expect("an unsynced group commit");
+        let (_, body) = store
+            .get_object("bkt", "doc")
+            .await
+            .expect("get")
+            .expect("stored");
+        assert_eq!(&body[..], b"{}");
+        assert_eq!(synchronous(&store), 2, "FULL again after a group commit");
+        store.ack_triggers(vec![1]).await.expect("ack");
+        assert_eq!(synchronous(&store), 2, "FULL again after acknowledging");
+    }
 }

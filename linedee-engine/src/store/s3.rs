@@ -164,7 +164,7 @@ impl S3 for StoreS3 {
                     content_type,
                     metadata,
                 };
-                i.commit_grouped(obj, cond)
+                i.commit_grouped(obj, cond, true)
             })
             .await
             .map_err(to_s3)?;
@@ -409,7 +409,7 @@ impl S3 for StoreS3 {
                     content_type,
                     metadata,
                 };
-                i.commit_grouped(obj, Precondition::None).map(Ok)
+                i.commit_grouped(obj, Precondition::None, true).map(Ok)
             })
             .await
             .map_err(to_s3)??;
