@@ -2,20 +2,20 @@
 
 use std::path::Path;
 
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use std::io::{Read as _, Seek as _};
 
 /// How much of the end of a log is searched for the diagnostic line.
 const TAIL: u64 = 64 * 1024;
 
 /// The last diagnostic line of a log, as `error_type: error_message`, or else its last line.
-pub(crate) async fn from_log(path: &Path) -> Option<String> {
-    let mut f = tokio::fs::File::open(path).await.ok()?;
-    let len = f.metadata().await.ok()?.len();
+/// Blocking (one small read of the log's end).
+pub(crate) fn from_log(path: &Path) -> Option<String> {
+    let mut f = std::fs::File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
     f.seek(std::io::SeekFrom::Start(len.saturating_sub(TAIL)))
-        .await
         .ok()?;
     let mut buf = Vec::new();
-    f.read_to_end(&mut buf).await.ok()?;
+    f.read_to_end(&mut buf).ok()?;
     let text = String::from_utf8_lossy(&buf);
     parse(&text)
 }

@@ -116,8 +116,9 @@ impl LocalRunner {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The process of an attempt: script, environment (protocol §2.5, §9) and log.
-    async fn process_spec(&self, spec: &AttemptSpec) -> process::Spec {
+    /// The process of an attempt: script, environment (protocol §2.5, §9) and log. Blocking
+    /// (the store's credentials, the Procfile's modification time).
+    fn process_spec(&self, spec: &AttemptSpec) -> process::Spec {
         // Later entries win: `.env`, then the options, then the reserved variables, so even
         // an option that slipped past validation cannot override `LD_*`, `DYNO` or `line_D`.
         let mut env = self.dotenv.clone();
@@ -128,12 +129,7 @@ impl LocalRunner {
                 .cloned(),
         );
         if let Some(store_env) = &self.env {
-            let (store_env, bucket) = (Arc::clone(store_env), spec.bucket.clone());
-            env.extend(
-                tokio::task::spawn_blocking(move || store_env.vars(&bucket))
-                    .await
-                    .unwrap_or_default(),
-            );
+            env.extend(store_env.vars(&spec.bucket));
         }
         let dyno = self.dynos.fetch_add(1, Ordering::Relaxed);
         env.push(("DYNO".into(), format!("run.{dyno}")));
@@ -146,7 +142,7 @@ impl LocalRunner {
                 .to_owned()
         });
         process::Spec {
-            script: self.procfile.current().await.resolve(&spec.cmd),
+            script: self.procfile.current_blocking().resolve(&spec.cmd),
             env,
             cwd: self.app_dir.clone(),
             log_path: process::log_path(&self.data_dir, &spec.task_id, spec.attempt),
@@ -158,7 +154,10 @@ impl LocalRunner {
     /// of output, and whether a missing command is a process type gone from the Procfile.
     async fn detail(&self, spec: &AttemptSpec, code: Option<i32>) -> Option<String> {
         let log = process::existing_log_path(&self.data_dir, &spec.task_id, spec.attempt);
-        let mut detail = crate::diagnostic::from_log(&log).await;
+        let mut detail = tokio::task::spawn_blocking(move || crate::diagnostic::from_log(&log))
+            .await
+            .ok()
+            .flatten();
         // 127: command not found; say when that is a process type gone missing.
         if code == Some(127)
             && let Some(note) = self.procfile.current().await.not_a_type(&spec.cmd)
@@ -184,9 +183,17 @@ impl Runner for Arc<LocalRunner> {
             p = Arc::clone(&self.permits).acquire_owned() => p.map_err(|_| StartError::Cancelled)?,
             () = cancel.cancelled() => return Err(StartError::Cancelled),
         };
-        let pspec = self.process_spec(&spec).await;
-        let mut proc = process::spawn(pspec, &self.console)
-            .await
+        // One trip to the blocking pool for everything the start reads or creates on disk.
+        let (me, attempt) = (Arc::clone(self), spec.clone());
+        let (pspec, prepared) = tokio::task::spawn_blocking(move || {
+            let pspec = me.process_spec(&attempt);
+            let prepared = process::prepare(&pspec);
+            (pspec, prepared)
+        })
+        .await
+        .map_err(|e| StartError::Failed(e.to_string()))?;
+        let mut proc = prepared
+            .and_then(|prepared| process::spawn(pspec, prepared, &self.console))
             .map_err(|e| StartError::Failed(e.to_string()))?;
         // The process group id is what a later engine needs to stop a leftover group.
         let reference = match proc.pgid() {
@@ -263,6 +270,11 @@ pub(crate) struct ProcfileSource {
 }
 
 impl ProcfileSource {
+    /// [`ProcfileSource::current`], on the calling thread (a blocking one).
+    pub(crate) fn current_blocking(&self) -> Arc<Procfile> {
+        reload(&self.path, &self.cached)
+    }
+
     pub(crate) fn open(path: PathBuf) -> Result<Self> {
         let (mtime, procfile) = match std::fs::metadata(&path) {
             Ok(m) => (m.modified().ok(), Procfile::load(&path)?),

@@ -48,27 +48,33 @@ pub(crate) struct Running {
     marker: Vec<u8>,
 }
 
+/// What starting a process needs from the file system, found ahead of [`spawn`] on the
+/// blocking pool ([`prepare`]).
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    log: std::fs::File,
+    direct: Option<crate::exec::Direct>,
+}
+
+/// Creates the attempt's log file and decides whether its script needs a shell. Blocking.
+pub(crate) fn prepare(spec: &Spec) -> std::io::Result<Prepared> {
+    let path = spec
+        .env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| std::ffi::OsString::from(v))
+        .or_else(|| std::env::var_os("PATH"));
+    Ok(Prepared {
+        log: create_log(&spec.log_path)?,
+        direct: crate::exec::direct(&spec.script, path.as_deref(), &spec.cwd),
+    })
+}
+
 /// Starts `spec` in a new process group: directly when its script is one plain command
 /// ([`crate::exec`]), else with `/bin/sh -c`.
-pub(crate) async fn spawn(spec: Spec, console: &Console) -> std::io::Result<Running> {
-    let (log, direct) = {
-        let (log_path, script, cwd) =
-            (spec.log_path.clone(), spec.script.clone(), spec.cwd.clone());
-        let path = spec
-            .env
-            .iter()
-            .rev()
-            .find(|(k, _)| k == "PATH")
-            .map(|(_, v)| std::ffi::OsString::from(v))
-            .or_else(|| std::env::var_os("PATH"));
-        // One trip to the blocking pool: the log file and the program's `PATH` lookup.
-        tokio::task::spawn_blocking(move || {
-            let log = create_log(&log_path)?;
-            Ok::<_, std::io::Error>((log, crate::exec::direct(&script, path.as_deref(), &cwd)))
-        })
-        .await
-        .map_err(std::io::Error::other)??
-    };
+pub(crate) fn spawn(spec: Spec, prepared: Prepared, console: &Console) -> std::io::Result<Running> {
+    let Prepared { log, direct } = prepared;
     let log = tokio::fs::File::from_std(log);
     let marker = spec
         .env
@@ -350,5 +356,63 @@ fn create_log(path: &Path) -> std::io::Result<std::fs::File> {
             std::fs::File::create(path)
         }
         created => created,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(dir: &Path, script: &str) -> Spec {
+        Spec {
+            script: script.to_owned(),
+            env: vec![("PATH".to_owned(), "/usr/bin:/bin".to_owned())],
+            cwd: dir.to_owned(),
+            log_path: log_path(dir, "R.0.0", 1),
+            label: "t.1".to_owned(),
+        }
+    }
+
+    async fn run(spec: Spec) -> (Option<i32>, String) {
+        let log = spec.log_path.clone();
+        let prepared = prepare(&spec).expect("prepare");
+        let mut running = spawn(spec, prepared, &Console::quiet()).expect("spawn");
+        let code = running.wait().await.expect("wait").code();
+        (code, std::fs::read_to_string(log).expect("log"))
+    }
+
+    #[tokio::test]
+    async fn a_plain_command_runs_without_a_shell_in_the_app_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = spec(dir.path(), "env");
+        assert!(prepare(&s).expect("prepare").direct.is_some());
+        let (code, log) = run(s).await;
+        assert_eq!(code, Some(0));
+        let pwd = format!("PWD={}", dir.path().display());
+        assert!(log.lines().any(|l| l == pwd), "{log}");
+    }
+
+    #[tokio::test]
+    async fn a_script_or_a_missing_command_goes_to_the_shell_as_before() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (code, log) = run(spec(dir.path(), "echo $((1 + 2)) && exit 4")).await;
+        assert_eq!((code, log.as_str()), (Some(4), "3\n"));
+        let (code, log) = run(spec(dir.path(), "no-such-command-here")).await;
+        assert_eq!(code, Some(127));
+        assert!(log.contains("not found"), "{log}");
+    }
+
+    #[test]
+    fn a_log_is_read_where_an_earlier_engine_wrote_it_when_only_that_exists() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let flat = log_path(dir.path(), "R.0.0", 2);
+        assert_eq!(flat, dir.path().join("logs/R.0.0.2.log"));
+        assert_eq!(existing_log_path(dir.path(), "R.0.0", 2), flat);
+        let legacy = dir.path().join("logs/R.0.0/2.log");
+        std::fs::create_dir_all(legacy.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&legacy, "old").expect("write");
+        assert_eq!(existing_log_path(dir.path(), "R.0.0", 2), legacy);
+        std::fs::write(&flat, "new").expect("write");
+        assert_eq!(existing_log_path(dir.path(), "R.0.0", 2), flat);
     }
 }

@@ -283,7 +283,10 @@ async fn write(bucket: &dyn Bucket, journal: &dyn Journal, s: &Snapshot) -> Opti
     // on, and the journal marks it published); a status on the way is replaced by the next
     // one, and the store's next synced write makes it durable.
     let synced = s.doc.status.is_finished();
-    match bucket.put_json(&s.doc.trigger.bucket, &key, body, synced).await {
+    match bucket
+        .put_json(&s.doc.trigger.bucket, &key, body, synced)
+        .await
+    {
         Ok(()) => s
             .doc
             .status
