@@ -72,10 +72,10 @@ impl Inner {
                 return done;
             }
             let batch = std::mem::take(&mut *self.group.lock());
-            if batch.is_empty() {
-            } else if batch.iter().any(|p| p.synced) || !self.options.fsync {
+            if batch.iter().any(|p| p.synced) {
                 self.commit_batch(&mut db, batch);
-            } else {
+            } else if !batch.is_empty() {
+                // Should the setting fail, the batch's writers hear that it was not committed.
                 let _ = self.unsynced_on(&mut db, |db| {
                     self.commit_batch(db, batch);
                     Ok(())

@@ -463,7 +463,11 @@ impl Inner {
         };
         set(db, "NORMAL")?;
         let out = f(db);
-        set(db, "FULL")?;
+        if let Err(e) = set(db, "FULL") {
+            // Left at NORMAL, later writes would be answered before they are durable.
+            tracing::error!(error = %e, "the store could not return to synced commits: its later writes may be answered before they survive a power loss");
+            return Err(e);
+        }
         out
     }
 
