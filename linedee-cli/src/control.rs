@@ -163,6 +163,37 @@ async fn through_bucket(config: &Config, run_id: &str, action: &str) -> anyhow::
     }
 }
 
+/// A client for the local engine's dashboard API.
+pub(crate) fn dashboard_client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?)
+}
+
+/// `GET {base}{path}` on the local engine's dashboard: the body of a 2xx answer, or an error
+/// naming the request and the reason (an engine that cannot be reached exits as unreachable).
+pub(crate) async fn dashboard_get(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+) -> anyhow::Result<String> {
+    let url = format!("{}{path}", base.trim_end_matches('/'));
+    let response = http.get(&url).send().await.map_err(|e| {
+        exit::unreachable(format!(
+            "cannot reach the local dashboard at {base} ({}); is `linedee local` running?",
+            root_cause(&e)
+        ))
+    })?;
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    if !status.is_success() {
+        let reason = error_text(&body).unwrap_or_else(|| status.to_string());
+        let what = path.split('?').next().unwrap_or(path);
+        anyhow::bail!("the dashboard at {base} answered {status} to GET {what}: {reason}");
+    }
+    Ok(body)
+}
+
 /// The error message of a JSON error body (`{"error": "..."}` or `{"message": "..."}`), or a
 /// short plain-text body.
 pub(crate) fn error_text(body: &str) -> Option<String> {

@@ -12,7 +12,7 @@ use linedee::{Client, Error};
 use time::OffsetDateTime;
 
 use crate::cli::{RunArgs, RunsArgs};
-use crate::control::{error_text, root_cause};
+use crate::control::{dashboard_client, dashboard_get};
 use crate::env::{Config, DASHBOARD_URL_VAR};
 use crate::exit;
 
@@ -83,15 +83,12 @@ async fn from_engine(base: &str, args: &RunsArgs) -> anyhow::Result<Vec<Row>> {
         finished_ms: Option<i64>,
     }
     let time = |ms: i64| OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok();
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()?;
+    let http = dashboard_client()?;
     let mut rows = Vec::new();
     let mut before: Option<i64> = None;
     while rows.len() < args.limit {
         let mut url = format!(
-            "{}/api/runs?limit={}",
-            base.trim_end_matches('/'),
+            "/api/runs?limit={}",
             (args.limit - rows.len()).min(API_PAGE)
         );
         if let Some(status) = &args.status {
@@ -100,18 +97,7 @@ async fn from_engine(base: &str, args: &RunsArgs) -> anyhow::Result<Vec<Row>> {
         if let Some(b) = before {
             url.push_str(&format!("&before={b}"));
         }
-        let response = http.get(&url).send().await.map_err(|e| {
-            exit::unreachable(format!(
-                "cannot reach the local dashboard at {base} ({}); is `linedee local` running?",
-                root_cause(&e)
-            ))
-        })?;
-        let status = response.status();
-        let body = response.text().await.unwrap_or_default();
-        if !status.is_success() {
-            let reason = error_text(&body).unwrap_or_else(|| status.to_string());
-            anyhow::bail!("the dashboard at {base} answered {status} to GET /api/runs: {reason}");
-        }
+        let body = dashboard_get(&http, base, &url).await?;
         let page: Page = serde_json::from_str(&body).map_err(|e| {
             anyhow::anyhow!(
                 "the dashboard at {base} sent a runs page that is not the expected JSON: {e}"

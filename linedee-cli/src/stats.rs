@@ -4,12 +4,11 @@
 //! available", with the reason it gives, never as a number.
 
 use std::path::Path;
-use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::cli::StatsArgs;
-use crate::control::{error_text, root_cause};
+use crate::control::{dashboard_client, dashboard_get};
 use crate::env::{Config, DASHBOARD_URL_VAR};
 use crate::exit;
 
@@ -22,28 +21,12 @@ pub(crate) async fn run(config: &Config, dir: &Path, args: StatsArgs) -> anyhow:
             dir.display()
         )));
     };
-    let url = format!(
-        "{}/api/overview?window={}",
-        base.trim_end_matches('/'),
-        args.window
-    );
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()?;
-    let response = http.get(&url).send().await.map_err(|e| {
-        exit::unreachable(format!(
-            "cannot reach the local dashboard at {base} ({}); is `linedee local` running?",
-            root_cause(&e)
-        ))
-    })?;
-    let status = response.status();
-    let body = response.text().await.unwrap_or_default();
-    if !status.is_success() {
-        let reason = error_text(&body).unwrap_or_else(|| status.to_string());
-        return Err(anyhow::anyhow!(
-            "the dashboard at {base} answered {status} to GET /api/overview: {reason}"
-        ));
-    }
+    let body = dashboard_get(
+        &dashboard_client()?,
+        &base,
+        &format!("/api/overview?window={}", args.window),
+    )
+    .await?;
     let overview: Value = serde_json::from_str(&body).map_err(|e| {
         anyhow::anyhow!("the dashboard at {base} sent an overview that is not JSON: {e}")
     })?;
