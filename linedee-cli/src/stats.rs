@@ -23,7 +23,7 @@ pub(crate) async fn run(config: &Config, dir: &Path, args: StatsArgs) -> anyhow:
     };
     let body = dashboard_get(
         &dashboard_client()?,
-        &base,
+        base,
         &format!("/api/overview?window={}", args.window),
     )
     .await?;
