@@ -1,11 +1,15 @@
 //! Object bodies on disk: files named by a random id (never by the key), written to
 //! `tmp/`, fsynced and renamed into `blobs/{id[..2]}/{id}` (and the rename fsynced) before
 //! the index commit that makes them visible. Unreferenced files are swept at start.
+//!
+//! A reader of a body in parts opens its files one at a time, so it pins them ([`Pin`])
+//! instead: removing a pinned file waits until its last reader lets go.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use md5::{Digest, Md5};
 use rand::RngCore;
@@ -18,6 +22,74 @@ pub(crate) struct Blobs {
     root: PathBuf,
     tmp: PathBuf,
     fsync: bool,
+    pins: Arc<Pins>,
+}
+
+/// The body files that readers hold, by id.
+#[derive(Debug)]
+struct Pins {
+    root: PathBuf,
+    held: Mutex<HashMap<String, Held>>,
+}
+
+/// One pinned body file.
+#[derive(Debug, Default)]
+struct Held {
+    readers: usize,
+    /// Removed while pinned: the last reader removes it.
+    removed: bool,
+}
+
+/// Keeps body files in place while a reader reads them: [`Blobs::remove`] of a pinned file
+/// is carried out when the last pin on it is dropped.
+#[derive(Debug)]
+pub(crate) struct Pin {
+    pins: Arc<Pins>,
+    ids: Vec<String>,
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        let mut doomed = Vec::new();
+        {
+            let mut held = self.pins.lock();
+            for id in &self.ids {
+                if let Some(h) = held.get_mut(id) {
+                    h.readers -= 1;
+                    if h.readers == 0 {
+                        if h.removed {
+                            doomed.push(id.clone());
+                        }
+                        held.remove(id);
+                    }
+                }
+            }
+        }
+        for id in &doomed {
+            unlink(&self.pins.root, id);
+        }
+    }
+}
+
+impl Pins {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Removes blob `id` under `root`. Failures only leave an orphan, which the next start sweeps.
+fn unlink(root: &Path, id: &str) {
+    if !valid_id(id) {
+        return;
+    }
+    let path = root.join(&id[..2]).join(id);
+    if let Err(e) = fs::remove_file(&path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(blob = id, error = %e, "could not remove an unreferenced body file");
+    }
 }
 
 /// Whether `id` is a blob id this module made (32 lowercase hex digits); nothing else
@@ -52,7 +124,16 @@ impl Blobs {
             sync_dir(&root)?;
             sync_dir(dir)?;
         }
-        Ok(Self { root, tmp, fsync })
+        let pins = Arc::new(Pins {
+            root: root.clone(),
+            held: Mutex::default(),
+        });
+        Ok(Self {
+            root,
+            tmp,
+            fsync,
+            pins,
+        })
     }
 
     /// The final path of blob `id`.
@@ -104,26 +185,6 @@ impl Blobs {
         Ok(id)
     }
 
-    /// Concatenates blobs into a new durable blob; returns its id and size.
-    pub(crate) fn concat(&self, parts: &[String]) -> Result<(String, u64)> {
-        let id = new_id();
-        let mut out = self.create_tmp(&id)?;
-        let mut size = 0;
-        for part in parts {
-            let src = self.path(part)?;
-            let copied = File::open(&src).and_then(|mut f| std::io::copy(&mut f, &mut out));
-            match copied {
-                Ok(n) => size += n,
-                Err(e) => {
-                    self.discard_tmp(&id);
-                    return Err(Error::io(src)(e));
-                }
-            }
-        }
-        self.publish(&id, out)?;
-        Ok((id, size))
-    }
-
     /// A new blob with the same bytes as `src` (a hard link, or a copy where links fail).
     pub(crate) fn duplicate(&self, src: &str) -> Result<String> {
         let from = self.path(src)?;
@@ -142,14 +203,27 @@ impl Blobs {
         let _ = fs::remove_file(self.tmp_path(id));
     }
 
-    /// Removes a blob no index row refers to any more. Failures only leave an orphan,
-    /// which the next start sweeps.
+    /// Removes a blob no index row refers to any more, at once, or when its last reader
+    /// lets go when it is pinned. Failures only leave an orphan, which the next start sweeps.
     pub(crate) fn remove(&self, id: &str) {
-        if let Ok(path) = self.path(id)
-            && let Err(e) = fs::remove_file(&path)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(blob = id, error = %e, "could not remove an unreferenced body file");
+        if let Some(h) = self.pins.lock().get_mut(id) {
+            h.removed = true;
+            return;
+        }
+        unlink(&self.root, id);
+    }
+
+    /// Pins `ids` until the returned [`Pin`] is dropped. Called under the index lock, like
+    /// opening a body file, so no removal that follows a commit can come first.
+    pub(crate) fn pin(&self, ids: Vec<String>) -> Pin {
+        let mut held = self.pins.lock();
+        for id in &ids {
+            held.entry(id.clone()).or_default().readers += 1;
+        }
+        drop(held);
+        Pin {
+            pins: Arc::clone(&self.pins),
+            ids,
         }
     }
 

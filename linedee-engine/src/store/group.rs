@@ -117,7 +117,7 @@ impl Inner {
             ) {
                 (Ok(()), Some(Ok(c))) => {
                     self.announce(&c);
-                    replaced.extend(c.replaced_blob.clone());
+                    replaced.extend(c.replaced.iter().cloned());
                     Ok(c)
                 }
                 (Ok(()), Some(Err(e))) => Err(e),

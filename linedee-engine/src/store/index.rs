@@ -2,9 +2,9 @@
 //! metadata, last-modified) and the queries on them. Keys are compared as UTF-8 bytes, which
 //! is S3's listing order.
 //!
-//! An object row holds its body in one of two ways (`body.rs`): `blob` names a body file and
-//! `body` is NULL, or `blob` is empty and `body` holds the bytes (small bodies, which then
-//! commit with their row).
+//! An object row holds its body in one of three ways (`body.rs`): `blob` names a body file and
+//! `body` is NULL; `blob` is empty and `body` holds the bytes (small bodies, which then
+//! commit with their row); or `blob` lists the body files of a completed multipart upload.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -71,8 +71,8 @@ pub(crate) enum Precondition {
 #[derive(Debug)]
 pub(crate) struct Committed {
     pub(crate) meta: ObjectMeta,
-    /// The body file the key pointed to before; delete it after the commit.
-    pub(crate) replaced_blob: Option<String>,
+    /// The body files the key pointed to before; delete them after the commit.
+    pub(crate) replaced: Vec<String>,
     pub(crate) trigger: Option<Trigger>,
 }
 
@@ -219,15 +219,6 @@ fn row_to_meta(bucket: &str, r: &rusqlite::Row<'_>) -> rusqlite::Result<(ObjectM
     ))
 }
 
-/// The body of a row from its `blob` and `body` columns.
-fn to_body(blob: String, inline: Option<Vec<u8>>) -> Result<Body> {
-    match inline {
-        Some(data) => Ok(Body::Inline(data.into())),
-        None if blob.is_empty() => Err(Error::corrupt("an object row without a body")),
-        None => Ok(Body::File(blob)),
-    }
-}
-
 /// The object at `bucket`/`key`, with its body (an inline body is read with the row).
 pub(crate) fn get_object(conn: &Connection, bucket: &str, key: &str) -> Result<Option<ObjectRow>> {
     let found = conn
@@ -243,7 +234,7 @@ pub(crate) fn get_object(conn: &Connection, bucket: &str, key: &str) -> Result<O
             meta.metadata = decode_metadata(&metadata)?;
             Ok(ObjectRow {
                 meta,
-                body: to_body(blob, inline)?,
+                body: Body::from_columns(blob, inline)?,
             })
         })
         .transpose()
@@ -305,10 +296,7 @@ pub(crate) fn write_object(
     }
     let now = now_ms();
     let size = i64::try_from(obj.size).map_err(|_| Error::corrupt("object size"))?;
-    let (blob, inline) = match &obj.body {
-        Body::File(id) => (id.as_str(), None),
-        Body::Inline(data) => ("", Some(data.as_ref())),
-    };
+    let (blob, inline) = obj.body.columns();
     tx.prepare_cached(
         "INSERT OR REPLACE INTO objects
          (bucket, key, blob, size, etag, content_type, metadata, modified_ms, body)
@@ -349,34 +337,40 @@ pub(crate) fn write_object(
             last_modified: from_ms(now),
         },
         // An inline body (an empty `blob`) went with the row it was in.
-        replaced_blob: old
-            .map(|(blob, _)| blob)
-            .filter(|b| !b.is_empty() && obj.body.file() != Some(b.as_str())),
+        replaced: match old {
+            Some((blob, _)) => {
+                let kept: HashSet<&str> = obj.body.files().into_iter().collect();
+                Body::files_in_column(blob)?
+                    .into_iter()
+                    .filter(|f| !kept.contains(f.as_str()))
+                    .collect()
+            }
+            None => Vec::new(),
+        },
         trigger,
     })
 }
 
-/// Deletes an object; returns its body file id when it had one (an inline body goes with
-/// its row).
-pub(crate) fn delete_object(conn: &Connection, bucket: &str, key: &str) -> Result<Option<String>> {
+/// Deletes an object; returns its body files to remove (none for an inline body, which goes
+/// with its row, or when there was no object).
+pub(crate) fn delete_object(conn: &Connection, bucket: &str, key: &str) -> Result<Vec<String>> {
     let blob: Option<String> = conn
         .prepare_cached("DELETE FROM objects WHERE bucket = ?1 AND key = ?2 RETURNING blob")?
         .query_row(params![bucket, key], |r| r.get(0))
         .optional()?;
-    Ok(blob.filter(|b| !b.is_empty()))
+    blob.map_or_else(|| Ok(Vec::new()), Body::files_in_column)
 }
 
 /// Every body file id an index row refers to.
 pub(crate) fn live_blobs(conn: &Connection) -> Result<HashSet<String>> {
     let mut live = HashSet::new();
-    for sql in [
-        "SELECT blob FROM objects WHERE blob != ''",
-        "SELECT blob FROM parts",
-    ] {
-        let mut stmt = conn.prepare(sql)?;
-        for blob in stmt.query_map([], |r| r.get::<_, String>(0))? {
-            live.insert(blob?);
-        }
+    let mut objects = conn.prepare("SELECT blob FROM objects WHERE blob != ''")?;
+    for blob in objects.query_map([], |r| r.get::<_, String>(0))? {
+        live.extend(Body::files_in_column(blob?)?);
+    }
+    let mut parts = conn.prepare("SELECT blob FROM parts")?;
+    for blob in parts.query_map([], |r| r.get::<_, String>(0))? {
+        live.insert(blob?);
     }
     Ok(live)
 }
@@ -409,9 +403,10 @@ pub(crate) fn keys_after(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::body::PartFile;
 
-    /// Writes `key` with `body`; returns the body file it replaced.
-    fn put(conn: &mut Connection, key: &str, body: &Body) -> Option<String> {
+    /// Writes `key` with `body`; returns the body files it replaced.
+    fn put(conn: &mut Connection, key: &str, body: &Body) -> Vec<String> {
         let obj = NewObject {
             bucket: "b".into(),
             key: key.into(),
@@ -422,7 +417,7 @@ mod tests {
             metadata: BTreeMap::new(),
         };
         let done = commit_object(conn, &obj, &Precondition::None, |_| Ok(()));
-        done.expect("commit").replaced_blob
+        done.expect("commit").replaced
     }
 
     fn body_of(conn: &Connection, key: &str) -> Body {
@@ -431,7 +426,7 @@ mod tests {
     }
 
     #[test]
-    fn rows_hold_either_kind_and_only_files_are_handed_back() {
+    fn rows_hold_every_kind_and_only_files_are_handed_back() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut conn = open(&dir.path().join("db"), false).expect("open");
         create_bucket(&conn, "b").expect("bucket");
@@ -439,20 +434,37 @@ mod tests {
         let (file1, file2) = (Body::File(f1.clone()), Body::File(f2.clone()));
         let inline = Body::Inline(bytes::Bytes::from_static(b"small"));
         let empty = Body::Inline(bytes::Bytes::new());
-        assert_eq!(put(&mut conn, "k", &file1), None);
+        let none: Vec<String> = Vec::new();
+        assert_eq!(put(&mut conn, "k", &file1), none);
         assert_eq!(body_of(&conn, "k"), file1);
-        assert_eq!(put(&mut conn, "k", &inline), Some(f1), "file -> inline");
+        assert_eq!(put(&mut conn, "k", &inline), vec![f1], "file -> inline");
         assert_eq!(body_of(&conn, "k"), inline);
         let meta = get_meta(&conn, "b", "k").expect("meta").expect("exists");
         assert_eq!((meta.size, meta.etag.as_str()), (5, "\"e\""));
-        assert_eq!(put(&mut conn, "k", &empty), None, "inline -> inline");
+        assert_eq!(put(&mut conn, "k", &empty), none, "inline -> inline");
         assert_eq!(body_of(&conn, "k"), empty, "empty is inline, not absent");
-        assert_eq!(put(&mut conn, "k", &file2), None, "inline -> file");
+        assert_eq!(put(&mut conn, "k", &file2), none, "inline -> file");
         put(&mut conn, "i", &inline);
+        let (p1, p2) = ("3".repeat(32), "4".repeat(32));
+        let part = |id: &String, size| PartFile {
+            id: id.clone(),
+            size,
+        };
+        let parts = Body::Parts(vec![part(&p1, 5 << 20), part(&p2, 1)].into());
+        assert_eq!(put(&mut conn, "p", &parts), none);
+        assert_eq!(body_of(&conn, "p"), parts);
         let live = live_blobs(&conn).expect("live");
-        assert_eq!(live, HashSet::from([f2.clone()]));
-        assert_eq!(delete_object(&conn, "b", "i").expect("delete"), None);
-        assert_eq!(delete_object(&conn, "b", "k").expect("delete"), Some(f2));
+        assert_eq!(live, HashSet::from([f2.clone(), p1.clone(), p2.clone()]));
+        assert_eq!(delete_object(&conn, "b", "i").expect("delete"), none);
+        assert_eq!(delete_object(&conn, "b", "nope").expect("delete"), none);
+        assert_eq!(delete_object(&conn, "b", "k").expect("delete"), vec![f2]);
+        let kept = Body::Parts(vec![part(&p2, 1)].into());
+        assert_eq!(
+            put(&mut conn, "p", &kept),
+            vec![p1],
+            "a file the new body keeps stays"
+        );
+        assert_eq!(delete_object(&conn, "b", "p").expect("delete"), vec![p2]);
         assert!(live_blobs(&conn).expect("live").is_empty());
     }
 

@@ -431,9 +431,26 @@ impl Inner {
         }
     }
 
-    /// Removes the body file an overwrite replaced.
+    /// Commits an object whose body files belong to something else until the commit (a
+    /// multipart upload's parts, which `extra` takes from their upload), on the index
+    /// connection the caller holds. On failure they stay with their owner, unlike
+    /// [`Inner::commit_held`]; after success the caller removes the replaced body
+    /// ([`Inner::remove_replaced`]) once it has let the connection go.
+    pub(crate) fn commit_adopting(
+        &self,
+        db: &mut Connection,
+        obj: &index::NewObject,
+        cond: &index::Precondition,
+        extra: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<()>,
+    ) -> Result<index::Committed> {
+        let committed = index::commit_object(db, obj, cond, extra)?;
+        self.announce(&committed);
+        Ok(committed)
+    }
+
+    /// Removes the body files an overwrite replaced.
     pub(crate) fn remove_replaced(&self, committed: &index::Committed) {
-        if let Some(old) = &committed.replaced_blob {
+        for old in &committed.replaced {
             self.blobs.remove(old);
         }
     }
@@ -471,9 +488,9 @@ impl Inner {
         out
     }
 
-    /// Removes the body file of a write that was not committed (an inline body has none).
+    /// Removes the body files of a write that was not committed (an inline body has none).
     pub(crate) fn discard(&self, body: &body::Body) {
-        if let Some(id) = body.file() {
+        for id in body.files() {
             self.blobs.remove(id);
         }
     }

@@ -1,5 +1,6 @@
 //! Multipart uploads in the index: an upload remembers the final object's content type and
-//! metadata; each part is a body file of its own until completion concatenates them.
+//! metadata; each part is a body file of its own, which completion hands to the object
+//! (`Body::Parts`) without copying it.
 
 use std::collections::BTreeMap;
 

@@ -5,7 +5,7 @@ use s3s::dto::*;
 use s3s::{S3, S3Request, S3Response, S3Result, s3_error};
 use tokio::io::AsyncReadExt;
 
-use super::body::{Body, Opened};
+use super::body::{Opened, STREAM_CHUNK, stream_segments};
 use super::conditions::ReadConditions;
 use super::index::{self, NewObject, Precondition};
 use super::ingest::{self, Declared};
@@ -223,8 +223,12 @@ impl S3 for StoreS3 {
             }
             Opened::File(file, len) => {
                 let reader = tokio::fs::File::from_std(file).take(len);
-                let stream = tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024);
+                let stream = tokio_util::io::ReaderStream::with_capacity(reader, STREAM_CHUNK);
                 (StreamingBlob::wrap(stream), len)
+            }
+            Opened::Parts(segments, pin) => {
+                let len = segments.iter().map(|s| s.len).sum();
+                (StreamingBlob::wrap(stream_segments(segments, pin)), len)
             }
         };
         ok(GetObjectOutput {
@@ -283,10 +287,10 @@ impl S3 for StoreS3 {
             .blocking(move |i| {
                 let db = i.db();
                 index::require_bucket(&db, &bucket)?;
-                let blob = index::delete_object(&db, &bucket, &key)?;
+                let blobs = index::delete_object(&db, &bucket, &key)?;
                 drop(db);
-                if let Some(blob) = blob {
-                    i.blobs.remove(&blob);
+                for blob in &blobs {
+                    i.blobs.remove(blob);
                 }
                 Ok(())
             })
@@ -389,12 +393,9 @@ impl S3 for StoreS3 {
                 let Some(src) = index::get_object(&db, &src_bucket, &src_key)? else {
                     return Ok(Err(s3_error!(NoSuchKey)));
                 };
-                // A body file is linked under a new id while the lock keeps it in place; an
+                // Body files are linked under new ids while the lock keeps them in place; an
                 // inline body's bytes go into the new row.
-                let body = match src.body {
-                    Body::File(id) => Body::File(i.blobs.duplicate(&id)?),
-                    inline @ Body::Inline(_) => inline,
-                };
+                let body = src.body.duplicate(&i.blobs)?;
                 drop(db);
                 let (content_type, metadata) = match new_meta {
                     Some(m) => (content_type, m),

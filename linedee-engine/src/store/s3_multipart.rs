@@ -2,10 +2,13 @@
 //! content type and metadata go to the final object), abort, list parts, list the open
 //! uploads.
 
+use std::collections::HashSet;
+use std::sync::Arc;
+
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 
-use super::body::Body;
+use super::body::{Body, PartFile};
 use super::index::NewObject;
 use super::ingest::{self, Declared};
 use super::s3::StoreS3;
@@ -132,32 +135,43 @@ impl StoreS3 {
         let committed = self
             .store
             .blocking(move |i| {
-                let (upload, stored) = {
-                    let db = i.db();
-                    let upload = multipart::get(&db, &upload_id, &bucket, &key)?;
-                    (upload, multipart::parts(&db, &upload_id)?)
-                };
+                // The index lock is held from reading the parts to the commit, so a part
+                // uploaded again meanwhile cannot replace (and remove) a file the object names.
+                let mut db = i.db();
+                let upload = multipart::get(&db, &upload_id, &bucket, &key)?;
+                let stored = multipart::parts(&db, &upload_id)?;
                 let selected = multipart::select(&stored, &wanted)?;
                 let etag = multipart::etag(&selected)?;
-                let sources: Vec<String> = selected.iter().map(|p| p.blob.clone()).collect();
-                let (blob, size) = i.blobs.concat(&sources)?;
+                // The parts' files become the object's body as they are: completing an
+                // upload copies nothing, and they were durable when each part was answered.
+                let parts: Arc<[PartFile]> = selected
+                    .iter()
+                    .map(|p| PartFile {
+                        id: p.blob.clone(),
+                        size: p.size,
+                    })
+                    .collect();
                 let obj = NewObject {
                     bucket,
                     key,
-                    body: Body::File(blob),
-                    size,
+                    size: parts.iter().map(|p| p.size).sum(),
+                    body: Body::Parts(parts),
                     etag,
                     content_type: upload.content_type,
                     metadata: upload.metadata,
                 };
-                let mut removed = Vec::new();
-                let committed = i.commit(&obj, &cond, |tx| {
-                    removed = multipart::remove(tx, &upload_id)?;
+                let mut upload_files = Vec::new();
+                let committed = i.commit_adopting(&mut db, &obj, &cond, |tx| {
+                    upload_files = multipart::remove(tx, &upload_id)?;
                     Ok(())
                 })?;
-                for blob in &removed {
+                drop(db);
+                // Parts uploaded but not listed in the completion go with their upload.
+                let kept: HashSet<&str> = obj.body.files().into_iter().collect();
+                for blob in upload_files.iter().filter(|b| !kept.contains(b.as_str())) {
                     i.blobs.remove(blob);
                 }
+                i.remove_replaced(&committed);
                 Ok(committed)
             })
             .await

@@ -2,8 +2,9 @@
 //! triggers; it is killed with SIGKILL partway; after a restart every acknowledged object
 //! reads back with its bytes and metadata, every acknowledged trigger is recorded exactly
 //! once, no partial object is visible and no orphan body file is left. Several rounds on
-//! one data directory. Bodies are of both kinds: inline in the index (up to
-//! `INLINE_BODY_MAX`, the limit itself included) and in body files (one byte more, and up).
+//! one data directory. Bodies are of every kind: inline in the index (up to
+//! `INLINE_BODY_MAX`, the limit itself included), in body files (one byte more, and up) and
+//! in the parts' files of a multipart upload.
 
 use crate::common;
 
@@ -42,6 +43,83 @@ fn size_for(i: usize) -> usize {
         5 => INLINE_BODY_MAX,
         _ => 1000 + i,
     }
+}
+
+/// Whether the i-th object of a writer goes up as a multipart upload (of two parts).
+fn multipart(i: usize) -> bool {
+    i.is_multiple_of(14)
+}
+
+/// The body files an object of `size` bytes written as the i-th of its writer has.
+fn files_for(i: usize, size: usize) -> usize {
+    if multipart(i) {
+        2
+    } else {
+        usize::from(size > INLINE_BODY_MAX)
+    }
+}
+
+/// The index of the write that made `key` (the `{i}` of `.../{i}-{size}`).
+fn index_in(key: &str) -> usize {
+    key.rsplit('/')
+        .next()
+        .and_then(|s| s.split('-').next())
+        .and_then(|s| s.parse().ok())
+        .expect("index in key")
+}
+
+/// Writes `body` to `key` as a multipart upload of a 5 MiB part and the rest, with `metadata`.
+async fn put_multipart(
+    client: &aws_sdk_s3::Client,
+    key: &str,
+    body: Vec<u8>,
+    metadata: HashMap<String, String>,
+) -> Result<(), String> {
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+    let e = |e: &dyn std::fmt::Debug| format!("{e:?}");
+    let id = client
+        .create_multipart_upload()
+        .bucket(BUCKET)
+        .key(key)
+        .set_metadata(Some(metadata))
+        .send()
+        .await
+        .map_err(|err| e(&err))?
+        .upload_id
+        .ok_or("no upload id")?;
+    let mut parts = Vec::new();
+    for (n, chunk) in (1..).zip(body.chunks(5 * 1024 * 1024)) {
+        let out = client
+            .upload_part()
+            .bucket(BUCKET)
+            .key(key)
+            .upload_id(&id)
+            .part_number(n)
+            .body(ByteStream::from(chunk.to_vec()))
+            .send()
+            .await
+            .map_err(|err| e(&err))?;
+        parts.push(
+            CompletedPart::builder()
+                .part_number(n)
+                .set_e_tag(out.e_tag)
+                .build(),
+        );
+    }
+    client
+        .complete_multipart_upload()
+        .bucket(BUCKET)
+        .key(key)
+        .upload_id(&id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|err| e(&err))?;
+    Ok(())
 }
 
 /// The body size a key was written with (its last `-` field).
@@ -119,18 +197,27 @@ async fn writer(
         let size = size_for(i);
         let key = format!("r{round}/w{w}/{i}-{size}");
         let trigger = i.is_multiple_of(3);
-        let mut req = client
-            .put_object()
-            .bucket(BUCKET)
-            .key(&key)
-            .body(ByteStream::from(body_for(&key, size)))
-            .metadata("n", i.to_string());
+        let mut metadata = HashMap::from([("n".to_owned(), i.to_string())]);
         if trigger {
-            req = req
-                .metadata("ld_run", "true")
-                .metadata("ld_run_id", format!("r{round}-w{w}-{i}"));
+            metadata.insert("ld_run".into(), "true".into());
+            metadata.insert("ld_run_id".into(), format!("r{round}-w{w}-{i}"));
         }
-        if req.send().await.is_err() {
+        let body = body_for(&key, size);
+        let sent = if multipart(i) {
+            put_multipart(&client, &key, body, metadata).await
+        } else {
+            client
+                .put_object()
+                .bucket(BUCKET)
+                .key(&key)
+                .body(ByteStream::from(body))
+                .set_metadata(Some(metadata))
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| format!("{e:?}"))
+        };
+        if sent.is_err() {
             return; // the server is gone
         }
         acked
@@ -213,9 +300,29 @@ async fn verify(dir: &Path, acked: &[Acked]) {
             "{key} is whole"
         );
     }
+    // Uploads the kill interrupted keep their parts' files, until completed or aborted.
+    let mut open_parts = 0;
+    let uploads = c
+        .list_multipart_uploads()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .expect("list uploads");
+    for u in uploads.uploads() {
+        let parts = c
+            .list_parts()
+            .bucket(BUCKET)
+            .key(u.key().expect("key"))
+            .upload_id(u.upload_id().expect("id"))
+            .send()
+            .await
+            .expect("list parts");
+        open_parts += parts.parts().len();
+    }
     server.abort();
 
-    // Body files: exactly one per object too large to be inline, no orphans.
+    // Body files: one per object too large to be inline, one per part of a multipart
+    // object and of an open upload, no orphans.
     let blob_files: usize = std::fs::read_dir(dir.join("blobs"))
         .expect("blobs")
         .map(|d| {
@@ -229,7 +336,19 @@ async fn verify(dir: &Path, acked: &[Acked]) {
         in_files > 0 && in_files < keys.len(),
         "both kinds are written"
     );
-    assert_eq!(blob_files, in_files, "one body file per object not inline");
+    assert!(
+        keys.iter().any(|k| multipart(index_in(k))),
+        "multipart uploads are completed"
+    );
+    let expected: usize = keys
+        .iter()
+        .map(|k| files_for(index_in(k), size_in(k)))
+        .sum();
+    assert_eq!(
+        blob_files,
+        expected + open_parts,
+        "a body file per object not inline (per part for a multipart one), no orphan"
+    );
 
     // Triggers: each acknowledged one exactly once, and every recorded one is a committed object.
     let pending = store.pending_triggers().await.expect("pending");
@@ -252,15 +371,7 @@ async fn verify(dir: &Path, acked: &[Acked]) {
         );
     }
     assert!(per_key.values().all(|n| *n == 1));
-    let triggers_in_index = keys.iter().filter(|k| {
-        let i: usize = k
-            .rsplit('/')
-            .next()
-            .and_then(|s| s.split('-').next())
-            .and_then(|s| s.parse().ok())
-            .expect("i");
-        i.is_multiple_of(3)
-    });
+    let triggers_in_index = keys.iter().filter(|k| index_in(k).is_multiple_of(3));
     assert_eq!(
         triggers_in_index.count(),
         pending.len(),

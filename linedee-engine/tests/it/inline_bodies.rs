@@ -349,14 +349,18 @@ async fn multipart_objects_replace_and_are_replaced_by_inline_ones() {
     let etag = multipart(&c, "m", &[&tiny]).await;
     assert!(etag.ends_with("-1\""), "{etag}");
     assert!(get(&c, "m", None).await == tiny);
-    assert_eq!(body_files(&s), 1, "the completed object's file, no parts");
+    assert_eq!(
+        body_files(&s),
+        1,
+        "the completed object is its one part's file"
+    );
     let first = body(5 * 1024 * 1024, 5);
     multipart(&c, "m", &[&first, &tiny]).await;
     assert!(get(&c, "m", None).await == [first.as_slice(), &tiny].concat());
     assert_eq!(
         body_files(&s),
-        1,
-        "the earlier multipart object's file went"
+        2,
+        "its two parts' files; the earlier multipart object's file went"
     );
     put(&c, "m", b"inline again").await;
     assert_eq!(body_files(&s), 0);

@@ -18,7 +18,11 @@ pub struct Served {
 
 impl Served {
     pub async fn start(options: StoreOptions) -> Served {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(tempfile::tempdir().expect("tempdir"), options).await
+    }
+
+    /// A store on `dir` (which may hold one already), served over HTTP.
+    pub async fn start_in(dir: tempfile::TempDir, options: StoreOptions) -> Served {
         let store = Store::open(dir.path(), options).expect("open store");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -53,13 +57,21 @@ impl Served {
     }
 
     /// Stops serving and waits for the server to finish.
-    pub async fn stop(mut self) {
+    pub async fn stop(self) {
+        drop(self.stop_keeping_dir().await);
+    }
+
+    /// Stops serving, waits for the server to finish and hands back the store's directory,
+    /// for a store opened again on it.
+    pub async fn stop_keeping_dir(mut self) -> tempfile::TempDir {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         if let Some(task) = self.task.take() {
             task.await.expect("join").expect("serve");
         }
+        drop(self.store);
+        self.dir
     }
 }
 
