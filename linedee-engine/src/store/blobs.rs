@@ -154,6 +154,12 @@ impl Blobs {
         File::create_new(&path).map_err(Error::io(path))
     }
 
+    /// Creates the temporary file for a new blob, to be written past the page cache
+    /// (`direct.rs`).
+    pub(crate) fn create_tmp_direct(&self, id: &str) -> Result<super::direct::DirectFile> {
+        super::direct::DirectFile::create(&self.tmp_path(id))
+    }
+
     /// Makes a written temporary file durable, renames it to its final place and makes the
     /// rename durable (directory fsync). Nothing refers to the blob until the index commit
     /// that follows, so a crash at any point here leaves only an orphan for the sweep.

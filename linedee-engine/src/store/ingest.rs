@@ -1,9 +1,9 @@
 //! Receiving a request body: hashing (MD5 for the ETag, plus any checksum the client
 //! declared), buffering it in memory and spilling it to a new blob's temporary file in
-//! [`SPILL`]-sized writes, then verifying it. A body that never reached the file and fits
-//! [`INLINE_BODY_MAX`] goes inline into its index row; any other is published as a file.
+//! [`SPILL`]-sized writes past the page cache (`direct.rs`), then verifying it. A body that
+//! never reached the file and fits [`INLINE_BODY_MAX`] goes inline into its index row; any
+//! other is published as a file.
 
-use std::fs::File;
 use std::io::Write;
 use std::sync::Arc;
 
@@ -15,13 +15,14 @@ use s3s::{S3Error, S3Result, s3_error};
 
 use super::blobs::{Blobs, new_id};
 use super::body::{Body, INLINE_BODY_MAX};
+use super::direct::{ALIGN, AlignedBuf, DirectFile};
 use crate::Error;
 
 /// Bodies up to this size stay in memory until they are published.
 pub(crate) const SPILL: usize = 4 * 1024 * 1024;
 
-// An inline body is one that was never spilled.
-const _: () = assert!(INLINE_BODY_MAX < SPILL);
+// An inline body is one that was never spilled; a spill is a whole number of blocks.
+const _: () = assert!(INLINE_BODY_MAX < SPILL && SPILL.is_multiple_of(ALIGN));
 
 /// Bodies past this size are hashed on a thread of their own.
 const PIPELINE: u64 = 1024 * 1024;
@@ -42,8 +43,12 @@ pub(crate) struct Declared {
 pub(crate) struct Received {
     blobs: Arc<Blobs>,
     id: String,
-    file: Option<File>,
-    buf: Vec<u8>,
+    /// The temporary file, once the first spill has created it (and while no spill has it).
+    file: Option<DirectFile>,
+    /// Whether the temporary file exists (to be removed unless published).
+    created: bool,
+    /// What has not been spilled.
+    buf: AlignedBuf,
     pub(crate) size: u64,
     /// Unquoted MD5 hex.
     pub(crate) md5: String,
@@ -63,11 +68,16 @@ impl Received {
     /// Writes what is buffered, fsyncs, and moves the file to its final place; returns
     /// the blob id. Blocking.
     pub(crate) fn publish(mut self) -> crate::Result<String> {
-        let mut file = match self.file.take() {
-            Some(f) => f,
-            None => self.blobs.create_tmp(&self.id)?,
+        let file = match self.file.take() {
+            Some(f) => f.finish(self.buf.as_slice())?,
+            None => {
+                let mut f = self.blobs.create_tmp(&self.id)?;
+                self.created = true;
+                f.write_all(self.buf.as_slice())
+                    .map_err(Error::io(&self.id))?;
+                f
+            }
         };
-        file.write_all(&self.buf).map_err(Error::io(&self.id))?;
         self.blobs.publish(&self.id, file)?;
         self.published = true;
         Ok(self.id.clone())
@@ -75,9 +85,11 @@ impl Received {
 
     /// The body as its index row will hold it: inline when it is small enough (nothing is
     /// written to disk), else published as a file ([`Received::publish`]). Blocking.
-    pub(crate) fn into_body(mut self) -> crate::Result<Body> {
-        if self.file.is_none() && self.size <= INLINE_BODY_MAX as u64 {
-            return Ok(Body::Inline(std::mem::take(&mut self.buf).into()));
+    pub(crate) fn into_body(self) -> crate::Result<Body> {
+        if !self.created && self.size <= INLINE_BODY_MAX as u64 {
+            return Ok(Body::Inline(bytes::Bytes::copy_from_slice(
+                self.buf.as_slice(),
+            )));
         }
         self.publish().map(Body::File)
     }
@@ -85,7 +97,7 @@ impl Received {
 
 impl Drop for Received {
     fn drop(&mut self) {
-        if !self.published && self.file.is_some() {
+        if !self.published && self.created {
             self.blobs.discard_tmp(&self.id);
         }
     }
@@ -153,7 +165,8 @@ pub(crate) async fn receive(
         blobs: Arc::clone(blobs),
         id: new_id(),
         file: None,
-        buf: Vec::new(),
+        created: false,
+        buf: AlignedBuf::default(),
         size: 0,
         md5: String::new(),
         published: false,
@@ -176,12 +189,11 @@ pub(crate) async fn receive(
                 }
             };
             rx.size += chunk.len() as u64;
-            rx.buf.extend_from_slice(&chunk);
             match &digests {
-                Some(d) => d.feed(chunk).await,
+                Some(d) => d.feed(chunk.clone()).await,
                 None if rx.size > PIPELINE => {
                     let d = Digests::start(std::mem::take(&mut md5), std::mem::take(&mut hasher));
-                    d.feed(chunk).await;
+                    d.feed(chunk.clone()).await;
                     digests = Some(d);
                 }
                 None => {
@@ -189,29 +201,37 @@ pub(crate) async fn receive(
                     hasher.update(&chunk);
                 }
             }
-            if rx.buf.len() >= SPILL {
-                // One spill in flight at a time: the previous one gives its file back first.
-                if let Some(prev) = spilling.take() {
-                    match joined(prev).await {
-                        Ok((file, _)) => rx.file = Some(file),
-                        Err(e) => break 'read Err(e),
-                    }
+            let mut rest: &[u8] = &chunk;
+            while !rest.is_empty() {
+                let n = rx.buf.extend_up_to(rest, SPILL);
+                rest = &rest[n..];
+                if rx.buf.len() < SPILL {
+                    break;
                 }
+                // One spill in flight at a time: the previous one gives its file (and its
+                // buffer, which takes the next bytes) back first.
+                let spare = match spilling.take() {
+                    Some(prev) => match joined(prev).await {
+                        Ok((file, mut buf)) => {
+                            rx.file = Some(file);
+                            buf.clear();
+                            buf
+                        }
+                        Err(e) => break 'read Err(e),
+                    },
+                    None => AlignedBuf::default(),
+                };
+                let full = std::mem::replace(&mut rx.buf, spare);
                 let file = rx.file.take();
-                let buf = std::mem::replace(&mut rx.buf, Vec::with_capacity(SPILL));
+                rx.created = true;
                 let (blobs, id) = (Arc::clone(blobs), rx.id.clone());
                 spilling = Some(tokio::task::spawn_blocking(move || -> crate::Result<_> {
                     let mut file = match file {
                         Some(f) => f,
-                        None => blobs.create_tmp(&id)?,
+                        None => blobs.create_tmp_direct(&id)?,
                     };
-                    if let Err(e) = file.write_all(&buf) {
-                        // Nothing else holds the file now: take the temporary one back.
-                        drop(file);
-                        blobs.discard_tmp(&id);
-                        return Err(Error::io(&id)(e));
-                    }
-                    Ok((file, buf))
+                    file.write_block(&full)?;
+                    Ok((file, full))
                 }));
             }
         }
@@ -283,10 +303,10 @@ pub(crate) async fn receive(
 
 /// A write of buffered body bytes to the blob's temporary file, under way; it gives the file
 /// (and the buffer) back.
-type Spill = tokio::task::JoinHandle<crate::Result<(File, Vec<u8>)>>;
+type Spill = tokio::task::JoinHandle<crate::Result<(DirectFile, AlignedBuf)>>;
 
 /// A spill's result: its file (and buffer) back, or the error.
-async fn joined(spill: Spill) -> S3Result<(File, Vec<u8>)> {
+async fn joined(spill: Spill) -> S3Result<(DirectFile, AlignedBuf)> {
     spill.await.map_err(|e| io_err(e.into()))?.map_err(io_err)
 }
 

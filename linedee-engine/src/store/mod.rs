@@ -3,9 +3,10 @@
 //! - `mod.rs`: [`Store`], [`StoreOptions`], opening, and the in-process API.
 //! - `index.rs`: the SQLite index (buckets, objects); `list.rs`: ListObjectsV2;
 //!   `multipart.rs`: multipart uploads.
-//! - `body.rs`: where a body lives (inline in its index row when small, else a body file)
-//!   and reading it; `blobs.rs`: body files (temporary file, fsync, rename, sweep);
-//!   `ingest.rs`: receiving request bodies with their checksums.
+//! - `body.rs`: where a body lives (inline in its index row when small, else a body file,
+//!   or a completed upload's part files) and reading it; `blobs.rs`: body files (temporary
+//!   file, fsync, rename, sweep, pins); `ingest.rs`: receiving request bodies with their
+//!   checksums; `direct.rs`: writing large ones past the page cache.
 //! - `outbox.rs`: triggers, committed in the same transaction as their object;
 //!   `group.rs`: group commit of concurrent writes.
 //! - `auth.rs`: credentials, rotation, SigV4 enforcement.
@@ -19,6 +20,7 @@ mod blobs;
 mod body;
 mod conditions;
 mod config_vars;
+mod direct;
 #[cfg(feature = "fuzzing")]
 pub(crate) mod fuzzing;
 mod group;
