@@ -22,9 +22,10 @@ pub(crate) async fn upload_part(
 ) -> Result<(CompletedPart, u64)> {
     let inner = &client.inner;
     let len = body.len();
+    let crc32 = body.crc32().await?;
     let out = client
         .call("UploadPart", &key, || {
-            let (body, key, upload_id) = (&body, &key, &upload_id);
+            let (body, key, upload_id, crc32) = (&body, &key, &upload_id, &crc32);
             async move {
                 let stream = body
                     .stream()
@@ -38,10 +39,14 @@ pub(crate) async fn upload_part(
                     .upload_id(upload_id)
                     .part_number(number)
                     .checksum_algorithm(ChecksumAlgorithm::Crc32)
+                    .checksum_crc32(crc32.as_str())
                     .body(stream)
-                    // The part's integrity is its CRC32, which the server checks; the SHA-256
-                    // of a signed payload (which the SDK computes only over plain HTTP) would
-                    // hash every byte once more on each side, for no extra guarantee.
+                    // The part's integrity is its CRC32, a signed header the server checks.
+                    // The SHA-256 of a signed payload (which the SDK computes only over plain
+                    // HTTP) would hash every byte once more on each side, for no extra
+                    // guarantee. Given the CRC32 up front, the SDK sends a file part as a
+                    // plain sized body too, not aws-chunked with a trailing checksum, whose
+                    // chunks it would sign one by one over plain HTTP.
                     .customize()
                     .disable_payload_signing()
                     .send()
@@ -89,6 +94,29 @@ impl PartBody {
             PartBody::Bytes(b) => b.len() as u64,
             PartBody::File { len, .. } => *len,
         }
+    }
+
+    /// The part's CRC32, base64 as `x-amz-checksum-crc32` takes it. A file range is read
+    /// once for it, before it is sent; a file that changes in between makes the server
+    /// refuse the part (`BadDigest`) rather than store bytes the CRC32 does not cover.
+    async fn crc32(&self) -> Result<String> {
+        use base64::Engine as _;
+        let crc = match self {
+            PartBody::Bytes(b) => crc32fast::hash(b),
+            PartBody::File { path, offset, len } => {
+                let (path, offset, len) = (std::sync::Arc::clone(path), *offset, *len);
+                let read = tokio::task::spawn_blocking(move || {
+                    file_range_crc32(&path, offset, len).map_err(|source| Error::Io {
+                        action: "cannot read",
+                        path: path.to_path_buf(),
+                        source,
+                    })
+                });
+                read.await
+                    .map_err(|e| Error::Body(std::io::Error::other(e)))??
+            }
+        };
+        Ok(base64::engine::general_purpose::STANDARD.encode(crc.to_be_bytes()))
     }
 
     /// The body of one attempt (a file range is opened anew each time).
@@ -152,6 +180,29 @@ impl PartSource {
             }
         }
     }
+}
+
+/// The CRC32 of `len` bytes of the file at `path` from `offset`. Blocking.
+fn file_range_crc32(path: &std::path::Path, offset: u64, len: u64) -> std::io::Result<u32> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    file.seek(SeekFrom::Start(offset))?;
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; FILE_PART_BUFFER];
+    let mut left = len;
+    while left > 0 {
+        let want = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
+        let n = file.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the file is shorter than when the upload began",
+            ));
+        }
+        hasher.update(&buf[..n]);
+        left -= n as u64;
+    }
+    Ok(hasher.finalize())
 }
 
 /// Reads until `limit` bytes or the end of the stream.

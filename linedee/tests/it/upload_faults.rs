@@ -467,3 +467,46 @@ async fn a_failing_part_aborts_a_concurrent_upload_and_it_is_never_completed() {
         "{names:?}"
     );
 }
+
+#[tokio::test]
+async fn a_files_parts_go_up_as_plain_bodies_with_their_crc32_as_a_signed_header() {
+    use base64::Engine as _;
+    let server = MockServer::start().await;
+    mount_multipart(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.bin");
+    let body = body();
+    std::fs::write(&file, &body).unwrap();
+    let client = builder(&server, Arc::default()).build().unwrap();
+    let out = client
+        .put(KEY, linedee::Body::from_path(&file))
+        .send()
+        .await
+        .unwrap();
+    assert!(out.multipart);
+    let reqs = server.received_requests().await.unwrap();
+    let parts: Vec<&Request> = reqs.iter().filter(|r| part_number(r).is_some()).collect();
+    assert_eq!(parts.len(), 3);
+    for r in parts {
+        let header = |name: &str| r.headers.get(name).and_then(|v| v.to_str().ok());
+        let n = part_number(r).unwrap() as usize;
+        let slice = &body[(n - 1) * MIN_PART_SIZE..(n * MIN_PART_SIZE).min(body.len())];
+        // Not aws-chunked with a trailing checksum (whose chunks the SDK would sign one by one
+        // over plain HTTP): a sized body, unsigned, its CRC32 a signed header.
+        assert_eq!(header("x-amz-content-sha256"), Some("UNSIGNED-PAYLOAD"));
+        assert_eq!(header("content-encoding"), None, "{:?}", r.headers);
+        assert_eq!(header("x-amz-trailer"), None, "{:?}", r.headers);
+        let crc =
+            base64::engine::general_purpose::STANDARD.encode(crc32fast::hash(slice).to_be_bytes());
+        assert_eq!(
+            header("x-amz-checksum-crc32"),
+            Some(crc.as_str()),
+            "part {n}"
+        );
+        assert!(
+            header("authorization").is_some_and(|a| a.contains("x-amz-checksum-crc32")),
+            "the checksum is a signed header"
+        );
+        assert!(r.body == slice, "part {n} is not its slice of the file");
+    }
+}
