@@ -5,7 +5,7 @@
 //! A reader of a body in parts opens its files one at a time, so it pins them ([`Pin`])
 //! instead: removing a pinned file waits until its last reader lets go.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -191,17 +191,49 @@ impl Blobs {
         Ok(id)
     }
 
-    /// A new blob with the same bytes as `src` (a hard link, or a copy where links fail).
-    pub(crate) fn duplicate(&self, src: &str) -> Result<String> {
-        let from = self.path(src)?;
-        let id = new_id();
-        let tmp = self.tmp_path(&id);
-        if fs::hard_link(&from, &tmp).is_err() {
-            fs::copy(&from, &tmp).map_err(Error::io(&from))?;
+    /// New blobs with the same bytes as each of `srcs`, in order, for a copy. Each is a hard
+    /// link made in its final place: its bytes are durable already, being the same file, so
+    /// only the new names need to be, and each directory that got one is fsynced once for
+    /// all of them. Where a link fails, the bytes are copied and published. On failure,
+    /// what was made is removed. Nothing refers to the new blobs until the caller commits.
+    pub(crate) fn duplicate_all(&self, srcs: &[&str]) -> Result<Vec<String>> {
+        let mut made = Vec::with_capacity(srcs.len());
+        let mut dirs = BTreeSet::new();
+        let linked = (|| {
+            for src in srcs {
+                let from = self.path(src)?;
+                let id = new_id();
+                let dest = self.path(&id)?;
+                if fs::hard_link(&from, &dest).is_ok() {
+                    dirs.insert(dest.parent().map(Path::to_path_buf).unwrap_or_default());
+                    made.push(id);
+                } else {
+                    let tmp = self.tmp_path(&id);
+                    if let Err(e) = fs::copy(&from, &tmp) {
+                        self.discard_tmp(&id);
+                        return Err(Error::io(&from)(e));
+                    }
+                    let file = File::open(&tmp).map_err(Error::io(&tmp))?;
+                    self.publish(&id, file)?;
+                    made.push(id);
+                }
+            }
+            if self.fsync {
+                for dir in &dirs {
+                    sync_dir(dir)?;
+                }
+            }
+            Ok(())
+        })();
+        match linked {
+            Ok(()) => Ok(made),
+            Err(e) => {
+                for id in &made {
+                    self.remove(id);
+                }
+                Err(e)
+            }
         }
-        let file = File::open(&tmp).map_err(Error::io(&tmp))?;
-        self.publish(&id, file)?;
-        Ok(id)
     }
 
     /// Removes a temporary file that will not be published.
@@ -278,6 +310,41 @@ mod tests {
         let path = blobs.path(&id).expect("path");
         assert!(path.starts_with(dir.path()));
         assert_eq!(fs::read(&path).expect("read"), b"hello");
+    }
+
+    /// Every body file under `blobs/`.
+    fn count(dir: &Path) -> usize {
+        fs::read_dir(dir.join("blobs"))
+            .expect("blobs")
+            .flatten()
+            .map(|sub| fs::read_dir(sub.path()).expect("sub").count())
+            .sum()
+    }
+
+    #[test]
+    fn copies_are_links_with_the_same_bytes_and_a_failed_copy_leaves_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let blobs = Blobs::open(dir.path(), true).expect("open");
+        let srcs: Vec<String> = (0..3u8)
+            .map(|i| blobs.write_all(&[i; 100]).expect("write"))
+            .collect();
+        let refs: Vec<&str> = srcs.iter().map(String::as_str).collect();
+        let copies = blobs.duplicate_all(&refs).expect("copy");
+        assert_eq!(count(dir.path()), 6);
+        for (i, (src, copy)) in srcs.iter().zip(&copies).enumerate() {
+            assert_ne!(src, copy);
+            blobs.remove(src);
+            let bytes = fs::read(blobs.path(copy).expect("path")).expect("read");
+            assert_eq!(bytes, vec![i as u8; 100], "a copy outlives its source");
+        }
+        let missing = new_id();
+        let err = blobs.duplicate_all(&[copies[0].as_str(), missing.as_str()]);
+        assert!(err.is_err());
+        assert_eq!(
+            count(dir.path()),
+            3,
+            "the first link of the failed copy was removed"
+        );
     }
 
     #[test]

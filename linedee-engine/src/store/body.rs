@@ -127,28 +127,24 @@ impl Body {
     }
 
     /// A new body with the same bytes, for a copy: an inline body's bytes, or each body file
-    /// linked under a new id ([`Blobs::duplicate`]). Called under the index lock, which keeps
-    /// the source files in place. Blocking.
+    /// linked under a new id ([`Blobs::duplicate_all`]). Called under the index lock, which
+    /// keeps the source files in place. Blocking.
     pub(crate) fn duplicate(&self, blobs: &Blobs) -> Result<Body> {
-        match self {
-            Body::Inline(_) => Ok(self.clone()),
-            Body::File(id) => blobs.duplicate(id).map(Body::File),
-            Body::Parts(parts) => {
-                let mut copied: Vec<PartFile> = Vec::with_capacity(parts.len());
-                for p in parts.iter() {
-                    match blobs.duplicate(&p.id) {
-                        Ok(id) => copied.push(PartFile { id, size: p.size }),
-                        Err(e) => {
-                            for done in &copied {
-                                blobs.remove(&done.id);
-                            }
-                            return Err(e);
-                        }
-                    }
-                }
-                Ok(Body::Parts(copied.into()))
-            }
-        }
+        let copies = blobs.duplicate_all(&self.files())?;
+        Ok(match self {
+            Body::Inline(_) => self.clone(),
+            Body::File(_) => match copies.into_iter().next() {
+                Some(id) => Body::File(id),
+                None => return Err(Error::Internal("a copy of a body file made no file".into())),
+            },
+            Body::Parts(parts) => Body::Parts(
+                parts
+                    .iter()
+                    .zip(copies)
+                    .map(|(p, id)| PartFile { id, size: p.size })
+                    .collect(),
+            ),
+        })
     }
 
     /// Opens the body for reading. Called under the index lock: a body file is opened, or
