@@ -421,16 +421,8 @@ impl Inner {
         cond: &index::Precondition,
         extra: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<()>,
     ) -> Result<index::Committed> {
-        match index::commit_object(db, obj, cond, extra) {
-            Ok(committed) => {
-                self.announce(&committed);
-                Ok(committed)
-            }
-            Err(e) => {
-                self.discard(&obj.body);
-                Err(e)
-            }
-        }
+        self.commit_adopting(db, obj, cond, extra)
+            .inspect_err(|_| self.discard(&obj.body))
     }
 
     /// Commits an object whose body files belong to something else until the commit (a
