@@ -68,60 +68,6 @@ fn index_in(key: &str) -> usize {
         .expect("index in key")
 }
 
-/// Writes `body` to `key` as a multipart upload of a 5 MiB part and the rest, with `metadata`.
-async fn put_multipart(
-    client: &aws_sdk_s3::Client,
-    key: &str,
-    body: Vec<u8>,
-    metadata: HashMap<String, String>,
-) -> Result<(), String> {
-    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
-    let e = |e: &dyn std::fmt::Debug| format!("{e:?}");
-    let id = client
-        .create_multipart_upload()
-        .bucket(BUCKET)
-        .key(key)
-        .set_metadata(Some(metadata))
-        .send()
-        .await
-        .map_err(|err| e(&err))?
-        .upload_id
-        .ok_or("no upload id")?;
-    let mut parts = Vec::new();
-    for (n, chunk) in (1..).zip(body.chunks(5 * 1024 * 1024)) {
-        let out = client
-            .upload_part()
-            .bucket(BUCKET)
-            .key(key)
-            .upload_id(&id)
-            .part_number(n)
-            .body(ByteStream::from(chunk.to_vec()))
-            .send()
-            .await
-            .map_err(|err| e(&err))?;
-        parts.push(
-            CompletedPart::builder()
-                .part_number(n)
-                .set_e_tag(out.e_tag)
-                .build(),
-        );
-    }
-    client
-        .complete_multipart_upload()
-        .bucket(BUCKET)
-        .key(key)
-        .upload_id(&id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .set_parts(Some(parts))
-                .build(),
-        )
-        .send()
-        .await
-        .map_err(|err| e(&err))?;
-    Ok(())
-}
-
 /// The body size a key was written with (its last `-` field).
 fn size_in(key: &str) -> usize {
     key.rsplit('-')
@@ -204,7 +150,10 @@ async fn writer(
         }
         let body = body_for(&key, size);
         let sent = if multipart(i) {
-            put_multipart(&client, &key, body, metadata).await
+            let parts: Vec<&[u8]> = body.chunks(5 * 1024 * 1024).collect();
+            common::try_multipart(&client, BUCKET, &key, &parts, metadata)
+                .await
+                .map(drop)
         } else {
             client
                 .put_object()

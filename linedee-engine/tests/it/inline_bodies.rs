@@ -7,7 +7,7 @@ use crate::common;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
+use aws_sdk_s3::types::MetadataDirective;
 use common::{Served, status};
 use linedee_engine::store::{INLINE_BODY_MAX, Store, StoreOptions};
 use md5::{Digest, Md5};
@@ -32,22 +32,6 @@ fn etag_of(data: &[u8]) -> String {
     format!("\"{}\"", hex::encode(Md5::digest(data)))
 }
 
-/// How many body files the store's directory holds (temporary ones included).
-fn body_files(s: &Served) -> usize {
-    let tmp = std::fs::read_dir(s.dir.path().join("tmp"))
-        .expect("tmp")
-        .count();
-    let blobs: usize = std::fs::read_dir(s.dir.path().join("blobs"))
-        .expect("blobs")
-        .map(|d| {
-            std::fs::read_dir(d.expect("entry").path())
-                .expect("sub")
-                .count()
-        })
-        .sum();
-    tmp + blobs
-}
-
 async fn put(c: &Client, key: &str, data: &[u8]) -> String {
     c.put_object()
         .bucket(BUCKET)
@@ -58,22 +42,6 @@ async fn put(c: &Client, key: &str, data: &[u8]) -> String {
         .unwrap_or_else(|e| panic!("put {key}: {e:?}"))
         .e_tag
         .expect("etag")
-}
-
-async fn get(c: &Client, key: &str, range: Option<&str>) -> Vec<u8> {
-    c.get_object()
-        .bucket(BUCKET)
-        .key(key)
-        .set_range(range.map(str::to_owned))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("get {key} {range:?}: {e:?}"))
-        .body
-        .collect()
-        .await
-        .expect("body")
-        .into_bytes()
-        .to_vec()
 }
 
 #[tokio::test]
@@ -114,9 +82,16 @@ async fn bodies_up_to_the_limit_are_inline_and_one_byte_more_is_a_file() {
             .expect("put_file");
         assert_eq!(etag, etag_of(&data), "{from_file}");
         files += 3 * usize::from(in_a_file);
-        assert_eq!(body_files(&s), files, "after the {len}-byte bodies");
+        assert_eq!(
+            common::body_files(s.dir.path()),
+            files,
+            "after the {len}-byte bodies"
+        );
         for key in [&key, &api, &from_file] {
-            assert!(get(&c, key, None).await == data, "{key} reads back");
+            assert!(
+                common::get(&c, BUCKET, key, None).await == data,
+                "{key} reads back"
+            );
             let (meta, read) = s
                 .store
                 .get_object(BUCKET, key)
@@ -163,7 +138,7 @@ async fn ranges_of_an_inline_body() {
     let c = s.client();
     let data = body(1000, 7);
     put(&c, "r", &data).await;
-    assert_eq!(body_files(&s), 0, "inline");
+    assert_eq!(common::body_files(s.dir.path()), 0, "inline");
     for (range, want) in [
         ("bytes=0-0", &data[..1]),
         ("bytes=10-99", &data[10..100]),
@@ -171,7 +146,11 @@ async fn ranges_of_an_inline_body() {
         ("bytes=990-", &data[990..]),
         ("bytes=500-5000", &data[500..]),
     ] {
-        assert_eq!(get(&c, "r", Some(range)).await, want, "{range}");
+        assert_eq!(
+            common::get(&c, BUCKET, "r", Some(range)).await,
+            want,
+            "{range}"
+        );
     }
     let err = c
         .get_object()
@@ -193,20 +172,28 @@ async fn overwrites_between_kinds_leave_only_the_live_body_file() {
     let small = body(INLINE_BODY_MAX, 2);
     let larger = body(300_000, 3);
     put(&c, "k", &large).await;
-    assert_eq!(body_files(&s), 1);
+    assert_eq!(common::body_files(s.dir.path()), 1);
     put(&c, "k", &small).await;
-    assert_eq!(body_files(&s), 0, "file -> inline removes the file");
-    assert!(get(&c, "k", None).await == small);
+    assert_eq!(
+        common::body_files(s.dir.path()),
+        0,
+        "file -> inline removes the file"
+    );
+    assert!(common::get(&c, BUCKET, "k", None).await == small);
     put(&c, "k", &large).await;
-    assert_eq!(body_files(&s), 1, "inline -> file");
-    assert!(get(&c, "k", None).await == large);
+    assert_eq!(common::body_files(s.dir.path()), 1, "inline -> file");
+    assert!(common::get(&c, BUCKET, "k", None).await == large);
     put(&c, "k", &larger).await;
-    assert_eq!(body_files(&s), 1, "file -> file removes the old file");
-    assert!(get(&c, "k", None).await == larger);
+    assert_eq!(
+        common::body_files(s.dir.path()),
+        1,
+        "file -> file removes the old file"
+    );
+    assert!(common::get(&c, BUCKET, "k", None).await == larger);
     put(&c, "k", b"tiny").await;
     put(&c, "k", b"tinier").await;
-    assert_eq!(body_files(&s), 0, "inline -> inline");
-    assert_eq!(get(&c, "k", None).await, b"tinier");
+    assert_eq!(common::body_files(s.dir.path()), 0, "inline -> inline");
+    assert_eq!(common::get(&c, BUCKET, "k", None).await, b"tinier");
     put(&c, "file", &large).await;
     c.delete_object()
         .bucket(BUCKET)
@@ -214,14 +201,14 @@ async fn overwrites_between_kinds_leave_only_the_live_body_file() {
         .send()
         .await
         .expect("delete inline");
-    assert_eq!(body_files(&s), 1);
+    assert_eq!(common::body_files(s.dir.path()), 1);
     c.delete_object()
         .bucket(BUCKET)
         .key("file")
         .send()
         .await
         .expect("delete file");
-    assert_eq!(body_files(&s), 0);
+    assert_eq!(common::body_files(s.dir.path()), 0);
     s.stop().await;
 }
 
@@ -258,7 +245,11 @@ async fn a_copy_of_an_inline_object_is_inline_and_independent() {
         .send()
         .await
         .expect("copy replace");
-    assert_eq!(body_files(&s), 0, "copies of inline bodies are inline");
+    assert_eq!(
+        common::body_files(s.dir.path()),
+        0,
+        "copies of inline bodies are inline"
+    );
     put(&c, "src", b"changed").await;
     c.delete_object()
         .bucket(BUCKET)
@@ -267,7 +258,10 @@ async fn a_copy_of_an_inline_object_is_inline_and_independent() {
         .await
         .expect("delete");
     for key in ["copy", "replaced"] {
-        assert!(get(&c, key, None).await == data, "{key} keeps its bytes");
+        assert!(
+            common::get(&c, BUCKET, key, None).await == data,
+            "{key} keeps its bytes"
+        );
     }
     let h = c
         .head_object()
@@ -295,76 +289,31 @@ async fn a_copy_of_an_inline_object_is_inline_and_independent() {
     s.stop().await;
 }
 
-async fn multipart(c: &Client, key: &str, parts: &[&[u8]]) -> String {
-    let id = c
-        .create_multipart_upload()
-        .bucket(BUCKET)
-        .key(key)
-        .send()
-        .await
-        .expect("create")
-        .upload_id
-        .expect("id");
-    let mut done = Vec::new();
-    for (n, data) in (1..).zip(parts) {
-        let out = c
-            .upload_part()
-            .bucket(BUCKET)
-            .key(key)
-            .upload_id(&id)
-            .part_number(n)
-            .body(ByteStream::from(data.to_vec()))
-            .send()
-            .await
-            .expect("part");
-        done.push(
-            CompletedPart::builder()
-                .part_number(n)
-                .e_tag(out.e_tag().expect("etag"))
-                .build(),
-        );
-    }
-    c.complete_multipart_upload()
-        .bucket(BUCKET)
-        .key(key)
-        .upload_id(&id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .set_parts(Some(done))
-                .build(),
-        )
-        .send()
-        .await
-        .expect("complete")
-        .e_tag
-        .expect("etag")
-}
-
 #[tokio::test]
 async fn multipart_objects_replace_and_are_replaced_by_inline_ones() {
     let s = served().await;
     let c = s.client();
     put(&c, "m", b"inline first").await;
     let tiny = body(10, 4);
-    let etag = multipart(&c, "m", &[&tiny]).await;
+    let etag = common::multipart(&c, BUCKET, "m", &[&tiny]).await;
     assert!(etag.ends_with("-1\""), "{etag}");
-    assert!(get(&c, "m", None).await == tiny);
+    assert!(common::get(&c, BUCKET, "m", None).await == tiny);
     assert_eq!(
-        body_files(&s),
+        common::body_files(s.dir.path()),
         1,
         "the completed object is its one part's file"
     );
     let first = body(5 * 1024 * 1024, 5);
-    multipart(&c, "m", &[&first, &tiny]).await;
-    assert!(get(&c, "m", None).await == [first.as_slice(), &tiny].concat());
+    common::multipart(&c, BUCKET, "m", &[&first, &tiny]).await;
+    assert!(common::get(&c, BUCKET, "m", None).await == [first.as_slice(), &tiny].concat());
     assert_eq!(
-        body_files(&s),
+        common::body_files(s.dir.path()),
         2,
         "its two parts' files; the earlier multipart object's file went"
     );
     put(&c, "m", b"inline again").await;
-    assert_eq!(body_files(&s), 0);
-    assert_eq!(get(&c, "m", None).await, b"inline again");
+    assert_eq!(common::body_files(s.dir.path()), 0);
+    assert_eq!(common::get(&c, BUCKET, "m", None).await, b"inline again");
     s.stop().await;
 }
 

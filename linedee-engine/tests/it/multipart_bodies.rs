@@ -27,16 +27,6 @@ fn bytes(len: usize, seed: u32) -> Vec<u8> {
         .collect()
 }
 
-/// The body files in the store's directory.
-fn body_files(s: &Served) -> usize {
-    let root = s.dir.path().join("blobs");
-    std::fs::read_dir(&root)
-        .expect("blobs")
-        .flatten()
-        .map(|sub| std::fs::read_dir(sub.path()).expect("sub").count())
-        .sum()
-}
-
 async fn upload_part(c: &Client, key: &str, id: &str, n: i32, body: Vec<u8>) -> CompletedPart {
     let out = c
         .upload_part()
@@ -54,25 +44,6 @@ async fn upload_part(c: &Client, key: &str, id: &str, n: i32, body: Vec<u8>) -> 
         .build()
 }
 
-/// Uploads `parts` to `key` and completes the upload with all of them.
-async fn multipart(c: &Client, key: &str, parts: &[Vec<u8>]) {
-    let id = c
-        .create_multipart_upload()
-        .bucket("ld-test")
-        .key(key)
-        .send()
-        .await
-        .expect("create")
-        .upload_id
-        .expect("upload id");
-    let mut done = Vec::new();
-    for (i, p) in parts.iter().enumerate() {
-        let n = i32::try_from(i + 1).expect("part number");
-        done.push(upload_part(c, key, &id, n, p.clone()).await);
-    }
-    complete(c, key, &id, done).await;
-}
-
 async fn complete(c: &Client, key: &str, id: &str, parts: Vec<CompletedPart>) {
     c.complete_multipart_upload()
         .bucket("ld-test")
@@ -86,22 +57,6 @@ async fn complete(c: &Client, key: &str, id: &str, parts: Vec<CompletedPart>) {
         .send()
         .await
         .expect("complete");
-}
-
-async fn get(c: &Client, key: &str, range: Option<String>) -> Vec<u8> {
-    c.get_object()
-        .bucket("ld-test")
-        .key(key)
-        .set_range(range)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("get {key}: {e:?}"))
-        .body
-        .collect()
-        .await
-        .expect("body")
-        .into_bytes()
-        .to_vec()
 }
 
 #[tokio::test]
@@ -129,12 +84,12 @@ async fn a_completed_upload_is_its_parts_files_read_in_order_and_survives_a_rest
     let whole = [p1, p2, p3].concat();
 
     assert_eq!(
-        body_files(&s),
+        common::body_files(s.dir.path()),
         3,
         "the object is the three listed parts' files: nothing copied, nothing left over"
     );
     assert!(
-        get(&c, key, None).await == whole,
+        common::get(&c, "ld-test", key, None).await == whole,
         "the whole body reads back"
     );
     let boundary = 5 * MIB;
@@ -144,23 +99,23 @@ async fn a_completed_upload_is_its_parts_files_read_in_order_and_survives_a_rest
         (MIB, 2 * boundary + 5),         // across both boundaries, streamed
         (2 * boundary, whole.len() - 1), // the last part alone
     ] {
-        let got = get(&c, key, Some(format!("bytes={start}-{end}"))).await;
+        let got = common::get(&c, "ld-test", key, Some(&format!("bytes={start}-{end}"))).await;
         assert!(got == whole[start..=end], "bytes {start}-{end}");
     }
-    let tail = get(&c, key, Some("bytes=-10".into())).await;
+    let tail = common::get(&c, "ld-test", key, Some("bytes=-10")).await;
     assert!(tail == whole[whole.len() - 10..], "a suffix range");
 
     // A store opened again on the directory keeps the files (its sweep reads them from the row).
     let dir = s.stop_keeping_dir().await;
     let s = Served::start_in(dir, options()).await;
     assert_eq!(
-        body_files(&s),
+        common::body_files(s.dir.path()),
         3,
         "the start-up sweep kept the parts' files"
     );
     let c = s.client();
     assert!(
-        get(&c, key, None).await == whole,
+        common::get(&c, "ld-test", key, None).await == whole,
         "the body reads back after a restart"
     );
     s.stop().await;
@@ -172,8 +127,8 @@ async fn copies_overwrites_and_deletes_of_an_upload_leave_no_file_behind() {
     let c = s.client();
     let whole_parts = [bytes(5 * MIB, 5), bytes(2 * MIB, 6)];
     let whole = whole_parts.concat();
-    multipart(&c, "a", &whole_parts).await;
-    assert_eq!(body_files(&s), 2);
+    common::multipart(&c, "ld-test", "a", &[&whole_parts[0], &whole_parts[1]]).await;
+    assert_eq!(common::body_files(s.dir.path()), 2);
 
     c.copy_object()
         .bucket("ld-test")
@@ -182,24 +137,32 @@ async fn copies_overwrites_and_deletes_of_an_upload_leave_no_file_behind() {
         .send()
         .await
         .expect("copy");
-    assert_eq!(body_files(&s), 4, "a copy has files of its own");
+    assert_eq!(
+        common::body_files(s.dir.path()),
+        4,
+        "a copy has files of its own"
+    );
     c.delete_object()
         .bucket("ld-test")
         .key("a")
         .send()
         .await
         .expect("delete");
-    assert_eq!(body_files(&s), 2, "a delete removes every part's file");
+    assert_eq!(
+        common::body_files(s.dir.path()),
+        2,
+        "a delete removes every part's file"
+    );
     assert!(
-        get(&c, "b", None).await == whole,
+        common::get(&c, "ld-test", "b", None).await == whole,
         "the copy outlives its source"
     );
 
     // An upload completed over an object made of parts replaces all of its files.
     let again = [bytes(5 * MIB, 7), bytes(5 * MIB, 8), bytes(10, 9)];
-    multipart(&c, "b", &again).await;
-    assert_eq!(body_files(&s), 3);
-    assert!(get(&c, "b", None).await == again.concat());
+    common::multipart(&c, "ld-test", "b", &[&again[0], &again[1], &again[2]]).await;
+    assert_eq!(common::body_files(s.dir.path()), 3);
+    assert!(common::get(&c, "ld-test", "b", None).await == again.concat());
     // An overwrite with a small body removes them all.
     c.put_object()
         .bucket("ld-test")
@@ -208,7 +171,11 @@ async fn copies_overwrites_and_deletes_of_an_upload_leave_no_file_behind() {
         .send()
         .await
         .expect("put");
-    assert_eq!(body_files(&s), 0, "the small body is inline");
+    assert_eq!(
+        common::body_files(s.dir.path()),
+        0,
+        "the small body is inline"
+    );
     s.stop().await;
 }
 
@@ -218,7 +185,7 @@ async fn a_reader_gets_every_byte_of_an_upload_deleted_while_it_reads() {
     let c = s.client();
     let parts = [bytes(5 * MIB, 10), bytes(5 * MIB, 11), bytes(5 * MIB, 12)];
     let whole = parts.concat();
-    multipart(&c, "big", &parts).await;
+    common::multipart(&c, "ld-test", "big", &[&parts[0], &parts[1], &parts[2]]).await;
     // The answer's head has arrived; most of its 15 MiB has not been read.
     let reading = c
         .get_object()

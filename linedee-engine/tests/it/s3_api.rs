@@ -20,21 +20,6 @@ async fn served() -> Served {
     .await
 }
 
-async fn get_bytes(c: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Vec<u8> {
-    c.get_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("get {key}: {e:?}"))
-        .body
-        .collect()
-        .await
-        .expect("body")
-        .into_bytes()
-        .to_vec()
-}
-
 async fn put(c: &aws_sdk_s3::Client, key: &str, body: &[u8]) -> String {
     c.put_object()
         .bucket("ld-test")
@@ -136,7 +121,7 @@ async fn put_get_head_with_metadata_and_default_checksums() {
         .await
         .expect("put file");
     assert_eq!(out.e_tag(), Some(etag.as_str()));
-    assert_eq!(get_bytes(&c, "ld-test", "from-file").await, body);
+    assert_eq!(common::get(&c, "ld-test", "from-file", None).await, body);
     let sent = wire.0.lock().expect("lock").clone();
     assert_eq!(sent[0].1, "", "in-memory body: checksum in a header");
     assert_eq!(
@@ -364,12 +349,15 @@ async fn copy_object_copy_and_replace() {
     assert_eq!(meta, HashMap::from([("b".to_owned(), "2".to_owned())]));
     assert_eq!(h.content_type(), Some("application/octet-stream"));
     assert_eq!(
-        get_bytes(&c, "ld-test", "dst-replace").await,
+        common::get(&c, "ld-test", "dst-replace", None).await,
         b"source body"
     );
     // Overwriting the source leaves the copies intact (each has its own body file).
     put(&c, "src", b"changed").await;
-    assert_eq!(get_bytes(&c, "ld-test", "dst-copy").await, b"source body");
+    assert_eq!(
+        common::get(&c, "ld-test", "dst-copy", None).await,
+        b"source body"
+    );
     let err = c
         .copy_object()
         .bucket("ld-test")
@@ -792,7 +780,7 @@ async fn conditional_writes() {
         .send()
         .await
         .expect("matching etag");
-    assert_eq!(get_bytes(&c, "ld-test", "cond").await, b"three");
+    assert_eq!(common::get(&c, "ld-test", "cond", None).await, b"three");
     let err = c
         .put_object()
         .bucket("ld-test")
@@ -846,7 +834,7 @@ async fn key_edge_cases_stay_inside_the_store() {
     }
     for (i, k) in keys.iter().enumerate() {
         assert_eq!(
-            get_bytes(&c, "ld-test", k).await,
+            common::get(&c, "ld-test", k, None).await,
             format!("body {i}").as_bytes(),
             "{k}"
         );
@@ -1010,7 +998,7 @@ async fn triggers_and_object_events_commit_with_the_write() {
         (body.as_ref(), meta.content_type.as_deref()),
         (b"{}".as_ref(), Some("application/json"))
     );
-    assert_eq!(get_bytes(&c, "ld-test", "in/local").await, b"{}");
+    assert_eq!(common::get(&c, "ld-test", "in/local", None).await, b"{}");
     s.stop().await;
 }
 

@@ -157,3 +157,98 @@ pub fn recording_client(endpoint: &str, c: &Credentials) -> (Client, WireRecorde
         .build();
     (Client::from_conf(conf), rec)
 }
+
+/// Every file in the store's directory that holds a body: temporary files and body files.
+pub fn body_files(dir: &std::path::Path) -> usize {
+    let tmp = std::fs::read_dir(dir.join("tmp")).expect("tmp").count();
+    let blobs: usize = std::fs::read_dir(dir.join("blobs"))
+        .expect("blobs")
+        .map(|d| {
+            std::fs::read_dir(d.expect("entry").path())
+                .expect("sub")
+                .count()
+        })
+        .sum();
+    tmp + blobs
+}
+
+/// The body of `bucket`/`key`, or of a range of it (`bytes=…`).
+pub async fn get(c: &Client, bucket: &str, key: &str, range: Option<&str>) -> Vec<u8> {
+    c.get_object()
+        .bucket(bucket)
+        .key(key)
+        .set_range(range.map(str::to_owned))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("get {key} {range:?}: {e:?}"))
+        .body
+        .collect()
+        .await
+        .expect("body")
+        .into_bytes()
+        .to_vec()
+}
+
+/// Uploads `parts` to `bucket`/`key` as one multipart upload with `metadata` and completes
+/// it; returns the object's ETag, or the first failed request's error as text.
+pub async fn try_multipart(
+    c: &Client,
+    bucket: &str,
+    key: &str,
+    parts: &[&[u8]],
+    metadata: std::collections::HashMap<String, String>,
+) -> Result<String, String> {
+    use aws_sdk_s3::primitives::ByteStream;
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+    let text = |e: &dyn std::fmt::Debug| format!("{e:?}");
+    let id = c
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .set_metadata(Some(metadata))
+        .send()
+        .await
+        .map_err(|e| text(&e))?
+        .upload_id
+        .ok_or("no upload id")?;
+    let mut done = Vec::new();
+    for (n, data) in (1..).zip(parts) {
+        let out = c
+            .upload_part()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(&id)
+            .part_number(n)
+            .body(ByteStream::from(data.to_vec()))
+            .send()
+            .await
+            .map_err(|e| text(&e))?;
+        done.push(
+            CompletedPart::builder()
+                .part_number(n)
+                .set_e_tag(out.e_tag)
+                .build(),
+        );
+    }
+    c.complete_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(&id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(done))
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| text(&e))?
+        .e_tag
+        .ok_or_else(|| "no ETag".to_owned())
+}
+
+/// [`try_multipart`] without metadata, which must succeed.
+pub async fn multipart(c: &Client, bucket: &str, key: &str, parts: &[&[u8]]) -> String {
+    try_multipart(c, bucket, key, parts, Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("multipart upload of {key}: {e}"))
+}
