@@ -93,6 +93,12 @@ impl Client {
                     "{c}: the credentials were rejected even after a refresh; check their source"
                 )
             }
+            (_, Some("BadDigest")) => format!(
+                "BadDigest: the bytes the server received do not match their checksum{}; a file \
+                 that changed while it was uploaded does this (or bytes corrupted on the way): \
+                 upload it again once nothing writes to it",
+                e.message().map(|m| format!(" ({m})")).unwrap_or_default()
+            ),
             (_, Some("SlowDown" | "Throttling" | "ThrottlingException")) => {
                 "the server is throttling requests (SlowDown) and retries ran out; try again later"
                     .to_owned()

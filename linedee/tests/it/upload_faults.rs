@@ -510,3 +510,37 @@ async fn a_files_parts_go_up_as_plain_bodies_with_their_crc32_as_a_signed_header
         assert!(r.body == slice, "part {n} is not its slice of the file");
     }
 }
+
+#[tokio::test]
+async fn a_part_refused_for_its_checksum_says_the_file_changed_and_aborts_the_upload() {
+    let server = MockServer::start().await;
+    mount_multipart(&server).await;
+    Mock::given(method("PUT"))
+        .and(query_param("partNumber", "2"))
+        .respond_with(s3_error(400, "BadDigest"))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.bin");
+    std::fs::write(&file, body()).unwrap();
+    let client = builder(&server, Arc::default()).build().unwrap();
+    let err = client
+        .put(KEY, linedee::Body::from_path(&file))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::S3 { operation: "UploadPart", code: Some(c), .. } if c == "BadDigest"),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("changed while it was uploaded") && text.contains("upload it again"),
+        "{text}"
+    );
+    let log = received(&server).await;
+    let names = names(&log);
+    assert!(names.contains(&"Abort"), "{names:?}");
+    assert!(!names.contains(&"Complete"), "{names:?}");
+}
