@@ -54,12 +54,10 @@ impl AlignedBuf {
     /// Appends as much of `data` as fits below `limit` bytes in all; returns how much.
     pub(crate) fn extend_up_to(&mut self, data: &[u8], limit: usize) -> usize {
         let n = data.len().min(limit.saturating_sub(self.len));
-        if self.start + self.len + n > self.mem.len() {
-            self.grow(
-                (self.len + n)
-                    .max(2 * self.len)
-                    .min(limit.max(self.len + n)),
-            );
+        let need = self.len + n;
+        if self.start + need > self.mem.len() {
+            // Doubling, as a Vec grows, but never past the limit.
+            self.grow((2 * self.len).min(limit).max(need));
         }
         self.mem[self.start + self.len..][..n].copy_from_slice(&data[..n]);
         self.len += n;
