@@ -54,7 +54,12 @@ pub(crate) async fn run(config: &Config, dir: &Path, args: LogsArgs) -> anyhow::
         None => {
             // Still running: show what the local engine has so far, if it is ours.
             let local = local_log(dir, &task.task_id, attempt);
-            match std::fs::read(&local) {
+            let so_far = match std::fs::read(&local) {
+                // The local engine creates the file with the attempt's first output.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+                read => read,
+            };
+            match so_far {
                 Ok(bytes) if attempt == task.attempts && !finished(&task) => {
                     write_out(&bytes)?;
                     eprintln!("(attempt {attempt} is still running; follow it with --follow)");

@@ -64,19 +64,20 @@ impl Bucket for Store {
     }
 
     async fn put_log(&self, bucket: &str, key: &str, log: LogBody) -> Result<()> {
+        // Not synced on its own: the run's status document that follows covers it.
         match log {
-            // Not synced on its own: the run's status document that follows covers it.
             LogBody::File(path) => self
                 .put_file_unsynced(bucket, key, &path, Some("text/plain; charset=utf-8"))
                 .await
                 .map(drop),
             LogBody::Bytes(bytes) => self
-                .put_object(
+                .put_object_with(
                     bucket,
                     key,
                     bytes.into(),
                     Some("text/plain; charset=utf-8"),
                     BTreeMap::new(),
+                    false,
                 )
                 .await
                 .map(drop),

@@ -151,13 +151,17 @@ impl LocalRunner {
     }
 
     /// Why a process that exited without its output failed: its diagnostic line or last line
-    /// of output, and whether a missing command is a process type gone from the Procfile.
-    async fn detail(&self, spec: &AttemptSpec, code: Option<i32>) -> Option<String> {
-        let log = process::existing_log_path(&self.data_dir, &spec.task_id, spec.attempt);
-        let mut detail = tokio::task::spawn_blocking(move || crate::diagnostic::from_log(&log))
-            .await
-            .ok()
-            .flatten();
+    /// of output (`logged`: it printed any), and whether a missing command is a process type
+    /// gone from the Procfile.
+    async fn detail(&self, spec: &AttemptSpec, code: Option<i32>, logged: bool) -> Option<String> {
+        let mut detail = None;
+        if logged {
+            let log = process::log_path(&self.data_dir, &spec.task_id, spec.attempt);
+            detail = tokio::task::spawn_blocking(move || crate::diagnostic::from_log(&log))
+                .await
+                .ok()
+                .flatten();
+        }
         // 127: command not found; say when that is a process type gone missing.
         if code == Some(127)
             && let Some(note) = self.procfile.current().await.not_a_type(&spec.cmd)
@@ -211,7 +215,7 @@ impl Runner for Arc<LocalRunner> {
             };
             drop(permit);
             let code = status.and_then(|s| s.code());
-            let detail = me.detail(&spec, code).await;
+            let detail = me.detail(&spec, code, proc.logged().await).await;
             on_exit(Exit { code, detail });
             let mut procs = me.procs();
             procs.remove(&key);
@@ -238,11 +242,17 @@ impl Runner for Arc<LocalRunner> {
     }
 
     async fn log(&self, task_id: &str, attempt: u32) -> Option<LogBody> {
-        Some(LogBody::File(process::existing_log_path(
-            &self.data_dir,
-            task_id,
-            attempt,
-        )))
+        let (dir, task_id) = (self.data_dir.clone(), task_id.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let path = process::existing_log_path(&dir, &task_id, attempt);
+            // An attempt that printed nothing has no file: its log is empty.
+            match path.try_exists() {
+                Ok(false) => LogBody::Bytes(Vec::new()),
+                _ => LogBody::File(path),
+            }
+        })
+        .await
+        .ok()
     }
 
     async fn stop_all(&self) {

@@ -42,6 +42,7 @@ pub(crate) struct Spec {
 pub(crate) struct Running {
     child: Child,
     pgid: Option<i32>,
+    log: std::sync::Arc<tokio::sync::Mutex<Log>>,
     pumps: Vec<JoinHandle<()>>,
     stop_pumps: CancellationToken,
     /// The `line_D=…` entry of the attempt's environment, inherited by its descendants.
@@ -52,11 +53,15 @@ pub(crate) struct Running {
 /// blocking pool ([`prepare`]).
 #[derive(Debug)]
 pub(crate) struct Prepared {
-    log: std::fs::File,
     direct: Option<crate::exec::Direct>,
 }
 
-/// Creates the attempt's log file and decides whether its script needs a shell. Blocking.
+/// Clears the way for the attempt's log and decides whether its script needs a shell.
+/// Blocking.
+///
+/// The log file is created by the attempt's first output ([`Log`]), so an attempt that prints
+/// nothing costs no file. A file an earlier engine left under the same name is removed here,
+/// so it cannot pass for this attempt's output.
 pub(crate) fn prepare(spec: &Spec) -> std::io::Result<Prepared> {
     let path = spec
         .env
@@ -65,17 +70,50 @@ pub(crate) fn prepare(spec: &Spec) -> std::io::Result<Prepared> {
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| std::ffi::OsString::from(v))
         .or_else(|| std::env::var_os("PATH"));
+    match std::fs::remove_file(&spec.log_path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     Ok(Prepared {
-        log: create_log(&spec.log_path)?,
         direct: crate::exec::direct(&spec.script, path.as_deref(), &spec.cwd),
     })
+}
+
+/// An attempt's log file, created when the first output arrives.
+#[derive(Debug)]
+struct Log {
+    path: PathBuf,
+    file: Option<tokio::fs::File>,
+}
+
+impl Log {
+    /// Appends `chunk`, creating the file (and the logs directory) the first time.
+    async fn write(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        let file = match &mut self.file {
+            Some(file) => file,
+            None => {
+                let path = self.path.clone();
+                let created = tokio::task::spawn_blocking(move || create_log(&path))
+                    .await
+                    .map_err(std::io::Error::other)??;
+                self.file.insert(tokio::fs::File::from_std(created))
+            }
+        };
+        file.write_all(chunk).await
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        match &mut self.file {
+            Some(file) => file.flush().await,
+            None => Ok(()),
+        }
+    }
 }
 
 /// Starts `spec` in a new process group: directly when its script is one plain command
 /// ([`crate::exec`]), else with `/bin/sh -c`.
 pub(crate) fn spawn(spec: Spec, prepared: Prepared, console: &Console) -> std::io::Result<Running> {
-    let Prepared { log, direct } = prepared;
-    let log = tokio::fs::File::from_std(log);
+    let Prepared { direct } = prepared;
     let marker = spec
         .env
         .iter()
@@ -116,7 +154,10 @@ pub(crate) fn spawn(spec: Spec, prepared: Prepared, console: &Console) -> std::i
         _ => command(None).spawn()?,
     };
     let pgid = child.id().and_then(|id| i32::try_from(id).ok());
-    let log = std::sync::Arc::new(tokio::sync::Mutex::new(log));
+    let log = std::sync::Arc::new(tokio::sync::Mutex::new(Log {
+        path: spec.log_path.clone(),
+        file: None,
+    }));
     let mut pumps = Vec::new();
     let stop_pumps = CancellationToken::new();
     if let Some(out) = child.stdout.take() {
@@ -130,7 +171,7 @@ pub(crate) fn spawn(spec: Spec, prepared: Prepared, console: &Console) -> std::i
     if let Some(err) = child.stderr.take() {
         pumps.push(tokio::spawn(pump(
             err,
-            log,
+            log.clone(),
             console.stream(&spec.label, true),
             stop_pumps.clone(),
         )));
@@ -138,6 +179,7 @@ pub(crate) fn spawn(spec: Spec, prepared: Prepared, console: &Console) -> std::i
     Ok(Running {
         child,
         pgid,
+        log,
         pumps,
         stop_pumps,
         marker,
@@ -148,6 +190,12 @@ impl Running {
     /// The process group id (the shell's pid).
     pub(crate) fn pgid(&self) -> Option<i32> {
         self.pgid
+    }
+
+    /// Whether the attempt printed anything: then its log file exists. Meant for after
+    /// [`Running::wait`] or [`Running::stop`].
+    pub(crate) async fn logged(&self) -> bool {
+        self.log.lock().await.file.is_some()
     }
 
     /// Waits for the process to exit, then for its output to be fully written to the log.
@@ -244,16 +292,38 @@ fn scan_environs(marker: &[u8]) -> Vec<i32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
+    // One buffer for every process, and plain reads: `fs::read` would also ask for a size
+    // (which /proc does not know) and probe with small reads, several calls per process.
+    let mut buf = vec![0u8; 64 * 1024];
     entries
         .filter_map(Result::ok)
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| *pid != me)
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == marker))
-        })
+        .filter(|pid| environ_has(*pid, marker, &mut buf))
         .filter_map(|pid| i32::try_from(pid).ok())
         .collect()
+}
+
+/// Whether the environment of `pid` has exactly `marker` as one of its entries. `buf` is
+/// scratch space, grown when an environment does not fit.
+fn environ_has(pid: u32, marker: &[u8], buf: &mut Vec<u8>) -> bool {
+    use std::io::Read as _;
+    let Ok(mut environ) = std::fs::File::open(format!("/proc/{pid}/environ")) else {
+        return false;
+    };
+    let mut filled = 0;
+    loop {
+        if filled == buf.len() {
+            buf.resize((buf.len() * 2).max(4096), 0);
+        }
+        match environ.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    buf[..filled].split(|b| *b == 0).any(|var| var == marker)
 }
 
 fn signal_group(pgid: Option<i32>, signal: Signal) {
@@ -288,7 +358,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 /// Copies a stream to the log file and, line by line, to the console.
 async fn pump(
     mut from: impl AsyncRead + Unpin,
-    log: std::sync::Arc<tokio::sync::Mutex<tokio::fs::File>>,
+    log: std::sync::Arc<tokio::sync::Mutex<Log>>,
     mut console: crate::console::Stream,
     stop: CancellationToken,
 ) {
@@ -303,7 +373,7 @@ async fn pump(
             () = stop.cancelled() => break,
         };
         let chunk = &buf[..n];
-        if log.lock().await.write_all(chunk).await.is_err() {
+        if log.lock().await.write(chunk).await.is_err() {
             tracing::warn!("cannot write a task log; output is still shown on the console");
         }
         for &b in chunk {
@@ -400,6 +470,46 @@ mod tests {
         let (code, log) = run(spec(dir.path(), "no-such-command-here")).await;
         assert_eq!(code, Some(127));
         assert!(log.contains("not found"), "{log}");
+    }
+
+    #[tokio::test]
+    async fn a_log_file_is_made_by_the_first_output_and_a_stale_one_is_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let silent = spec(dir.path(), "true");
+        let log = silent.log_path.clone();
+        std::fs::create_dir_all(log.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&log, "left by an earlier engine").expect("write");
+        let prepared = prepare(&silent).expect("prepare");
+        assert!(!log.exists(), "a stale log is removed before the start");
+        let mut running = spawn(silent, prepared, &Console::quiet()).expect("spawn");
+        assert_eq!(running.wait().await.expect("wait").code(), Some(0));
+        assert!(!running.logged().await);
+        assert!(!log.exists(), "an attempt that prints nothing has no file");
+
+        let chatty = spec(dir.path(), "echo to the log");
+        let prepared = prepare(&chatty).expect("prepare");
+        let mut running = spawn(chatty, prepared, &Console::quiet()).expect("spawn");
+        assert_eq!(running.wait().await.expect("wait").code(), Some(0));
+        assert!(running.logged().await);
+        assert_eq!(std::fs::read_to_string(&log).expect("log"), "to the log\n");
+    }
+
+    #[test]
+    fn an_environment_entry_is_found_whole_past_the_first_buffer() {
+        let environ = std::fs::read("/proc/self/environ").expect("environ");
+        let last = environ
+            .split(|b| *b == 0)
+            .rfind(|var| !var.is_empty())
+            .expect("an entry");
+        let me = std::process::id();
+        let mut buf = vec![0u8; 1];
+        assert!(environ_has(me, last, &mut buf));
+        assert!(buf.len() >= environ.len(), "the buffer grew");
+        assert!(
+            !environ_has(me, &last[..last.len() - 1], &mut buf),
+            "whole entries only"
+        );
+        assert!(!environ_has(u32::MAX, last, &mut buf), "no such process");
     }
 
     #[test]

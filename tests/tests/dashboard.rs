@@ -266,6 +266,40 @@ async fn logs_are_read_by_offset_and_never_from_outside_the_logs() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_that_printed_nothing_has_an_empty_log_and_no_file() {
+    let t = TestEngine::start("").await;
+    let d = dashboard(&t.engine).await;
+    let silent = Workflow::new().step(linedee::Task::new("true").no_output());
+    let run = t.client.submit("in/silent", &silent).await.expect("submit");
+    let task = format!("{}.0.0", run.run_id());
+    let log_url = format!("{}/api/logs/{task}/1", d.url);
+    // The stored log lands once the process has ended; until then there is no log to show.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let slice = loop {
+        let (code, slice) = get_json(&log_url).await;
+        if code == 200 {
+            break slice;
+        }
+        assert_eq!(code, 404, "{slice}");
+        assert!(tokio::time::Instant::now() < deadline, "no log: {slice}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        (&slice["text"], &slice["size"], &slice["next_offset"]),
+        (
+            &serde_json::json!(""),
+            &serde_json::json!(0),
+            &serde_json::json!(0)
+        ),
+        "{slice}"
+    );
+    assert!(
+        !t.engine.log_path(&task, 1).exists(),
+        "printing nothing costs no file"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_runs_list_pages_with_a_before_cursor_and_filters_by_status() {
     let t = TestEngine::start("").await;
     let runs = succeeded_and_failed(&t).await;

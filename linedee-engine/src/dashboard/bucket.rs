@@ -16,8 +16,6 @@ use crate::{RunFilter, RunSummary};
 const ANSWER_WITHIN: Duration = Duration::from_secs(30);
 /// Status documents read at once while listing.
 const FETCH: usize = 16;
-/// Most bytes of a log in one answer (as the local dashboard).
-const CHUNK: usize = 64 * 1024;
 
 /// A bucket, read through the SDK's client.
 #[derive(Debug, Clone)]
@@ -176,22 +174,7 @@ impl BucketSource {
             Err(e) => return Err(Error::Bucket(e)),
         };
         let bytes = object.bytes().await.map_err(Error::Bucket)?;
-        let size = bytes.len() as u64;
-        let start = usize::try_from(offset.min(size)).unwrap_or(bytes.len());
-        let end = (start + CHUNK).min(bytes.len());
-        let mut keep = end;
-        // A character cut at the end is left for the next read.
-        if let Err(e) = std::str::from_utf8(&bytes[start..end])
-            && e.error_len().is_none()
-        {
-            keep = start + e.valid_up_to();
-        }
-        Ok(Some(Slice {
-            text: String::from_utf8_lossy(&bytes[start..keep]).into_owned(),
-            offset: start as u64,
-            next_offset: keep as u64,
-            size,
-        }))
+        Ok(Some(super::logs::slice(&bytes, offset)))
     }
 
     /// Cancel or retry: a control request, and the serving engine's answer.

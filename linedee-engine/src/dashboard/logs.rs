@@ -38,6 +38,26 @@ pub(crate) fn parse_attempt(s: &str) -> Option<u32> {
     s.parse().ok().filter(|&n| n >= 1)
 }
 
+/// Up to [`CHUNK`] bytes of a whole log held in memory (a stored one), from `offset`.
+pub(crate) fn slice(bytes: &[u8], offset: u64) -> Slice {
+    let size = bytes.len() as u64;
+    let start = usize::try_from(offset.min(size)).unwrap_or(bytes.len());
+    let end = start.saturating_add(CHUNK as usize).min(bytes.len());
+    let mut keep = end;
+    // A character cut at the end is left for the next read.
+    if let Err(e) = std::str::from_utf8(&bytes[start..end])
+        && e.error_len().is_none()
+    {
+        keep = start + e.valid_up_to();
+    }
+    Slice {
+        text: String::from_utf8_lossy(&bytes[start..keep]).into_owned(),
+        offset: start as u64,
+        next_offset: keep as u64,
+        size,
+    }
+}
+
 /// Reads up to [`CHUNK`] bytes of `path` from `offset`. `Ok(None)` when there is no such file.
 pub(crate) fn read(path: &Path, offset: u64) -> std::io::Result<Option<Slice>> {
     let mut file = match std::fs::File::open(path) {

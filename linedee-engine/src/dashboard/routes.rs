@@ -279,9 +279,15 @@ async fn log(state: &State, task_id: &str, attempt: &str, query: Option<&str>) -
         Source::Engine(engine) => {
             // A file read: on the blocking pool, not a runtime thread.
             let path = engine.log_path(task_id, attempt);
-            tokio::task::spawn_blocking(move || logs::read(&path, offset))
+            match tokio::task::spawn_blocking(move || logs::read(&path, offset))
                 .await
                 .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+            {
+                // No local file: the attempt printed nothing (yet), or its file is gone.
+                // Once it ended, its stored log says which.
+                Ok(None) => stored_log(engine, task_id, attempt, offset).await,
+                read => read,
+            }
         }
         Source::Bucket(bucket) => bucket
             .log(task_id, attempt, offset)
@@ -301,6 +307,20 @@ async fn log(state: &State, task_id: &str, attempt: &str, query: Option<&str>) -
                 format!("reading the log of attempt {attempt} of task `{task_id}` failed"),
             )
         }
+    }
+}
+
+/// An attempt's log as the engine stored it in its bucket when the attempt ended.
+async fn stored_log(
+    engine: &crate::Engine,
+    task_id: &str,
+    attempt: u32,
+    offset: u64,
+) -> std::io::Result<Option<logs::Slice>> {
+    let key = linedee::status::log_key(task_id, attempt);
+    match engine.store().get_object(engine.bucket(), &key).await {
+        Ok(stored) => Ok(stored.map(|(_, body)| logs::slice(&body, offset))),
+        Err(e) => Err(std::io::Error::other(e.to_string())),
     }
 }
 
