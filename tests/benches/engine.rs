@@ -2,7 +2,9 @@
 //!
 //! `cargo bench -p linedee-tests --bench engine` prints a Markdown table for BENCHMARKS.md.
 //! Set `LINEDEE_BENCH_QUICK=1` for a smaller run, `LINEDEE_BENCH_THROUGHPUT_ONLY=1` for the
-//! latency and throughput rows only, `LINEDEE_BENCH_QUEUE_ONLY=1` for the queue rows only.
+//! latency and throughput rows only, `LINEDEE_BENCH_QUEUE_ONLY=1` for the queue rows only,
+//! `LINEDEE_BENCH_P2_ONLY=1` for the throughput row with fsync on only (to profile, or to
+//! compare two builds quickly).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -41,23 +43,44 @@ fn peak_rss_mb() -> f64 {
 
 /// CPU time (user + system) of this process and its waited-for children so far, in seconds.
 fn cpu_secs() -> f64 {
-    use nix::sys::resource::{UsageWho, getrusage};
-    [UsageWho::RUSAGE_SELF, UsageWho::RUSAGE_CHILDREN]
-        .into_iter()
-        .filter_map(|who| getrusage(who).ok())
-        .map(|u| {
-            let (user, sys) = (u.user_time(), u.system_time());
-            user.tv_sec() as f64
-                + sys.tv_sec() as f64
-                + (user.tv_usec() + sys.tv_usec()) as f64 / 1e6
-        })
-        .sum()
+    use nix::sys::resource::UsageWho;
+    cpu_of(UsageWho::RUSAGE_SELF) + cpu_of(UsageWho::RUSAGE_CHILDREN)
+}
+
+/// CPU time (user + system) of `who` so far, in seconds.
+fn cpu_of(who: nix::sys::resource::UsageWho) -> f64 {
+    nix::sys::resource::getrusage(who).map_or(0.0, |u| {
+        let (user, sys) = (u.user_time(), u.system_time());
+        user.tv_sec() as f64 + sys.tv_sec() as f64 + (user.tv_usec() + sys.tv_usec()) as f64 / 1e6
+    })
 }
 
 /// Wall and CPU seconds of one arm of the throughput benchmark.
 struct Arm {
     wall: f64,
+    /// This process and the tasks.
     cpu: f64,
+    /// This process alone: the engine, its store and the submitting client (in the direct arm,
+    /// the store serving the tasks' output PUTs).
+    own_cpu: f64,
+}
+
+impl Arm {
+    fn start() -> (Instant, f64, f64) {
+        (
+            Instant::now(),
+            cpu_secs(),
+            cpu_of(nix::sys::resource::UsageWho::RUSAGE_SELF),
+        )
+    }
+
+    fn since((start, cpu0, own0): (Instant, f64, f64)) -> Arm {
+        Arm {
+            wall: start.elapsed().as_secs_f64(),
+            cpu: cpu_secs() - cpu0,
+            own_cpu: cpu_of(nix::sys::resource::UsageWho::RUSAGE_SELF) - own0,
+        }
+    }
 }
 
 async fn wait_lines(path: &Path, n: usize) {
@@ -134,7 +157,7 @@ async fn throughput(runs: usize, concurrency: usize, fsync: bool) -> (Arm, Arm) 
     })
     .await;
     let wf = Workflow::new().step(Task::new("get_json"));
-    let (start, cpu0) = (Instant::now(), cpu_secs());
+    let started = Arm::start();
     let mut run_ids = Vec::with_capacity(runs);
     for i in 0..runs {
         let submitted = t
@@ -156,14 +179,11 @@ async fn throughput(runs: usize, concurrency: usize, fsync: bool) -> (Arm, Arm) 
             }
         }
     }
-    let engine = Arm {
-        wall: start.elapsed().as_secs_f64(),
-        cpu: cpu_secs() - cpu0,
-    };
+    let engine = Arm::since(started);
 
     // Baseline: the same processes, the same environment, spawned directly, `concurrency` at a time.
     let env: HashMap<String, String> = t.engine.app_env(&t.endpoint).into_iter().collect();
-    let (start, cpu0) = (Instant::now(), cpu_secs());
+    let started = Arm::start();
     let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency));
     let mut handles = Vec::with_capacity(runs);
     for i in 0..runs {
@@ -187,10 +207,7 @@ async fn throughput(runs: usize, concurrency: usize, fsync: bool) -> (Arm, Arm) 
     for h in handles {
         h.await.expect("baseline task");
     }
-    let direct = Arm {
-        wall: start.elapsed().as_secs_f64(),
-        cpu: cpu_secs() - cpu0,
-    };
+    let direct = Arm::since(started);
     (engine, direct)
 }
 
@@ -354,6 +371,11 @@ async fn main() {
         print_queue(queued, &q);
         return;
     }
+    if std::env::var_os("LINEDEE_BENCH_P2_ONLY").is_some() {
+        let (engine, direct) = throughput(tp_runs, 8, true).await;
+        print_throughput(tp_runs, ", fsync on", &engine, &direct);
+        return;
+    }
     let (p50, p99, base_p50) = latency(lat_runs).await;
     let only_throughput = std::env::var_os("LINEDEE_BENCH_THROUGHPUT_ONLY").is_some();
     if only_throughput {
@@ -363,17 +385,8 @@ async fn main() {
         );
         for fsync in [true, false] {
             let (engine, direct) = throughput(tp_runs, 8, fsync).await;
-            println!(
-                "| {tp_runs} one-task runs writing output, concurrency 8, fsync {} | {:.2} s ({:.0} runs/s), CPU {:.2} s | same processes spawned directly: {:.2} s, CPU {:.2} s | {:.2} (CPU {:.2}) | ≤ 1.3 |",
-                if fsync { "on" } else { "off" },
-                engine.wall,
-                tp_runs as f64 / engine.wall,
-                engine.cpu,
-                direct.wall,
-                direct.cpu,
-                engine.wall / direct.wall,
-                engine.cpu / direct.cpu,
-            );
+            let label = if fsync { ", fsync on" } else { ", fsync off" };
+            print_throughput(tp_runs, label, &engine, &direct);
         }
         return;
     }
@@ -385,17 +398,23 @@ async fn main() {
         "| PutObject response → task process start, {lat_runs} runs | p50 {p50:.2} ms, p99 {p99:.2} ms | direct `sh -c` spawn p50 {base_p50:.2} ms | p50 {:.1}× | p50 ≤ 1.5×, p99 ≤ 3× |",
         p50 / base_p50
     );
+    print_throughput(tp_runs, "", &engine, &direct);
+    print_queue(queued, &q);
+}
+
+fn print_throughput(runs: usize, label: &str, engine: &Arm, direct: &Arm) {
     println!(
-        "| {tp_runs} one-task runs writing output, concurrency 8 | {:.2} s ({:.0} runs/s), CPU {:.2} s | same processes spawned directly: {:.2} s, CPU {:.2} s | {:.2} (CPU {:.2}) | ≤ 1.3 |",
+        "| {runs} one-task runs writing output, concurrency 8{label} | {:.2} s ({:.0} runs/s), CPU {:.2} s (this process {:.2} s) | same processes spawned directly: {:.2} s, CPU {:.2} s (this process {:.2} s) | {:.2} (CPU {:.2}) | ≤ 1.3 |",
         engine.wall,
-        tp_runs as f64 / engine.wall,
+        runs as f64 / engine.wall,
         engine.cpu,
+        engine.own_cpu,
         direct.wall,
         direct.cpu,
+        direct.own_cpu,
         engine.wall / direct.wall,
         engine.cpu / direct.cpu,
     );
-    print_queue(queued, &q);
 }
 
 fn print_queue(queued: usize, q: &Queue) {
