@@ -310,15 +310,23 @@ async fn log(state: &State, task_id: &str, attempt: &str, query: Option<&str>) -
     }
 }
 
-/// An attempt's log as the engine stored it in its bucket when the attempt ended.
+/// An attempt's log as the engine stored it in its bucket when the attempt ended, for an
+/// attempt with no local file (it printed nothing). Read only when it fits one slice: a
+/// stored log is read whole, and a large one whose file is gone stays unserved, as before.
 async fn stored_log(
     engine: &crate::Engine,
     task_id: &str,
     attempt: u32,
     offset: u64,
 ) -> std::io::Result<Option<logs::Slice>> {
+    let (store, bucket) = (engine.store(), engine.bucket());
     let key = linedee::status::log_key(task_id, attempt);
-    match engine.store().get_object(engine.bucket(), &key).await {
+    match store.head_object(bucket, &key).await {
+        Ok(Some(meta)) if meta.size <= logs::CHUNK => {}
+        Ok(_) => return Ok(None),
+        Err(e) => return Err(std::io::Error::other(e.to_string())),
+    }
+    match store.get_object(bucket, &key).await {
         Ok(stored) => Ok(stored.map(|(_, body)| logs::slice(&body, offset))),
         Err(e) => Err(std::io::Error::other(e.to_string())),
     }
