@@ -674,10 +674,16 @@ impl Driver {
         let (run_id, bucket) = (run_id.to_owned(), bucket.to_owned());
         tokio::spawn(async move {
             let (task_id, attempt) = (spec.task_id.clone(), spec.attempt);
+            // A process can exit before `start` returns: its exit is sent only after the
+            // start's own event, so the machine never sees an attempt end before it began.
+            let (told_start, start_told) = tokio::sync::oneshot::channel::<()>();
             let on_exit = {
                 let (tx, run_id, task_id) = (tx.clone(), run_id.clone(), task_id.clone());
                 Box::new(move |exit: Exit| {
                     tokio::spawn(async move {
+                        // Err: the start's event was sent and the sender dropped, or never
+                        // will be (a cancelled start); either way the exit may go now.
+                        let _ = start_told.await;
                         if !no_output && let Ok(Some(state)) = b.output(&bucket, &task_id).await {
                             let landed = Event::OutputLanded {
                                 task_id: task_id.clone(),
@@ -720,6 +726,7 @@ impl Driver {
                 Err(StartError::Cancelled) => return,
             };
             let _ = tx.send(Input::Event { run_id, event });
+            let _ = told_start.send(());
         });
     }
 }

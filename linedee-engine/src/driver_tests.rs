@@ -332,3 +332,102 @@ async fn runs_still_queued_at_a_stop_start_after_the_next_start() {
     }
     second.stop().await;
 }
+
+/// A runner whose process exits before `start` returns: its exit notice is sent at once,
+/// and the start's answer comes a little later, the order a very short process under load
+/// can produce.
+struct ExitsBeforeStartReturns;
+
+#[async_trait::async_trait]
+impl crate::runner::Runner for ExitsBeforeStartReturns {
+    async fn start(
+        &self,
+        spec: crate::runner::AttemptSpec,
+        _cancel: tokio_util::sync::CancellationToken,
+        on_exit: crate::runner::OnExit,
+    ) -> Result<String, crate::runner::StartError> {
+        on_exit(crate::runner::Exit {
+            code: Some(0),
+            detail: None,
+        });
+        // Widens the window in which the exit notice could overtake the start: this is what
+        // the test provokes, not what it waits for.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Ok(format!("fake-{}", spec.task_id))
+    }
+    async fn stop(&self, _: &str) {}
+    async fn stop_stale(&self, _: &str, _: &str) {}
+    async fn log(&self, _: &str, _: u32) -> Option<crate::runner::LogBody> {
+        Some(crate::runner::LogBody::Bytes(b"done\n".to_vec()))
+    }
+    async fn stop_all(&self) {}
+}
+
+#[tokio::test]
+async fn an_exit_noticed_before_the_start_returned_still_ends_the_attempt() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = crate::store::Store::open(
+        dir.path().join("store"),
+        crate::store::StoreOptions {
+            default_bucket: Some("linedee-test".to_owned()),
+            ..crate::store::StoreOptions::default()
+        },
+    )
+    .expect("store");
+    let journal = crate::journal::SqliteJournal::open(&dir.path().join("journal.sqlite"), true)
+        .expect("journal");
+    let driver = Arc::new(crate::driver::Driver::new(crate::driver::Parts {
+        machine: crate::machine::Machine {
+            retry: RetryPolicy::default(),
+        },
+        journal: Arc::new(journal),
+        runner: Arc::new(ExitsBeforeStartReturns),
+        bucket: Arc::new(store.clone()),
+        triggers: Arc::new(crate::triggers::Outbox::new(store.clone())),
+        shutdown_grace: Duration::ZERO,
+        start_ahead: 2,
+    }));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(Arc::clone(&driver).run(stop.clone()));
+    let metadata = BTreeMap::from([
+        ("ld_run".to_owned(), "true".to_owned()),
+        ("ld_run_id".to_owned(), "quick".to_owned()),
+    ]);
+    let workflow = r#"{"run":[{"cmd":"quick","no_output":true}]}"#;
+    store
+        .put_object("linedee-test", "in/quick", workflow.into(), None, metadata)
+        .await
+        .expect("trigger written");
+
+    // The exit, once applied, stores the attempt's log and puts its code in the document.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let log = linedee::status::log_key("quick.0.0", 1);
+    let doc = loop {
+        let doc = store
+            .get_object("linedee-test", "ld/runs/quick.json")
+            .await
+            .expect("read")
+            .and_then(|(_, body)| serde_json::from_slice::<RunStatus>(&body).ok());
+        let logged = store
+            .head_object("linedee-test", &log)
+            .await
+            .expect("head")
+            .is_some();
+        if logged
+            && let Some(doc) = &doc
+            && doc.tasks().next().is_some_and(|t| t.exit_code.is_some())
+        {
+            break doc.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the exit was never applied: log stored {logged}, {doc:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(doc.status, RunState::Succeeded, "{doc:?}");
+    assert_eq!(doc.tasks().next().and_then(|t| t.exit_code), Some(0));
+    stop.cancel();
+    running.await.expect("driver task").expect("driver stops");
+}
