@@ -1,15 +1,17 @@
-//! Group commit: object writes that arrive while another is committing share its SQLite
+//! Group commit: object writes that arrive while a batch is committing share the next SQLite
 //! transaction, so many acknowledged writes cost one WAL fsync. Each write runs in its own
 //! savepoint, so one failing (a precondition, a missing bucket) does not affect the others.
 //!
-//! There is no committer thread: a writer queues its request, then takes the database lock;
-//! whoever holds it commits everything queued so far (a "leader"), and every writer waits
-//! for its own answer.
+//! One committer thread per store commits: a writer queues its write and waits for the answer
+//! without holding a thread of its own (an async writer awaits it, a blocking one blocks on
+//! it), and the committer takes everything queued at once. Only the committer waits for the
+//! disk, so a burst of writers costs one thread wake per batch, not one pool thread each. The
+//! thread holds the store weakly and ends when the store is dropped.
 
-use std::sync::mpsc::{SyncSender, sync_channel};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 
 use rusqlite::Connection;
+use tokio::sync::oneshot;
 
 use super::Inner;
 use super::index::{self, Committed, NewObject, Precondition};
@@ -20,12 +22,22 @@ struct Pending {
     cond: Precondition,
     /// Durable across power loss when answered (else durable with a later synced commit).
     synced: bool,
-    reply: SyncSender<Result<Committed>>,
+    reply: oneshot::Sender<Result<Committed>>,
 }
 
-/// Writes waiting for a leader.
 #[derive(Default)]
-pub(crate) struct Queue(Mutex<Vec<Pending>>);
+struct Waiting {
+    writes: Vec<Pending>,
+    /// The store is gone: nothing more is queued, and the committer ends.
+    closed: bool,
+}
+
+/// Writes waiting for the committer.
+#[derive(Default)]
+pub(crate) struct Queue {
+    waiting: Mutex<Waiting>,
+    ready: Condvar,
+}
 
 impl std::fmt::Debug for Queue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -34,11 +46,69 @@ impl std::fmt::Debug for Queue {
 }
 
 impl Queue {
-    fn lock(&self) -> MutexGuard<'_, Vec<Pending>> {
-        self.0
+    fn lock(&self) -> MutexGuard<'_, Waiting> {
+        self.waiting
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+
+    /// Queues a write; gives it back when the store is closing.
+    fn push(&self, p: Pending) -> Option<Pending> {
+        let mut w = self.lock();
+        if w.closed {
+            return Some(p);
+        }
+        w.writes.push(p);
+        // The committer sleeps only when nothing is queued: one wake per batch.
+        if w.writes.len() == 1 {
+            self.ready.notify_one();
+        }
+        None
+    }
+
+    /// Everything queued, once there is something; `None` once closed and drained.
+    fn take(&self) -> Option<Vec<Pending>> {
+        let mut w = self.lock();
+        while w.writes.is_empty() && !w.closed {
+            w = self
+                .ready
+                .wait(w)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        if w.writes.is_empty() {
+            return None;
+        }
+        Some(std::mem::take(&mut w.writes))
+    }
+
+    /// Ends the committer once it has answered what is queued.
+    pub(crate) fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_one();
+    }
+}
+
+/// Starts the committer of `inner`'s writes.
+pub(crate) fn start(queue: Arc<Queue>, inner: Weak<Inner>) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("ld-store-commit".to_owned())
+        .spawn(move || {
+            while let Some(batch) = queue.take() {
+                match inner.upgrade() {
+                    Some(inner) => inner.commit_now(batch),
+                    None => {
+                        for p in batch {
+                            let _ = p.reply.send(Err(gone()));
+                        }
+                    }
+                }
+            }
+        })
+        .map(drop)
+}
+
+fn gone() -> Error {
+    Error::Internal("group commit: the store was closed before the write was committed".into())
 }
 
 fn failed(what: &str, e: &rusqlite::Error) -> Error {
@@ -46,45 +116,64 @@ fn failed(what: &str, e: &rusqlite::Error) -> Error {
 }
 
 impl Inner {
-    /// Like [`Inner::commit`] without an extra step, batched with concurrent writes.
-    /// Blocking. An unsynced write (`synced: false`) is durable against a crash of the
-    /// process when it returns and against power loss with the next synced commit, as in
-    /// [`Inner::unsynced`]; a batch is synced when any of its writes must be.
+    /// Queues a write for the committer; the answer comes once it is committed (or refused).
+    /// An unsynced write (`synced: false`) is durable against a crash of the process when
+    /// answered and against power loss with the next synced commit, as in
+    /// [`Inner::unsynced`]; a batch is synced when any of its writes must be. On failure the
+    /// write's body files are removed.
+    pub(crate) fn queue_commit(
+        &self,
+        obj: NewObject,
+        cond: Precondition,
+        synced: bool,
+    ) -> oneshot::Receiver<Result<Committed>> {
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            obj,
+            cond,
+            synced,
+            reply,
+        };
+        if let Some(p) = self.group.push(pending) {
+            self.discard(&p.obj.body);
+            let _ = p.reply.send(Err(gone()));
+        }
+        answer
+    }
+
+    /// [`Inner::queue_commit`], waiting for the answer on the calling (blocking) thread.
     pub(crate) fn commit_grouped(
         &self,
         obj: NewObject,
         cond: Precondition,
         synced: bool,
     ) -> Result<Committed> {
-        let (reply, answer) = sync_channel(1);
-        self.group.lock().push(Pending {
-            obj,
-            cond,
-            synced,
-            reply,
-        });
-        {
-            let mut db = self.db();
-            // The writer that held the lock before may have committed this write already:
-            // then answer now, rather than lead the next batch and hold the answer back for
-            // a whole commit.
-            if let Ok(done) = answer.try_recv() {
-                return done;
-            }
-            let batch = std::mem::take(&mut *self.group.lock());
-            if batch.iter().any(|p| p.synced) {
-                self.commit_batch(&mut db, batch);
-            } else if !batch.is_empty() {
-                // Should the setting fail, the batch's writers hear that it was not committed.
-                let _ = self.unsynced_on(&mut db, |db| {
+        self.queue_commit(obj, cond, synced)
+            .blocking_recv()
+            .map_err(|_| gone())?
+    }
+
+    /// Commits a batch in one transaction (synced when any write must be) and answers each.
+    fn commit_now(&self, batch: Vec<Pending>) {
+        let mut db = self.db();
+        if batch.iter().any(|p| p.synced) {
+            self.commit_batch(&mut db, batch);
+        } else {
+            let mut batch = Some(batch);
+            let set = self.unsynced_on(&mut db, |db| {
+                if let Some(batch) = batch.take() {
                     self.commit_batch(db, batch);
-                    Ok(())
-                });
+                }
+                Ok(())
+            });
+            // The setting failed before the batch ran: its writers hear it was not committed.
+            if let (Err(e), Some(batch)) = (set, batch) {
+                for p in batch {
+                    self.discard(&p.obj.body);
+                    let _ = p.reply.send(Err(Error::Internal(e.to_string())));
+                }
             }
         }
-        answer
-            .recv()
-            .map_err(|_| Error::Internal("group commit: the committing writer vanished".into()))?
     }
 
     fn commit_batch(&self, db: &mut Connection, batch: Vec<Pending>) {
@@ -108,6 +197,7 @@ impl Inner {
             tx.commit().map_err(|e| failed("COMMIT", &e))
         })();
         let mut replaced = Vec::new();
+        let mut answers = Vec::with_capacity(batch.len());
         for (i, p) in batch.into_iter().enumerate() {
             let result = match (
                 &outcome,
@@ -127,10 +217,14 @@ impl Inner {
             if result.is_err() {
                 self.discard(&p.obj.body);
             }
-            let _ = p.reply.send(result);
+            answers.push((p.reply, result));
         }
+        // Answered once the bodies they replaced are gone, so an overwrite leaves no file.
         for blob in &replaced {
             self.blobs.remove(blob);
+        }
+        for (reply, result) in answers {
+            let _ = reply.send(result);
         }
     }
 }
@@ -196,5 +290,52 @@ mod tests {
             0,
             "refused writes left no body file"
         );
+    }
+
+    #[test]
+    fn writers_queue_without_waiting_for_a_busy_index_and_are_all_answered() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(
+            dir.path(),
+            StoreOptions {
+                default_bucket: Some("bkt".into()),
+                ..StoreOptions::default()
+            },
+        )
+        .expect("open");
+        let inner = &*store.inner;
+        let obj = |key: &str| NewObject {
+            bucket: "bkt".into(),
+            key: key.into(),
+            body: Body::Inline(bytes::Bytes::from_static(b"x")),
+            size: 1,
+            etag: md5_hex(b"x"),
+            content_type: None,
+            metadata: Default::default(),
+        };
+        let answers = {
+            // The index is busy (as during another batch's fsync): queuing does not wait.
+            let _busy = inner.db();
+            (0..8)
+                .map(|i| inner.queue_commit(obj(&format!("k{i}")), Precondition::None, true))
+                .collect::<Vec<_>>()
+        };
+        for (i, answer) in answers.into_iter().enumerate() {
+            let committed = answer
+                .blocking_recv()
+                .expect("answered")
+                .expect("committed");
+            assert_eq!(committed.meta.key, format!("k{i}"));
+        }
+        let listed: i64 = inner
+            .db()
+            .query_row(
+                "SELECT count(*) FROM objects WHERE bucket = 'bkt'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("count");
+        assert_eq!(listed, 8);
+        drop(store);
     }
 }

@@ -83,10 +83,16 @@ impl Received {
         Ok(self.id.clone())
     }
 
+    /// Whether the body goes inline in its index row ([`Received::into_body`] then does no
+    /// I/O).
+    pub(crate) fn is_inline(&self) -> bool {
+        !self.created && self.size <= INLINE_BODY_MAX as u64
+    }
+
     /// The body as its index row will hold it: inline when it is small enough (nothing is
     /// written to disk), else published as a file ([`Received::publish`]). Blocking.
     pub(crate) fn into_body(self) -> crate::Result<Body> {
-        if !self.created && self.size <= INLINE_BODY_MAX as u64 {
+        if self.is_inline() {
             return Ok(Body::Inline(bytes::Bytes::copy_from_slice(
                 self.buf.as_slice(),
             )));

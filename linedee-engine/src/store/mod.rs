@@ -99,7 +99,8 @@ pub(crate) struct Inner {
     auth: Arc<auth::Auth>,
     triggers: broadcast::Sender<Trigger>,
     objects: broadcast::Sender<ObjectEvent>,
-    group: group::Queue,
+    /// Writes waiting for the committer thread (`group.rs`).
+    group: Arc<group::Queue>,
 }
 
 pub(crate) const CHANNEL: usize = 4096;
@@ -199,18 +200,20 @@ impl Store {
         }
         let (triggers, _) = broadcast::channel(CHANNEL);
         let (objects, _) = broadcast::channel(CHANNEL);
-        Ok(Store {
-            inner: Arc::new(Inner {
-                dir,
-                options,
-                db: Mutex::new(conn),
-                blobs: Arc::new(blobs),
-                auth: Arc::new(auth),
-                triggers,
-                objects,
-                group: group::Queue::default(),
-            }),
-        })
+        let group = Arc::new(group::Queue::default());
+        let inner = Arc::new(Inner {
+            dir,
+            options,
+            db: Mutex::new(conn),
+            blobs: Arc::new(blobs),
+            auth: Arc::new(auth),
+            triggers,
+            objects,
+            group: Arc::clone(&group),
+        });
+        group::start(group, Arc::downgrade(&inner))
+            .map_err(|e| Error::Internal(format!("cannot start the store's committer: {e}")))?;
+        Ok(Store { inner })
     }
 
     /// The data directory.
@@ -325,20 +328,38 @@ impl Store {
         let (size, etag) = (body.len() as u64, blobs::md5_hex(&body));
         let content_type = content_type.map(str::to_owned);
         let metadata = normalize_metadata(metadata)?;
-        self.blocking(move |i| {
-            let obj = index::NewObject {
-                bucket,
-                key,
-                body: body::Body::store(&i.blobs, body)?,
-                size,
-                etag,
-                content_type,
-                metadata,
-            };
-            i.commit_grouped(obj, index::Precondition::None, synced)
-        })
-        .await
-        .map(|c| c.meta.etag)
+        // A small body goes inline with its row: no file, and no trip to the blocking pool.
+        let body = if body.len() <= INLINE_BODY_MAX {
+            body::Body::Inline(body)
+        } else {
+            self.blocking(move |i| body::Body::store(&i.blobs, body))
+                .await?
+        };
+        let obj = index::NewObject {
+            bucket,
+            key,
+            body,
+            size,
+            etag,
+            content_type,
+            metadata,
+        };
+        self.commit_queued(obj, index::Precondition::None, synced)
+            .await
+            .map(|c| c.meta.etag)
+    }
+
+    /// Commits a write through the committer thread, awaiting its answer (`group.rs`).
+    pub(crate) async fn commit_queued(
+        &self,
+        obj: index::NewObject,
+        cond: index::Precondition,
+        synced: bool,
+    ) -> Result<index::Committed> {
+        self.inner
+            .queue_commit(obj, cond, synced)
+            .await
+            .map_err(|_| Error::Internal("group commit: the committer stopped".into()))?
     }
 
     /// An object's metadata and body, or `None` when there is no such object.
@@ -391,6 +412,12 @@ impl Store {
     }
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.group.close();
+    }
+}
+
 impl Inner {
     pub(crate) fn db(&self) -> MutexGuard<'_, Connection> {
         self.db
@@ -398,37 +425,10 @@ impl Inner {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Commits an object whose body (file) is already published; on failure its body file
-    /// is removed. After the commit the replaced body file is removed and subscribers hear
-    /// of the write (and the trigger).
-    pub(crate) fn commit(
-        &self,
-        obj: &index::NewObject,
-        cond: &index::Precondition,
-        extra: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<()>,
-    ) -> Result<index::Committed> {
-        let committed = self.commit_held(&mut self.db(), obj, cond, extra)?;
-        self.remove_replaced(&committed);
-        Ok(committed)
-    }
-
-    /// [`Inner::commit`] on the index connection the caller holds, which then removes the
-    /// replaced body ([`Inner::remove_replaced`]) once it has let the connection go.
-    pub(crate) fn commit_held(
-        &self,
-        db: &mut Connection,
-        obj: &index::NewObject,
-        cond: &index::Precondition,
-        extra: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<()>,
-    ) -> Result<index::Committed> {
-        self.commit_adopting(db, obj, cond, extra)
-            .inspect_err(|_| self.discard(&obj.body))
-    }
-
     /// Commits an object whose body files belong to something else until the commit (a
     /// multipart upload's parts, which `extra` takes from their upload), on the index
-    /// connection the caller holds. On failure they stay with their owner, unlike
-    /// [`Inner::commit_held`]; after success the caller removes the replaced body
+    /// connection the caller holds. On failure they stay with their owner (unlike a
+    /// queued write's, [`Inner::queue_commit`]); after success the caller removes the replaced body
     /// ([`Inner::remove_replaced`]) once it has let the connection go.
     pub(crate) fn commit_adopting(
         &self,

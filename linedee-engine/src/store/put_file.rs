@@ -49,29 +49,25 @@ impl Store {
         validate_key(key)?;
         let (bucket, key, path) = (bucket.to_owned(), key.to_owned(), path.to_owned());
         let content_type = content_type.map(str::to_owned);
-        self.blocking(move |i| {
-            let (body, size, md5) = copy_in(i, &path)?;
-            let obj = index::NewObject {
-                bucket,
-                key,
-                body,
-                size,
-                etag: hex::encode(md5.finalize()),
-                content_type,
-                metadata: Default::default(),
-            };
-            if synced {
-                i.commit(&obj, &index::Precondition::None, |_| Ok(()))
-            } else {
-                let committed = i.unsynced(|db| {
-                    i.commit_held(db, &obj, &index::Precondition::None, |_| Ok(()))
-                })?;
-                i.remove_replaced(&committed);
-                Ok(committed)
-            }
-        })
-        .await
-        .map(|c| c.meta.etag)
+        // The file is read on the blocking pool; the commit goes with the committer's next
+        // batch (`group.rs`).
+        let obj = self
+            .blocking(move |i| {
+                let (body, size, md5) = copy_in(i, &path)?;
+                Ok(index::NewObject {
+                    bucket,
+                    key,
+                    body,
+                    size,
+                    etag: hex::encode(md5.finalize()),
+                    content_type,
+                    metadata: Default::default(),
+                })
+            })
+            .await?;
+        self.commit_queued(obj, index::Precondition::None, synced)
+            .await
+            .map(|c| c.meta.etag)
     }
 }
 

@@ -151,21 +151,26 @@ impl S3 for StoreS3 {
             req.trailing_headers,
         )
         .await?;
-        let (bucket, key, content_type) = (input.bucket, input.key, input.content_type);
+        let (size, etag) = (rx.size, rx.md5.clone());
+        // A small body goes inline with its row; a large one is published as a file first.
+        let body = if rx.is_inline() {
+            rx.into_body()
+        } else {
+            self.store.blocking(move |_| rx.into_body()).await
+        }
+        .map_err(to_s3)?;
+        let obj = NewObject {
+            bucket: input.bucket,
+            key: input.key,
+            size,
+            etag,
+            body,
+            content_type: input.content_type,
+            metadata,
+        };
         let committed = self
             .store
-            .blocking(move |i| {
-                let obj = NewObject {
-                    bucket,
-                    key,
-                    size: rx.size,
-                    etag: rx.md5.clone(),
-                    body: rx.into_body()?,
-                    content_type,
-                    metadata,
-                };
-                i.commit_grouped(obj, cond, true)
-            })
+            .commit_queued(obj, cond, true)
             .await
             .map_err(to_s3)?;
         ok(PutObjectOutput {
