@@ -684,7 +684,9 @@ impl Driver {
                         // Err: the start's event was sent and the sender dropped, or never
                         // will be (a cancelled start); either way the exit may go now.
                         let _ = start_told.await;
+                        let mut landed = false;
                         if !no_output && let Ok(Some(state)) = b.output(&bucket, &task_id).await {
+                            landed = true;
                             let landed = Event::OutputLanded {
                                 task_id: task_id.clone(),
                                 state,
@@ -694,11 +696,14 @@ impl Driver {
                                 event: landed,
                             });
                         }
+                        let code = exit.code;
+                        // An attempt whose output landed needs no explaining.
+                        let detail = if landed { None } else { exit.explained().await };
                         let exited = Event::Exited {
                             task_id,
                             attempt,
-                            code: exit.code,
-                            detail: exit.detail,
+                            code,
+                            detail,
                         };
                         let _ = tx.send(Input::Event {
                             run_id,

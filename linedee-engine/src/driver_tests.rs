@@ -349,6 +349,7 @@ impl crate::runner::Runner for ExitsBeforeStartReturns {
         on_exit(crate::runner::Exit {
             code: Some(0),
             detail: None,
+            log: None,
         });
         // Widens the window in which the exit notice could overtake the start: this is what
         // the test provokes, not what it waits for.

@@ -150,28 +150,37 @@ impl LocalRunner {
         }
     }
 
-    /// Why a process that exited without its output failed: its diagnostic line or last line
-    /// of output (`logged`: it printed any), and whether a missing command is a process type
-    /// gone from the Procfile.
-    async fn detail(&self, spec: &AttemptSpec, code: Option<i32>, logged: bool) -> Option<String> {
-        let mut detail = None;
-        if logged {
-            let log = process::log_path(&self.data_dir, &spec.task_id, spec.attempt);
-            detail = tokio::task::spawn_blocking(move || crate::diagnostic::from_log(&log))
-                .await
-                .ok()
-                .flatten();
+    /// Why a process that exited might have failed: its diagnostic line or last line of
+    /// output (`logged`: it printed any), read only if the exit needs explaining; and at once,
+    /// for a command not found (127), whether it is a process type gone from the Procfile.
+    async fn exit(&self, spec: &AttemptSpec, code: Option<i32>, logged: bool) -> Exit {
+        let log = logged.then(|| process::log_path(&self.data_dir, &spec.task_id, spec.attempt));
+        if code != Some(127) {
+            return Exit {
+                code,
+                detail: None,
+                log,
+            };
         }
-        // 127: command not found; say when that is a process type gone missing.
-        if code == Some(127)
-            && let Some(note) = self.procfile.current().await.not_a_type(&spec.cmd)
-        {
-            detail = Some(match detail {
+        let detail = Exit {
+            code,
+            detail: None,
+            log,
+        }
+        .explained()
+        .await;
+        let detail = match self.procfile.current().await.not_a_type(&spec.cmd) {
+            Some(note) => Some(match detail {
                 Some(d) => format!("{d}; {note}"),
                 None => note,
-            });
+            }),
+            None => detail,
+        };
+        Exit {
+            code,
+            detail,
+            log: None,
         }
-        detail
     }
 }
 
@@ -215,8 +224,7 @@ impl Runner for Arc<LocalRunner> {
             };
             drop(permit);
             let code = status.and_then(|s| s.code());
-            let detail = me.detail(&spec, code, proc.logged().await).await;
-            on_exit(Exit { code, detail });
+            on_exit(me.exit(&spec, code, proc.logged()).await);
             let mut procs = me.procs();
             procs.remove(&key);
             if procs.is_empty() {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -42,7 +42,7 @@ pub(crate) struct Spec {
 pub(crate) struct Running {
     child: Child,
     pgid: Option<i32>,
-    log: std::sync::Arc<tokio::sync::Mutex<Log>>,
+    log: SharedLog,
     pumps: Vec<JoinHandle<()>>,
     stop_pumps: CancellationToken,
     /// The `line_D=…` entry of the attempt's environment, inherited by its descendants.
@@ -79,35 +79,34 @@ pub(crate) fn prepare(spec: &Spec) -> std::io::Result<Prepared> {
     })
 }
 
-/// An attempt's log file, created when the first output arrives.
+/// An attempt's log file, created when the first output arrives. Written in place by the
+/// pumps: a chunk of output is one `write` into the page cache, far cheaper than a trip to
+/// the blocking pool. It is never synced: the copy stored when the attempt ends is the one
+/// that lasts.
 #[derive(Debug)]
 struct Log {
     path: PathBuf,
-    file: Option<tokio::fs::File>,
+    file: Option<std::fs::File>,
 }
 
 impl Log {
     /// Appends `chunk`, creating the file (and the logs directory) the first time.
-    async fn write(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+    fn write(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        use std::io::Write as _;
         let file = match &mut self.file {
             Some(file) => file,
-            None => {
-                let path = self.path.clone();
-                let created = tokio::task::spawn_blocking(move || create_log(&path))
-                    .await
-                    .map_err(std::io::Error::other)??;
-                self.file.insert(tokio::fs::File::from_std(created))
-            }
+            None => self.file.insert(create_log(&self.path)?),
         };
-        file.write_all(chunk).await
+        file.write_all(chunk)
     }
+}
 
-    async fn flush(&mut self) -> std::io::Result<()> {
-        match &mut self.file {
-            Some(file) => file.flush().await,
-            None => Ok(()),
-        }
-    }
+/// The log, shared by an attempt's two pumps.
+type SharedLog = std::sync::Arc<std::sync::Mutex<Log>>;
+
+fn lock(log: &SharedLog) -> std::sync::MutexGuard<'_, Log> {
+    log.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Starts `spec` in a new process group: directly when its script is one plain command
@@ -154,7 +153,7 @@ pub(crate) fn spawn(spec: Spec, prepared: Prepared, console: &Console) -> std::i
         _ => command(None).spawn()?,
     };
     let pgid = child.id().and_then(|id| i32::try_from(id).ok());
-    let log = std::sync::Arc::new(tokio::sync::Mutex::new(Log {
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Log {
         path: spec.log_path.clone(),
         file: None,
     }));
@@ -194,8 +193,8 @@ impl Running {
 
     /// Whether the attempt printed anything: then its log file exists. Meant for after
     /// [`Running::wait`] or [`Running::stop`].
-    pub(crate) async fn logged(&self) -> bool {
-        self.log.lock().await.file.is_some()
+    pub(crate) fn logged(&self) -> bool {
+        lock(&self.log).file.is_some()
     }
 
     /// Waits for the process to exit, then for its output to be fully written to the log.
@@ -358,7 +357,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 /// Copies a stream to the log file and, line by line, to the console.
 async fn pump(
     mut from: impl AsyncRead + Unpin,
-    log: std::sync::Arc<tokio::sync::Mutex<Log>>,
+    log: SharedLog,
     mut console: crate::console::Stream,
     stop: CancellationToken,
 ) {
@@ -373,7 +372,7 @@ async fn pump(
             () = stop.cancelled() => break,
         };
         let chunk = &buf[..n];
-        if log.lock().await.write(chunk).await.is_err() {
+        if lock(&log).write(chunk).is_err() {
             tracing::warn!("cannot write a task log; output is still shown on the console");
         }
         for &b in chunk {
@@ -390,7 +389,6 @@ async fn pump(
     if !line.is_empty() {
         console.line(&line);
     }
-    let _ = log.lock().await.flush().await;
 }
 
 /// The local log file of an attempt: `logs/{task_id}.{attempt}.log`, one flat directory, so
@@ -483,14 +481,14 @@ mod tests {
         assert!(!log.exists(), "a stale log is removed before the start");
         let mut running = spawn(silent, prepared, &Console::quiet()).expect("spawn");
         assert_eq!(running.wait().await.expect("wait").code(), Some(0));
-        assert!(!running.logged().await);
+        assert!(!running.logged());
         assert!(!log.exists(), "an attempt that prints nothing has no file");
 
         let chatty = spec(dir.path(), "echo to the log");
         let prepared = prepare(&chatty).expect("prepare");
         let mut running = spawn(chatty, prepared, &Console::quiet()).expect("spawn");
         assert_eq!(running.wait().await.expect("wait").code(), Some(0));
-        assert!(running.logged().await);
+        assert!(running.logged());
         assert_eq!(std::fs::read_to_string(&log).expect("log"), "to the log\n");
     }
 

@@ -34,6 +34,26 @@ pub(crate) struct Exit {
     /// What the runner can tell of why: the task's diagnostic line or the end of its log, and
     /// whether a missing command is a process type gone from the Procfile.
     pub(crate) detail: Option<String>,
+    /// A log whose diagnostic line or last line says why, read only if the exit needs
+    /// explaining (the attempt's output did not land): most exits do not.
+    pub(crate) log: Option<PathBuf>,
+}
+
+impl Exit {
+    /// Why the process ended, as far as the runner can tell: [`Exit::detail`], else what
+    /// [`Exit::log`] says (read on the blocking pool).
+    pub(crate) async fn explained(self) -> Option<String> {
+        match (self.detail, self.log) {
+            (Some(detail), _) => Some(detail),
+            (None, Some(log)) => {
+                tokio::task::spawn_blocking(move || crate::diagnostic::from_log(&log))
+                    .await
+                    .ok()
+                    .flatten()
+            }
+            (None, None) => None,
+        }
+    }
 }
 
 /// Called once, when an attempt's process has exited.

@@ -248,6 +248,7 @@ impl Shared {
             on_exit(Exit {
                 code: None,
                 detail: Some(detail),
+                log: None,
             });
         }
     }

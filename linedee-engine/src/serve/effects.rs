@@ -183,11 +183,12 @@ impl Worker {
                 state,
             });
         }
+        let code = exit.code;
         events.push(Event::Exited {
             task_id,
             attempt,
-            code: exit.code,
-            detail: exit.detail,
+            code,
+            detail: exit.explained().await,
         });
         if let Err(e) = self.apply(run_id, events).await {
             tracing::warn!(run_id, error = %e, "cannot record an exit; the run's tick repairs it");

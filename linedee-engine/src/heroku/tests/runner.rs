@@ -92,7 +92,8 @@ async fn a_crashed_dyno_has_exited() {
         exit,
         Exit {
             code: None,
-            detail: Some("dyno run.1 ended (state crashed)".to_owned())
+            detail: Some("dyno run.1 ended (state crashed)".to_owned()),
+            log: None,
         }
     );
 }
