@@ -41,13 +41,13 @@ impl Bucket for Store {
     async fn output(&self, bucket: &str, task_id: &str) -> Result<Option<Option<String>>> {
         let key = linedee::line_d::output_key(task_id);
         Ok(self
-            .head_object(bucket, &key)
+            .head_object_now(bucket, &key)
             .await?
             .and_then(|m| proof(task_id, &m.metadata)))
     }
 
     async fn body(&self, bucket: &str, key: &str) -> Result<Option<Bytes>> {
-        Ok(self.get_object(bucket, key).await?.map(|(_, body)| body))
+        self.body_now(bucket, key).await
     }
 
     async fn put_json(&self, bucket: &str, key: &str, body: Vec<u8>, synced: bool) -> Result<()> {

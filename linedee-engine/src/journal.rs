@@ -162,6 +162,16 @@ CREATE INDEX IF NOT EXISTS ld_attempts_cmd_duration ON ld_attempts (cmd, finishe
     WHERE finished_ms IS NOT NULL;
 ";
 
+/// Commits between two checkpoints of the journal's WAL. SQLite's own (every 1,000 WAL pages,
+/// inside the commit that crosses the mark, with its fsyncs) is off, so that no commit made
+/// on the calling thread ([`SqliteJournal::on_now`]) waits for the disk; this one runs on
+/// the blocking pool. A run's few commits write about 4 pages each.
+const CHECKPOINT_EVERY: u64 = 256;
+
+/// Most rows a write may have to run on the calling thread ([`SqliteJournal::on_now`]): a
+/// turn's few records, not a burst of new runs.
+const INLINE_ROWS: usize = 16;
+
 fn open(path: &Path, fsync: bool) -> Result<Connection, JournalError> {
     let conn = Connection::open(path).map_err(JournalError::Sqlite)?;
     conn.pragma_update(None, "journal_mode", "WAL")
@@ -171,6 +181,18 @@ fn open(path: &Path, fsync: bool) -> Result<Connection, JournalError> {
     conn.busy_timeout(std::time::Duration::from_secs(30))
         .map_err(JournalError::Sqlite)?;
     Ok(conn)
+}
+
+/// Runs `f` on `conn` if nobody holds it; else gives `f` back.
+fn run_if_free<T, F>(conn: &Mutex<Connection>, f: F) -> Result<rusqlite::Result<T>, F>
+where
+    F: FnOnce(&mut Connection) -> rusqlite::Result<T>,
+{
+    match conn.try_lock() {
+        Ok(mut c) => Ok(f(&mut c)),
+        Err(std::sync::TryLockError::Poisoned(p)) => Ok(f(&mut p.into_inner())),
+        Err(std::sync::TryLockError::WouldBlock) => Err(f),
+    }
 }
 
 fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
@@ -183,6 +205,10 @@ impl SqliteJournal {
     pub(crate) fn open(path: &Path, fsync: bool) -> Result<Self> {
         let writer = open(path, fsync)?;
         writer.execute_batch(SCHEMA).map_err(JournalError::Sqlite)?;
+        // Checkpoints run on the blocking pool instead (`committed`).
+        writer
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(JournalError::Sqlite)?;
         let reader = open(path, fsync)?;
         Ok(SqliteJournal {
             writer: Arc::new(Mutex::new(writer)),
@@ -197,11 +223,26 @@ impl SqliteJournal {
         })
     }
 
-    /// Counts a commit that returned, for [`Journal::sync`].
+    /// Counts a commit that returned, for [`Journal::sync`]; every [`CHECKPOINT_EVERY`]
+    /// commits, checkpoints the WAL on the blocking pool.
     fn committed(&self) {
-        self.durability
+        let n = self
+            .durability
             .commits
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
+            + 1;
+        if n.is_multiple_of(CHECKPOINT_EVERY) {
+            let writer = Arc::clone(&self.writer);
+            tokio::task::spawn_blocking(move || {
+                // PASSIVE: copies what no reader still needs, waits for no one. A checkpoint
+                // that cannot finish now leaves the rest to the next.
+                let checkpoint =
+                    lock(&writer).query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                if let Err(e) = checkpoint {
+                    tracing::warn!(error = %e, "cannot checkpoint the journal's WAL; the next checkpoint tries again");
+                }
+            });
+        }
     }
 
     async fn on<T, F>(conn: &Arc<Mutex<Connection>>, f: F) -> Result<T>
@@ -214,6 +255,22 @@ impl SqliteJournal {
             .await
             .map_err(|e| JournalError::Task(e.to_string()))?;
         Ok(r.map_err(JournalError::Sqlite)?)
+    }
+
+    /// Like [`SqliteJournal::on`], but a short statement on a connection nobody holds runs
+    /// right here: a trip to the blocking pool (waking a thread, and the task again) costs more
+    /// than such a statement. One that would wait for the connection (held through a sync's
+    /// fsync, say) still goes to the pool, as does anything with more than [`INLINE_ROWS`]
+    /// rows to write.
+    async fn on_now<T, F>(conn: &Arc<Mutex<Connection>>, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        match run_if_free(conn, f) {
+            Ok(done) => Ok(done.map_err(JournalError::Sqlite)?),
+            Err(f) => Self::on(conn, f).await,
+        }
     }
 
     /// Runs a read on the reader connection, off the async threads.
@@ -309,7 +366,8 @@ impl Journal for SqliteJournal {
         if batch.create.is_empty() && batch.save.is_empty() {
             return Ok(Vec::new());
         }
-        let created = Self::on(&self.writer, move |c| {
+        let rows = batch.create.len() + batch.save.len();
+        let commit = move |c: &mut Connection| {
             let tx = c.transaction()?;
             let mut created = Vec::with_capacity(batch.create.len());
             for new in &batch.create {
@@ -320,15 +378,19 @@ impl Journal for SqliteJournal {
             }
             tx.commit()?;
             Ok(created)
-        })
-        .await;
+        };
+        let created = if rows <= INLINE_ROWS {
+            Self::on_now(&self.writer, commit).await
+        } else {
+            Self::on(&self.writer, commit).await
+        };
         self.committed();
         created
     }
 
     async fn load(&self, run_id: &str) -> Result<Option<RunRecord>> {
         let id = run_id.to_owned();
-        let json: Option<String> = Self::on(&self.reader, move |c| {
+        let json: Option<String> = Self::on_now(&self.reader, move |c| {
             c.prepare_cached("SELECT record FROM ld_runs WHERE run_id = ?1")?
                 .query_row([id], |r| r.get(0))
                 .optional()
@@ -402,7 +464,8 @@ impl Journal for SqliteJournal {
     }
 
     async fn published(&self, marks: Vec<(String, String)>) -> Result<()> {
-        Self::on(&self.writer, move |c| {
+        let marks_len = marks.len();
+        let mark = move |c: &mut Connection| {
             let tx = c.transaction()?;
             {
                 let mut stmt =
@@ -412,8 +475,12 @@ impl Journal for SqliteJournal {
                 }
             }
             tx.commit()
-        })
-        .await
+        };
+        if marks_len <= INLINE_ROWS {
+            Self::on_now(&self.writer, mark).await
+        } else {
+            Self::on(&self.writer, mark).await
+        }
     }
 
     async fn sync(&self) -> Result<()> {
@@ -507,6 +574,36 @@ mod tests {
             }],
             save: Vec::new(),
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_while_the_writer_is_held_waits_for_it_on_the_pool() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let j = SqliteJournal::open(&dir.path().join("j.sqlite"), true).expect("open");
+        // Another holder (as a sync through its fsync) keeps the writer until told.
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let writer = Arc::clone(&j.writer);
+        let holder = std::thread::spawn(move || {
+            let _held = lock(&writer);
+            held_tx.send(()).expect("tell");
+            let _ = release_rx.recv();
+        });
+        held_rx.recv().expect("held");
+        let commit = tokio::spawn({
+            let j = SqliteJournal {
+                writer: Arc::clone(&j.writer),
+                reader: Arc::clone(&j.reader),
+                durability: Arc::clone(&j.durability),
+            };
+            async move { j.commit(batch("r1")).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!commit.is_finished(), "the commit waits for the writer");
+        release_tx.send(()).expect("release");
+        holder.join().expect("holder");
+        assert_eq!(commit.await.expect("task").expect("commit"), vec![true]);
+        assert!(j.load("r1").await.expect("load").is_some());
     }
 
     #[tokio::test]
