@@ -239,13 +239,13 @@ impl Running {
 
     /// Whether a process of the attempt is left, in its group or escaped from it.
     async fn alive(&self) -> bool {
-        group_alive(self.pgid) || !escaped(&self.marker).await.is_empty()
+        group_alive(self.pgid) || !escaped(&self.marker, self.pgid).await.is_empty()
     }
 
     /// Signals the attempt's group and every process that escaped it.
     async fn signal_all(&self, signal: Signal) {
         signal_group(self.pgid, signal);
-        for pid in escaped(&self.marker).await {
+        for pid in escaped(&self.marker, self.pgid).await {
             let _ = nix::sys::signal::kill(Pid::from_raw(pid), signal);
         }
     }
@@ -274,33 +274,72 @@ impl Running {
     }
 }
 
-/// Pids of processes (other than this one) whose environment has exactly `marker`. The scan
-/// of `/proc` runs on the blocking pool.
-async fn escaped(marker: &[u8]) -> Vec<i32> {
+/// Pids of processes (other than this one) whose environment has exactly `marker`, among
+/// those started after `leader` (the attempt's first process): only they can descend from
+/// it. The scan of `/proc` runs on the blocking pool.
+async fn escaped(marker: &[u8], leader: Option<i32>) -> Vec<i32> {
     if marker.is_empty() {
         return Vec::new();
     }
     let marker = marker.to_vec();
-    tokio::task::spawn_blocking(move || scan_environs(&marker))
+    tokio::task::spawn_blocking(move || scan_environs(&marker, leader))
         .await
         .unwrap_or_default()
 }
 
-fn scan_environs(marker: &[u8]) -> Vec<i32> {
+fn scan_environs(marker: &[u8], leader: Option<i32>) -> Vec<i32> {
     let me = std::process::id();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
+    let started = Started::since(leader);
     // One buffer for every process, and plain reads: `fs::read` would also ask for a size
     // (which /proc does not know) and probe with small reads, several calls per process.
     let mut buf = vec![0u8; 64 * 1024];
     entries
         .filter_map(Result::ok)
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| *pid != me)
+        .filter(|pid| *pid != me && started.may_hold(*pid))
         .filter(|pid| environ_has(*pid, marker, &mut buf))
         .filter_map(|pid| i32::try_from(pid).ok())
         .collect()
+}
+
+/// The pids given out since an attempt's leader started. Linux hands pids out in increasing
+/// order, wrapping to low numbers past `pid_max`; `ns_last_pid` is the last one given out in
+/// this pid namespace. So a descendant of the leader has a pid after the leader's and up to
+/// the last (across the wrap, if there was one). Unknown, every pid may be one.
+#[derive(Debug, Clone, Copy)]
+struct Started {
+    range: Option<(u32, u32)>,
+}
+
+impl Started {
+    fn since(leader: Option<i32>) -> Self {
+        // Only when `/proc` shows this process's own pid namespace (the one `ns_last_pid`
+        // and the leader's pid are of).
+        let same_namespace = std::fs::read_link("/proc/self")
+            .ok()
+            .and_then(|p| p.to_str()?.parse::<u32>().ok())
+            == Some(std::process::id());
+        let last = std::fs::read_to_string("/proc/sys/kernel/ns_last_pid")
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .filter(|_| same_namespace);
+        let leader = leader.and_then(|l| u32::try_from(l).ok());
+        Started {
+            range: leader.zip(last),
+        }
+    }
+
+    fn may_hold(self, pid: u32) -> bool {
+        match self.range {
+            None => true,
+            Some((leader, last)) if leader <= last => pid > leader && pid <= last,
+            // Wrapped since the leader started.
+            Some((leader, last)) => pid > leader || pid <= last,
+        }
+    }
 }
 
 /// Whether the environment of `pid` has exactly `marker` as one of its entries. `buf` is
@@ -490,6 +529,31 @@ mod tests {
         assert_eq!(running.wait().await.expect("wait").code(), Some(0));
         assert!(running.logged());
         assert_eq!(std::fs::read_to_string(&log).expect("log"), "to the log\n");
+    }
+
+    #[test]
+    fn only_pids_given_out_since_the_leader_may_descend_from_it() {
+        let plain = Started {
+            range: Some((100, 200)),
+        };
+        assert!(!plain.may_hold(100) && !plain.may_hold(99) && !plain.may_hold(201));
+        assert!(plain.may_hold(101) && plain.may_hold(200));
+        let wrapped = Started {
+            range: Some((4_000_000, 500)),
+        };
+        assert!(wrapped.may_hold(4_000_001) && wrapped.may_hold(301) && wrapped.may_hold(500));
+        assert!(!wrapped.may_hold(501) && !wrapped.may_hold(4_000_000));
+        let unknown = Started { range: None };
+        assert!(unknown.may_hold(1) && unknown.may_hold(u32::MAX));
+        // Here: a child started now is after this process's last child, and is found.
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .expect("spawn");
+        let before = i32::try_from(child.id()).expect("pid") - 1;
+        assert!(Started::since(Some(before)).may_hold(child.id()));
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     #[test]
