@@ -4,7 +4,8 @@
 //! Set `LINEDEE_BENCH_QUICK=1` for a smaller run, `LINEDEE_BENCH_THROUGHPUT_ONLY=1` for the
 //! latency and throughput rows only, `LINEDEE_BENCH_QUEUE_ONLY=1` for the queue rows only,
 //! `LINEDEE_BENCH_P2_ONLY=1` for the throughput row with fsync on only (to profile, or to
-//! compare two builds quickly).
+//! compare two builds quickly). `LINEDEE_BENCH_SLICES=10` has the throughput rows' two arms
+//! take turns, a tenth of the runs at a time, so that the machine's swings fall on both.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -56,6 +57,7 @@ fn cpu_of(who: nix::sys::resource::UsageWho) -> f64 {
 }
 
 /// Wall and CPU seconds of one arm of the throughput benchmark.
+#[derive(Default)]
 struct Arm {
     wall: f64,
     /// This process and the tasks.
@@ -72,6 +74,12 @@ impl Arm {
             cpu_secs(),
             cpu_of(nix::sys::resource::UsageWho::RUSAGE_SELF),
         )
+    }
+
+    fn add(&mut self, turn: Arm) {
+        self.wall += turn.wall;
+        self.cpu += turn.cpu;
+        self.own_cpu += turn.own_cpu;
     }
 
     fn since((start, cpu0, own0): (Instant, f64, f64)) -> Arm {
@@ -147,7 +155,9 @@ async fn latency(runs: usize) -> (f64, f64, f64) {
 }
 
 /// 1,000 one-task runs whose task writes its output, against spawning the same processes.
-async fn throughput(runs: usize, concurrency: usize, fsync: bool) -> (Arm, Arm) {
+/// With `slices` above 1, the two arms take turns, `runs / slices` runs at a time, and each
+/// arm's figures are the sums of its turns: a swing of the machine's speed then falls on both.
+async fn throughput(runs: usize, concurrency: usize, fsync: bool, slices: usize) -> (Arm, Arm) {
     let bin = example_tasks();
     let t = TestEngine::start_with(&format!("get-json: {} get-json\n", bin.display()), |b| {
         b.concurrency(concurrency).store_options(StoreOptions {
@@ -157,58 +167,91 @@ async fn throughput(runs: usize, concurrency: usize, fsync: bool) -> (Arm, Arm) 
     })
     .await;
     let wf = Workflow::new().step(Task::new("get_json"));
-    let started = Arm::start();
-    let mut run_ids = Vec::with_capacity(runs);
-    for i in 0..runs {
-        let submitted = t
-            .client
-            .submit(format!("in/tp/{i}"), &wf)
-            .await
-            .expect("submit");
-        run_ids.push(submitted.run_id().to_owned());
-    }
-    // One run's record at a time (cheap), so waiting costs the engine next to nothing.
-    for run_id in &run_ids {
-        loop {
-            match t.engine.status(run_id).await.map(|s| s.status) {
-                Ok(RunState::Succeeded) => break,
-                Ok(RunState::Failed | RunState::Cancelled) => {
-                    panic!("benchmark run {run_id} failed")
+    let env: HashMap<String, String> = t.engine.app_env(&t.endpoint).into_iter().collect();
+    let slices = slices.clamp(1, runs);
+    let (mut engine, mut direct) = (Arm::default(), Arm::default());
+    for slice in 0..slices {
+        let range = slice * runs / slices..(slice + 1) * runs / slices;
+        let started = Arm::start();
+        let mut run_ids = Vec::with_capacity(range.len());
+        for i in range.clone() {
+            let submitted = t
+                .client
+                .submit(format!("in/tp/{i}"), &wf)
+                .await
+                .expect("submit");
+            run_ids.push(submitted.run_id().to_owned());
+        }
+        // One run's record at a time (cheap), so waiting costs the engine next to nothing.
+        for run_id in &run_ids {
+            loop {
+                match t.engine.status(run_id).await.map(|s| s.status) {
+                    Ok(RunState::Succeeded) => break,
+                    Ok(RunState::Failed | RunState::Cancelled) => {
+                        panic!("benchmark run {run_id} failed")
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(5)).await,
                 }
-                _ => tokio::time::sleep(Duration::from_millis(5)).await,
             }
         }
-    }
-    let engine = Arm::since(started);
+        // And until their final status documents are written, so that no engine work of this
+        // turn falls into the next direct one.
+        let bucket = &env["LD_S3_BUCKET"];
+        for run_id in &run_ids {
+            let key = linedee::status::status_key(run_id);
+            loop {
+                let doc = t.engine.store().get_object(bucket, &key).await;
+                let finished = doc.ok().flatten().is_some_and(|(_, body)| {
+                    serde_json::from_slice::<linedee::status::RunStatus>(&body)
+                        .is_ok_and(|d| d.status == RunState::Succeeded)
+                });
+                if finished {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        engine.add(Arm::since(started));
 
-    // Baseline: the same processes, the same environment, spawned directly, `concurrency` at a time.
-    let env: HashMap<String, String> = t.engine.app_env(&t.endpoint).into_iter().collect();
-    let started = Arm::start();
-    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency));
-    let mut handles = Vec::with_capacity(runs);
-    for i in 0..runs {
-        let permit = sem.clone().acquire_owned().await.expect("permit");
-        let (bin, env) = (bin.clone(), env.clone());
-        handles.push(tokio::spawn(async move {
-            let line_d = format!(r#"{{"task_id":"base{i}.0.0","run_id":"base{i}","attempt":1}}"#);
-            let status = tokio::process::Command::new(&bin)
-                .arg("get-json")
-                .envs(&env)
-                .env("line_D", line_d)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status()
-                .await
-                .expect("spawn");
-            assert!(status.success());
-            drop(permit);
-        }));
+        // Baseline: the same processes, the same environment, spawned directly,
+        // `concurrency` at a time.
+        let started = Arm::start();
+        let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency));
+        let mut handles = Vec::with_capacity(range.len());
+        for i in range {
+            let permit = sem.clone().acquire_owned().await.expect("permit");
+            let (bin, env) = (bin.clone(), env.clone());
+            handles.push(tokio::spawn(async move {
+                let line_d =
+                    format!(r#"{{"task_id":"base{i}.0.0","run_id":"base{i}","attempt":1}}"#);
+                let status = tokio::process::Command::new(&bin)
+                    .arg("get-json")
+                    .envs(&env)
+                    .env("line_D", line_d)
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status()
+                    .await
+                    .expect("spawn");
+                assert!(status.success());
+                drop(permit);
+            }));
+        }
+        for h in handles {
+            h.await.expect("baseline task");
+        }
+        direct.add(Arm::since(started));
     }
-    for h in handles {
-        h.await.expect("baseline task");
-    }
-    let direct = Arm::since(started);
     (engine, direct)
+}
+
+/// `LINEDEE_BENCH_SLICES`: how many turns the throughput arms take (1, one after the other,
+/// unless set).
+fn slices() -> usize {
+    std::env::var("LINEDEE_BENCH_SLICES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
 }
 
 /// What the queue benchmark measured.
@@ -372,7 +415,7 @@ async fn main() {
         return;
     }
     if std::env::var_os("LINEDEE_BENCH_P2_ONLY").is_some() {
-        let (engine, direct) = throughput(tp_runs, 8, true).await;
+        let (engine, direct) = throughput(tp_runs, 8, true, slices()).await;
         print_throughput(tp_runs, ", fsync on", &engine, &direct);
         return;
     }
@@ -384,13 +427,13 @@ async fn main() {
             p50 / base_p50
         );
         for fsync in [true, false] {
-            let (engine, direct) = throughput(tp_runs, 8, fsync).await;
+            let (engine, direct) = throughput(tp_runs, 8, fsync, slices()).await;
             let label = if fsync { ", fsync on" } else { ", fsync off" };
             print_throughput(tp_runs, label, &engine, &direct);
         }
         return;
     }
-    let (engine, direct) = throughput(tp_runs, 8, true).await;
+    let (engine, direct) = throughput(tp_runs, 8, true, slices()).await;
     let q = queue(queued).await;
     println!("| benchmark | linedee | baseline | ratio | goal |");
     println!("|---|---|---|---|---|");
