@@ -687,13 +687,13 @@ impl Driver {
                         let mut landed = false;
                         if !no_output && let Ok(Some(state)) = b.output(&bucket, &task_id).await {
                             landed = true;
-                            let landed = Event::OutputLanded {
+                            let event = Event::OutputLanded {
                                 task_id: task_id.clone(),
                                 state,
                             };
                             let _ = tx.send(Input::Event {
                                 run_id: run_id.clone(),
-                                event: landed,
+                                event,
                             });
                         }
                         let code = exit.code;

@@ -95,7 +95,14 @@ pub(crate) fn start(queue: Arc<Queue>, inner: Weak<Inner>) -> std::io::Result<()
         .spawn(move || {
             while let Some(batch) = queue.take() {
                 match inner.upgrade() {
-                    Some(inner) => inner.commit_now(batch),
+                    // A panic fails its batch (each writer's answer is dropped, which it hears
+                    // as an error), not the writes that come after.
+                    Some(inner) => {
+                        let commit = std::panic::AssertUnwindSafe(|| inner.commit_now(batch));
+                        if std::panic::catch_unwind(commit).is_err() {
+                            tracing::error!("the store's committer failed a batch of writes");
+                        }
+                    }
                     None => {
                         for p in batch {
                             let _ = p.reply.send(Err(gone()));
