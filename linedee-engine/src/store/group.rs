@@ -243,6 +243,19 @@ mod tests {
     use crate::store::body::Body;
     use crate::store::{Store, StoreOptions};
 
+    /// A one-byte object (`x`) at `bkt/{key}`.
+    fn one_byte(key: String, body: Body) -> NewObject {
+        NewObject {
+            bucket: "bkt".into(),
+            key,
+            body,
+            size: 1,
+            etag: md5_hex(b"x"),
+            content_type: None,
+            metadata: Default::default(),
+        }
+    }
+
     #[test]
     fn concurrent_writes_commit_independently() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -266,16 +279,7 @@ mod tests {
                         } else {
                             (format!("k{i}"), Precondition::None)
                         };
-                        let obj = NewObject {
-                            bucket: "bkt".into(),
-                            key,
-                            body: Body::File(blob),
-                            size: 1,
-                            etag: md5_hex(b"x"),
-                            content_type: None,
-                            metadata: Default::default(),
-                        };
-                        inner.commit_grouped(obj, cond, true)
+                        inner.commit_grouped(one_byte(key, Body::File(blob)), cond, true)
                     })
                 })
                 .collect();
@@ -311,20 +315,12 @@ mod tests {
         )
         .expect("open");
         let inner = &*store.inner;
-        let obj = |key: &str| NewObject {
-            bucket: "bkt".into(),
-            key: key.into(),
-            body: Body::Inline(bytes::Bytes::from_static(b"x")),
-            size: 1,
-            etag: md5_hex(b"x"),
-            content_type: None,
-            metadata: Default::default(),
-        };
+        let obj = |key: String| one_byte(key, Body::Inline(bytes::Bytes::from_static(b"x")));
         let answers = {
             // The index is busy (as during another batch's fsync): queuing does not wait.
             let _busy = inner.db();
             (0..8)
-                .map(|i| inner.queue_commit(obj(&format!("k{i}")), Precondition::None, true))
+                .map(|i| inner.queue_commit(obj(format!("k{i}")), Precondition::None, true))
                 .collect::<Vec<_>>()
         };
         for (i, answer) in answers.into_iter().enumerate() {
