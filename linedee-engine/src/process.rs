@@ -153,6 +153,9 @@ pub(crate) fn spawn(spec: Spec, prepared: Prepared, console: &Console) -> std::i
         _ => command(None).spawn()?,
     };
     let pgid = child.id().and_then(|id| i32::try_from(id).ok());
+    if let Some(pid) = child.id() {
+        leaders().insert(pid);
+    }
     let log = std::sync::Arc::new(std::sync::Mutex::new(Log {
         path: spec.log_path.clone(),
         file: None,
@@ -201,6 +204,7 @@ impl Running {
     /// Whatever is left of its process group is then stopped, so nothing outlives the attempt.
     pub(crate) async fn wait(&mut self) -> std::io::Result<ExitStatus> {
         let status = self.child.wait().await?;
+        self.forget_leader();
         self.reap_group().await;
         self.finish_pumps().await;
         Ok(status)
@@ -216,9 +220,17 @@ impl Running {
                 self.child.wait().await?
             }
         };
+        self.forget_leader();
         self.reap_group().await;
         self.finish_pumps().await;
         Ok(status)
+    }
+
+    /// Takes the leader off [`leaders`] once it is reaped (its pid is free again).
+    fn forget_leader(&self) {
+        if let Some(pid) = self.pgid.and_then(|p| u32::try_from(p).ok()) {
+            leaders().remove(&pid);
+        }
     }
 
     /// Kills any process left in the group after its leader exited (forked children), and
@@ -274,9 +286,30 @@ impl Running {
     }
 }
 
+impl Drop for Running {
+    /// A process dropped without being waited for is killed (`kill_on_drop`) and reaped in the
+    /// background: its pid leaves [`leaders`] now, so it is never passed over once reused.
+    fn drop(&mut self) {
+        self.forget_leader();
+    }
+}
+
+/// The pids of the attempt processes this engine started and has not reaped yet. Each is the
+/// leader of another attempt, started by the engine itself, so it never descends from a task
+/// and its environment need not be read when a scan looks for escaped processes.
+fn leaders() -> std::sync::MutexGuard<'static, std::collections::HashSet<u32>> {
+    static LEADERS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<u32>>> =
+        std::sync::OnceLock::new();
+    LEADERS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Pids of processes (other than this one) whose environment has exactly `marker`, among
 /// those started after `leader` (the attempt's first process): only they can descend from
-/// it. The scan of `/proc` runs on the blocking pool.
+/// it. Other attempts' leaders are passed over ([`leaders`]). The scan of `/proc` runs on the
+/// blocking pool.
 async fn escaped(marker: &[u8], leader: Option<i32>) -> Vec<i32> {
     if marker.is_empty() {
         return Vec::new();
@@ -293,13 +326,15 @@ fn scan_environs(marker: &[u8], leader: Option<i32>) -> Vec<i32> {
         return Vec::new();
     };
     let started = Started::since(leader);
-    // One buffer for every process, and plain reads: `fs::read` would also ask for a size
-    // (which /proc does not know) and probe with small reads, several calls per process.
-    let mut buf = vec![0u8; 64 * 1024];
+    let others: Vec<u32> = leaders().iter().copied().collect();
+    // One buffer for every process (grown by the first read), and plain reads: `fs::read`
+    // would also ask for a size (which /proc does not know) and probe with small reads,
+    // several calls per process.
+    let mut buf = Vec::new();
     entries
         .filter_map(Result::ok)
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| *pid != me && started.may_hold(*pid))
+        .filter(|pid| *pid != me && started.may_hold(*pid) && !others.contains(pid))
         .filter(|pid| environ_has(*pid, marker, &mut buf))
         .filter_map(|pid| i32::try_from(pid).ok())
         .collect()
@@ -400,11 +435,13 @@ async fn pump(
     mut console: crate::console::Stream,
     stop: CancellationToken,
 ) {
-    let mut buf = vec![0u8; 64 * 1024];
+    // Read into spare capacity: nothing is zeroed first.
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut line: Vec<u8> = Vec::with_capacity(1024);
     loop {
+        buf.clear();
         let n = tokio::select! {
-            read = from.read(&mut buf) => match read {
+            read = from.read_buf(&mut buf) => match read {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             },
@@ -554,6 +591,32 @@ mod tests {
         assert!(Started::since(Some(before)).may_hold(child.id()));
         let _ = child.kill();
         let _ = child.wait();
+    }
+
+    #[tokio::test]
+    async fn a_scan_passes_over_the_engines_own_attempts_but_not_other_processes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = spec(dir.path(), "sleep 30");
+        let line_d = format!("{}={{\"task_id\":\"scan.0.0\"}}", linedee::line_d::VAR);
+        let (k, v) = line_d.split_once('=').expect("k=v");
+        s.env.push((k.to_owned(), v.to_owned()));
+        let prepared = prepare(&s).expect("prepare");
+        let mut attempt = spawn(s, prepared, &Console::quiet()).expect("spawn");
+        let leader = attempt.child.id().expect("pid");
+        // The same marker in a process the engine did not start as an attempt: an escapee.
+        let mut other = std::process::Command::new("sleep")
+            .arg("30")
+            .env(k, v)
+            .spawn()
+            .expect("spawn");
+        let since = i32::try_from(leader).expect("pid") - 1;
+        let found = scan_environs(line_d.as_bytes(), Some(since));
+        assert_eq!(found, vec![i32::try_from(other.id()).expect("pid")]);
+        assert!(leaders().contains(&leader));
+        let _ = other.kill();
+        let _ = other.wait();
+        attempt.stop(Duration::from_secs(5)).await.expect("stop");
+        assert!(!leaders().contains(&leader), "a reaped leader is forgotten");
     }
 
     #[test]
