@@ -20,6 +20,12 @@ pub(crate) fn from_log(path: &Path) -> Option<String> {
     parse(&text)
 }
 
+/// [`from_log`] for a log held in memory.
+pub(crate) fn from_bytes(log: &[u8]) -> Option<String> {
+    let tail = usize::try_from(TAIL).map_or(0, |tail| log.len().saturating_sub(tail));
+    parse(&String::from_utf8_lossy(&log[tail..]))
+}
+
 pub(crate) fn parse(text: &str) -> Option<String> {
     let lines: Vec<&str> = text
         .lines()
@@ -50,5 +56,9 @@ mod tests {
         assert_eq!(super::parse(log).as_deref(), Some("NotFound: no input"));
         assert_eq!(super::parse("a\nb\n").as_deref(), Some("last output: b"));
         assert_eq!(super::parse(""), None);
+        assert_eq!(
+            super::from_bytes(log.as_bytes()).as_deref(),
+            Some("NotFound: no input")
+        );
     }
 }

@@ -335,8 +335,10 @@ impl Engine {
             .await
     }
 
-    /// The local log file of an attempt (also in the store as `ld/logs/{task_id}/{attempt}.log`
-    /// once the attempt ends); it grows while the attempt runs. See [`local_log_path`].
+    /// The local log file of an attempt; it grows while the attempt runs. Every attempt's log
+    /// is in the store as `ld/logs/{task_id}/{attempt}.log` once the attempt ends, but only
+    /// one that printed for longer than a second, or more than 64 KiB, has a local file: a
+    /// shorter one is held in memory until it is stored. See [`local_log_path`].
     pub fn log_path(&self, task_id: &str, attempt: u32) -> PathBuf {
         local_log_path(&self.runner.data_dir, task_id, attempt)
     }
@@ -346,5 +348,5 @@ impl Engine {
 /// `logs/{task_id}.{attempt}.log`, or `logs/{task_id}/{attempt}.log` where an earlier engine
 /// wrote it there.
 pub fn local_log_path(data_dir: &std::path::Path, task_id: &str, attempt: u32) -> PathBuf {
-    crate::process::existing_log_path(data_dir, task_id, attempt)
+    crate::task_log::existing_log_path(data_dir, task_id, attempt)
 }

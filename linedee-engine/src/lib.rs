@@ -28,7 +28,8 @@
 //!   - `driver`: the loop that feeds it and carries its effects out, and `intake`, which turns
 //!     triggers into its inputs;
 //!   - the traits the driver is given and their local implementations: `journal` (SQLite),
-//!     `runner` and `local_runner` (process groups, with `process`), `triggers` (the store's
+//!     `runner` and `local_runner` (process groups, with `process`, and `task_log`, an
+//!     attempt's log, in memory while it is short and young), `triggers` (the store's
 //!     outbox), `bucket` (status documents, logs, outputs: the store or `linedee::Client`);
 //!     `exec` decides when a task's script needs no shell;
 //!   - `heroku`: a runner that starts Heroku one-off dynos through the Platform API;
@@ -74,6 +75,7 @@ pub mod serve;
 mod start_queue;
 mod stats;
 pub mod store;
+mod task_log;
 mod triggers;
 mod views;
 

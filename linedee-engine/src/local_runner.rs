@@ -16,9 +16,14 @@ use crate::process;
 use crate::procfile::Procfile;
 use crate::runner::{AttemptSpec, Exit, LogBody, OnExit, Runner, StartError};
 use crate::store::Store;
+use crate::task_log::{self, Captured};
 
 /// How long a stopped process group gets between SIGTERM and SIGKILL.
 pub(crate) const KILL_GRACE: Duration = Duration::from_secs(5);
+
+/// Most logs of ended attempts held in memory until the driver stores them (each at most
+/// [`task_log::SPILL_BYTES`]); past that, an ended attempt's log goes to its file.
+const HELD_LOGS: usize = 256;
 
 /// The `LD_*` variables that point a process (or an application) at the embedded store.
 #[derive(Debug)]
@@ -83,6 +88,10 @@ pub(crate) struct LocalRunner {
     /// Running processes by reference, each with the token that stops it.
     procs: Mutex<HashMap<String, CancellationToken>>,
     idle: Notify,
+    /// Logs of ended attempts that never went to a file, by task id and attempt, until the
+    /// driver stores them ([`Runner::log`]). One that printed nothing is held too (empty), so
+    /// storing it needs no look at the disk.
+    ended: Mutex<HashMap<(String, u32), Vec<u8>>>,
 }
 
 impl LocalRunner {
@@ -107,7 +116,14 @@ impl LocalRunner {
             dynos: AtomicU64::new(1),
             procs: Mutex::new(HashMap::new()),
             idle: Notify::new(),
+            ended: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn ended(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u32), Vec<u8>>> {
+        self.ended
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn procs(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancellationToken>> {
@@ -145,16 +161,17 @@ impl LocalRunner {
             script: self.procfile.current_blocking().resolve(&spec.cmd),
             env,
             cwd: self.app_dir.clone(),
-            log_path: process::log_path(&self.data_dir, &spec.task_id, spec.attempt),
+            log_path: task_log::log_path(&self.data_dir, &spec.task_id, spec.attempt),
             label: format!("{label}.{dyno}"),
         }
     }
 
     /// Why a process that exited might have failed: its diagnostic line or last line of
-    /// output (`logged`: it printed any), read only if the exit needs explaining; and at once,
-    /// for a command not found (127), whether it is a process type gone from the Procfile.
-    async fn exit(&self, spec: &AttemptSpec, code: Option<i32>, logged: bool) -> Exit {
-        let log = logged.then(|| process::log_path(&self.data_dir, &spec.task_id, spec.attempt));
+    /// output (`captured`: what it printed), read only if the exit needs explaining; and at
+    /// once, for a command not found (127), whether it is a process type gone from the
+    /// Procfile. What it printed is kept for [`Runner::log`].
+    async fn exit(&self, spec: &AttemptSpec, code: Option<i32>, captured: Captured) -> Exit {
+        let log = self.keep_log(spec, captured);
         if code != Some(127) {
             return Exit {
                 code,
@@ -180,6 +197,38 @@ impl LocalRunner {
             code,
             detail,
             log: None,
+        }
+    }
+
+    /// Holds what an ended attempt printed for [`Runner::log`] and says where it is, for
+    /// explaining the exit. A log that went to its file stays there. When too many are held
+    /// already, one held in memory is written to its file instead.
+    fn keep_log(&self, spec: &AttemptSpec, captured: Captured) -> Option<LogBody> {
+        let path = || task_log::log_path(&self.data_dir, &spec.task_id, spec.attempt);
+        let bytes = match captured {
+            Captured::File => return Some(LogBody::File(path())),
+            Captured::Nothing => Vec::new(),
+            Captured::Memory(bytes) => bytes,
+        };
+        let mut ended = self.ended();
+        if ended.len() < HELD_LOGS {
+            ended.insert((spec.task_id.clone(), spec.attempt), bytes.clone());
+            return (!bytes.is_empty()).then_some(LogBody::Bytes(bytes));
+        }
+        drop(ended);
+        if bytes.is_empty() {
+            return None;
+        }
+        let written = task_log::create_log(&path()).and_then(|mut file| {
+            use std::io::Write as _;
+            file.write_all(&bytes)
+        });
+        match written {
+            Ok(()) => Some(LogBody::File(path())),
+            Err(e) => {
+                tracing::warn!(task_id = spec.task_id, attempt = spec.attempt, error = %e, "cannot write a task log; it is not stored");
+                Some(LogBody::Bytes(bytes))
+            }
         }
     }
 }
@@ -224,7 +273,7 @@ impl Runner for Arc<LocalRunner> {
             };
             drop(permit);
             let code = status.and_then(|s| s.code());
-            on_exit(me.exit(&spec, code, proc.logged()).await);
+            on_exit(me.exit(&spec, code, proc.take_log()).await);
             let mut procs = me.procs();
             procs.remove(&key);
             if procs.is_empty() {
@@ -250,9 +299,12 @@ impl Runner for Arc<LocalRunner> {
     }
 
     async fn log(&self, task_id: &str, attempt: u32) -> Option<LogBody> {
+        if let Some(bytes) = self.ended().remove(&(task_id.to_owned(), attempt)) {
+            return Some(LogBody::Bytes(bytes));
+        }
         let (dir, task_id) = (self.data_dir.clone(), task_id.to_owned());
         tokio::task::spawn_blocking(move || {
-            let path = process::existing_log_path(&dir, &task_id, attempt);
+            let path = task_log::existing_log_path(&dir, &task_id, attempt);
             // An attempt that printed nothing has no file: its log is empty.
             match path.try_exists() {
                 Ok(false) => LogBody::Bytes(Vec::new()),

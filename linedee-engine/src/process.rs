@@ -2,7 +2,7 @@
 //! console, stopped as a group (SIGTERM, then SIGKILL after a grace period), together with any
 //! descendant that left the group (`setsid`) but still carries the attempt's `line_D`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::console::Console;
+use crate::task_log::{Captured, Log};
 
 /// Longest line kept whole on the console; longer lines are split. Bounds memory per stream.
 const MAX_LINE: usize = 16 * 1024;
@@ -79,28 +80,6 @@ pub(crate) fn prepare(spec: &Spec) -> std::io::Result<Prepared> {
     })
 }
 
-/// An attempt's log file, created when the first output arrives. Written in place by the
-/// pumps: a chunk of output is one `write` into the page cache, far cheaper than a trip to
-/// the blocking pool. It is never synced: the copy stored when the attempt ends is the one
-/// that lasts.
-#[derive(Debug)]
-struct Log {
-    path: PathBuf,
-    file: Option<std::fs::File>,
-}
-
-impl Log {
-    /// Appends `chunk`, creating the file (and the logs directory) the first time.
-    fn write(&mut self, chunk: &[u8]) -> std::io::Result<()> {
-        use std::io::Write as _;
-        let file = match &mut self.file {
-            Some(file) => file,
-            None => self.file.insert(create_log(&self.path)?),
-        };
-        file.write_all(chunk)
-    }
-}
-
 /// The log, shared by an attempt's two pumps.
 type SharedLog = std::sync::Arc<std::sync::Mutex<Log>>;
 
@@ -156,10 +135,7 @@ pub(crate) fn spawn(spec: Spec, prepared: Prepared, console: &Console) -> std::i
     if let Some(pid) = child.id() {
         leaders().insert(pid);
     }
-    let log = std::sync::Arc::new(std::sync::Mutex::new(Log {
-        path: spec.log_path.clone(),
-        file: None,
-    }));
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Log::new(spec.log_path.clone())));
     let mut pumps = Vec::new();
     let stop_pumps = CancellationToken::new();
     if let Some(out) = child.stdout.take() {
@@ -194,16 +170,27 @@ impl Running {
         self.pgid
     }
 
-    /// Whether the attempt printed anything: then its log file exists. Meant for after
+    /// What the attempt printed: in memory, in its log file, or nothing. Meant for after
     /// [`Running::wait`] or [`Running::stop`].
-    pub(crate) fn logged(&self) -> bool {
-        lock(&self.log).file.is_some()
+    pub(crate) fn take_log(&self) -> Captured {
+        lock(&self.log).finish()
     }
 
     /// Waits for the process to exit, then for its output to be fully written to the log.
     /// Whatever is left of its process group is then stopped, so nothing outlives the attempt.
+    /// Output still held in memory when it is due ([`crate::task_log::SPILL_AFTER`]) goes to
+    /// the log file meanwhile, so a long attempt's log can be followed there.
     pub(crate) async fn wait(&mut self) -> std::io::Result<ExitStatus> {
-        let status = self.child.wait().await?;
+        let spill_at = tokio::time::Instant::from_std(lock(&self.log).spill_at());
+        let status = tokio::select! {
+            status = self.child.wait() => status?,
+            () = tokio::time::sleep_until(spill_at) => {
+                if let Err(e) = lock(&self.log).spill() {
+                    tracing::warn!(error = %e, "cannot write a task log; its output is still shown on the console");
+                }
+                self.child.wait().await?
+            }
+        };
         self.forget_leader();
         self.reap_group().await;
         self.finish_pumps().await;
@@ -438,6 +425,7 @@ async fn pump(
     // Read into spare capacity: nothing is zeroed first.
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut line: Vec<u8> = Vec::with_capacity(1024);
+    let mut warned = false;
     loop {
         buf.clear();
         let n = tokio::select! {
@@ -448,8 +436,11 @@ async fn pump(
             () = stop.cancelled() => break,
         };
         let chunk = &buf[..n];
-        if lock(&log).write(chunk).is_err() {
-            tracing::warn!("cannot write a task log; output is still shown on the console");
+        if let Err(e) = lock(&log).write(chunk)
+            && !warned
+        {
+            warned = true;
+            tracing::warn!(error = %e, "cannot write a task log; its output is still shown on the console");
         }
         for &b in chunk {
             if b == b'\n' || line.len() >= MAX_LINE {
@@ -467,62 +458,31 @@ async fn pump(
     }
 }
 
-/// The local log file of an attempt: `logs/{task_id}.{attempt}.log`, one flat directory, so
-/// starting an attempt creates one file and no directory.
-pub(crate) fn log_path(data_dir: &Path, task_id: &str, attempt: u32) -> PathBuf {
-    data_dir
-        .join("logs")
-        .join(format!("{task_id}.{attempt}.log"))
-}
-
-/// The local log file of an attempt to read: [`log_path`], or where earlier engines wrote
-/// it (`logs/{task_id}/{attempt}.log`) when only that one exists.
-pub(crate) fn existing_log_path(data_dir: &Path, task_id: &str, attempt: u32) -> PathBuf {
-    let path = log_path(data_dir, task_id, attempt);
-    let legacy = data_dir
-        .join("logs")
-        .join(task_id)
-        .join(format!("{attempt}.log"));
-    if !path.exists() && legacy.exists() {
-        legacy
-    } else {
-        path
-    }
-}
-
-/// Creates (truncates) a log file, and its directory the first time.
-fn create_log(path: &Path) -> std::io::Result<std::fs::File> {
-    match std::fs::File::create(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            std::fs::File::create(path)
-        }
-        created => created,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn spec(dir: &Path, script: &str) -> Spec {
         Spec {
             script: script.to_owned(),
             env: vec![("PATH".to_owned(), "/usr/bin:/bin".to_owned())],
             cwd: dir.to_owned(),
-            log_path: log_path(dir, "R.0.0", 1),
+            log_path: crate::task_log::log_path(dir, "R.0.0", 1),
             label: "t.1".to_owned(),
         }
     }
 
+    /// Runs `spec` to its end: its exit code and what it printed (a short attempt's output
+    /// stays in memory).
     async fn run(spec: Spec) -> (Option<i32>, String) {
-        let log = spec.log_path.clone();
         let prepared = prepare(&spec).expect("prepare");
         let mut running = spawn(spec, prepared, &Console::quiet()).expect("spawn");
         let code = running.wait().await.expect("wait").code();
-        (code, std::fs::read_to_string(log).expect("log"))
+        match running.take_log() {
+            Captured::Memory(bytes) => (code, String::from_utf8(bytes).expect("utf-8")),
+            other => panic!("a short attempt's log is in memory: {other:?}"),
+        }
     }
 
     #[tokio::test]
@@ -547,7 +507,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_log_file_is_made_by_the_first_output_and_a_stale_one_is_removed() {
+    async fn a_stale_log_is_removed_and_a_long_attempts_log_goes_to_its_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let silent = spec(dir.path(), "true");
         let log = silent.log_path.clone();
@@ -557,40 +517,27 @@ mod tests {
         assert!(!log.exists(), "a stale log is removed before the start");
         let mut running = spawn(silent, prepared, &Console::quiet()).expect("spawn");
         assert_eq!(running.wait().await.expect("wait").code(), Some(0));
-        assert!(!running.logged());
+        assert_eq!(running.take_log(), Captured::Nothing);
         assert!(!log.exists(), "an attempt that prints nothing has no file");
 
-        let chatty = spec(dir.path(), "echo to the log");
-        let prepared = prepare(&chatty).expect("prepare");
-        let mut running = spawn(chatty, prepared, &Console::quiet()).expect("spawn");
+        // Still running at the spill time: what it printed is in the file, and so is the rest.
+        // The script waits for the file to appear before it goes on, so the test does not
+        // depend on timing.
+        let long = spec(
+            dir.path(),
+            &format!(
+                "echo started; while [ ! -s {log} ]; do sleep 0.05; done; echo finished",
+                log = log.display()
+            ),
+        );
+        let prepared = prepare(&long).expect("prepare");
+        let mut running = spawn(long, prepared, &Console::quiet()).expect("spawn");
         assert_eq!(running.wait().await.expect("wait").code(), Some(0));
-        assert!(running.logged());
-        assert_eq!(std::fs::read_to_string(&log).expect("log"), "to the log\n");
-    }
-
-    #[test]
-    fn only_pids_given_out_since_the_leader_may_descend_from_it() {
-        let plain = Started {
-            range: Some((100, 200)),
-        };
-        assert!(!plain.may_hold(100) && !plain.may_hold(99) && !plain.may_hold(201));
-        assert!(plain.may_hold(101) && plain.may_hold(200));
-        let wrapped = Started {
-            range: Some((4_000_000, 500)),
-        };
-        assert!(wrapped.may_hold(4_000_001) && wrapped.may_hold(301) && wrapped.may_hold(500));
-        assert!(!wrapped.may_hold(501) && !wrapped.may_hold(4_000_000));
-        let unknown = Started { range: None };
-        assert!(unknown.may_hold(1) && unknown.may_hold(u32::MAX));
-        // Here: a child started now is after this process's last child, and is found.
-        let mut child = std::process::Command::new("sleep")
-            .arg("5")
-            .spawn()
-            .expect("spawn");
-        let before = i32::try_from(child.id()).expect("pid") - 1;
-        assert!(Started::since(Some(before)).may_hold(child.id()));
-        let _ = child.kill();
-        let _ = child.wait();
+        assert_eq!(running.take_log(), Captured::File);
+        assert_eq!(
+            std::fs::read_to_string(&log).expect("log"),
+            "started\nfinished\n"
+        );
     }
 
     #[tokio::test]
@@ -635,19 +582,5 @@ mod tests {
             "whole entries only"
         );
         assert!(!environ_has(u32::MAX, last, &mut buf), "no such process");
-    }
-
-    #[test]
-    fn a_log_is_read_where_an_earlier_engine_wrote_it_when_only_that_exists() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let flat = log_path(dir.path(), "R.0.0", 2);
-        assert_eq!(flat, dir.path().join("logs/R.0.0.2.log"));
-        assert_eq!(existing_log_path(dir.path(), "R.0.0", 2), flat);
-        let legacy = dir.path().join("logs/R.0.0/2.log");
-        std::fs::create_dir_all(legacy.parent().expect("parent")).expect("mkdir");
-        std::fs::write(&legacy, "old").expect("write");
-        assert_eq!(existing_log_path(dir.path(), "R.0.0", 2), legacy);
-        std::fs::write(&flat, "new").expect("write");
-        assert_eq!(existing_log_path(dir.path(), "R.0.0", 2), flat);
     }
 }

@@ -36,7 +36,7 @@ pub(crate) struct Exit {
     pub(crate) detail: Option<String>,
     /// A log whose diagnostic line or last line says why, read only if the exit needs
     /// explaining (the attempt's output did not land): most exits do not.
-    pub(crate) log: Option<PathBuf>,
+    pub(crate) log: Option<LogBody>,
 }
 
 impl Exit {
@@ -45,7 +45,8 @@ impl Exit {
     pub(crate) async fn explained(self) -> Option<String> {
         match (self.detail, self.log) {
             (Some(detail), _) => Some(detail),
-            (None, Some(log)) => {
+            (None, Some(LogBody::Bytes(bytes))) => crate::diagnostic::from_bytes(&bytes),
+            (None, Some(LogBody::File(log))) => {
                 tokio::task::spawn_blocking(move || crate::diagnostic::from_log(&log))
                     .await
                     .ok()
@@ -69,11 +70,11 @@ pub(crate) enum StartError {
 }
 
 /// Where an attempt's log is, for the driver to store it.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum LogBody {
     /// A local file.
     File(PathBuf),
-    /// Text the runner fetched (a dyno's log lines).
+    /// Text the runner holds or fetched (a short attempt's output, a dyno's log lines).
     Bytes(Vec<u8>),
 }
 

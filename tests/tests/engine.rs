@@ -41,6 +41,8 @@ async fn the_seed_starter_workflow_runs_both_steps() {
         let key = linedee::status::log_key(&task.task_id, 1);
         let log = eventually(|| async { t.client.get(&key).await.ok()?.bytes().await.ok() }).await;
         assert_eq!(String::from_utf8_lossy(&log).trim(), line);
+        // A short attempt's output went from memory to the store: no local file was made.
+        assert!(!t.engine.log_path(&task.task_id, 1).exists());
     }
 }
 

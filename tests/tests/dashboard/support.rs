@@ -72,9 +72,24 @@ pub(crate) async fn succeeded_and_failed(t: &TestEngine) -> Runs {
     assert_eq!(status.status, RunState::Failed, "{status:#?}");
     let task = status.tasks().next().expect("one task");
     assert_eq!((task.status, task.attempts), (TaskState::Failed, 2));
-    // `no_output` succeeds once the process starts: wait for its log line to land.
-    let log = t.engine.log_path(&format!("{}.0.0", ok.run_id()), 1);
-    eventually(|| std::fs::read_to_string(&log).is_ok_and(|l| l.contains("hello"))).await;
+    // `no_output` succeeds once the process starts: wait for its log to be stored.
+    let key = linedee::status::log_key(&format!("{}.0.0", ok.run_id()), 1);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Ok(object) = t.client.get(&key).await
+            && object
+                .bytes()
+                .await
+                .is_ok_and(|b| String::from_utf8_lossy(&b).contains("hello"))
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the log of {key} was not stored within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     Runs {
         ok: ok.run_id().to_owned(),
         failed: bad.run_id().to_owned(),
