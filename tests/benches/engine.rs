@@ -172,43 +172,38 @@ async fn throughput(runs: usize, concurrency: usize, fsync: bool, slices: usize)
     let (mut engine, mut direct) = (Arm::default(), Arm::default());
     for slice in 0..slices {
         let range = slice * runs / slices..(slice + 1) * runs / slices;
+        // Every object write is announced; subscribed before the first submission, so none
+        // of this turn's final status documents can be missed.
+        let mut written = t.engine.store().subscribe_objects();
         let started = Arm::start();
-        let mut run_ids = Vec::with_capacity(range.len());
+        let mut pending = std::collections::HashSet::with_capacity(range.len());
         for i in range.clone() {
             let submitted = t
                 .client
                 .submit(format!("in/tp/{i}"), &wf)
                 .await
                 .expect("submit");
-            run_ids.push(submitted.run_id().to_owned());
+            pending.insert(linedee::status::status_key(submitted.run_id()));
         }
-        // One run's record at a time (cheap), so waiting costs the engine next to nothing.
-        for run_id in &run_ids {
-            loop {
-                match t.engine.status(run_id).await.map(|s| s.status) {
-                    Ok(RunState::Succeeded) => break,
-                    Ok(RunState::Failed | RunState::Cancelled) => {
-                        panic!("benchmark run {run_id} failed")
-                    }
-                    _ => tokio::time::sleep(Duration::from_millis(5)).await,
-                }
-            }
-        }
-        // And until their final status documents are written, so that no engine work of this
-        // turn falls into the next direct one.
+        // The turn ends when every run's final status document is written, so that no engine
+        // work of this turn falls into the next direct one. Waiting on the store's
+        // announcements costs the engine nothing and notices the end at once, as the direct
+        // arm notices a process's exit.
         let bucket = &env["LD_S3_BUCKET"];
-        for run_id in &run_ids {
-            let key = linedee::status::status_key(run_id);
-            loop {
-                let doc = t.engine.store().get_object(bucket, &key).await;
-                let finished = doc.ok().flatten().is_some_and(|(_, body)| {
-                    serde_json::from_slice::<linedee::status::RunStatus>(&body)
-                        .is_ok_and(|d| d.status == RunState::Succeeded)
-                });
-                if finished {
-                    break;
+        while !pending.is_empty() {
+            let keys: Vec<String> = match written.recv().await {
+                Ok(event) if pending.contains(&event.key) => vec![event.key],
+                Ok(_) => continue,
+                // Too far behind to have seen every announcement: look at each run left.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    pending.iter().cloned().collect()
                 }
-                tokio::time::sleep(Duration::from_millis(1)).await;
+                Err(e) => panic!("the store's announcements ended: {e}"),
+            };
+            for key in keys {
+                if final_status(&t, bucket, &key).await {
+                    pending.remove(&key);
+                }
             }
         }
         engine.add(Arm::since(started));
@@ -243,6 +238,20 @@ async fn throughput(runs: usize, concurrency: usize, fsync: bool, slices: usize)
         direct.add(Arm::since(started));
     }
     (engine, direct)
+}
+
+/// Whether the status document at `key` shows its run finished; a run that did not succeed
+/// fails the benchmark.
+async fn final_status(t: &TestEngine, bucket: &str, key: &str) -> bool {
+    let Ok(Some((_, body))) = t.engine.store().get_object(bucket, key).await else {
+        return false;
+    };
+    let doc: linedee::status::RunStatus = serde_json::from_slice(&body).expect("a status document");
+    match doc.status {
+        RunState::Succeeded => true,
+        RunState::Failed | RunState::Cancelled => panic!("benchmark run {key} failed"),
+        _ => false,
+    }
 }
 
 /// `LINEDEE_BENCH_SLICES`: how many turns the throughput arms take (1, one after the other,
