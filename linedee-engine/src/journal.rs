@@ -284,25 +284,40 @@ impl SqliteJournal {
 }
 
 /// Writes a record and its projection.
+///
+/// A projected column is written only when its value changes. SQLite rewrites the entries of
+/// every index that holds a column an `UPDATE` sets, even to the same value, and most turns
+/// change the record but none of its indexed columns: they then write one table page, not a
+/// dozen index pages.
 fn save(tx: &rusqlite::Transaction<'_>, r: &RunRecord) -> rusqlite::Result<()> {
-    tx.prepare_cached(
-        "UPDATE ld_runs SET title = ?2, status = ?3, error = ?4, started_ms = ?5, finished_ms = ?6,
-             live = ?7, record = ?8 WHERE run_id = ?1",
-    )?
-    .execute(params![
-        r.run_id,
-        r.workflow.as_ref().and_then(|w| w.title.as_deref()),
-        r.status.as_str(),
-        r.error,
-        r.started_ms,
-        r.finished_ms,
-        r.has_live_processes(),
-        r.to_json()
-    ])?;
+    let record = r.to_json();
+    let projected = tx
+        .prepare_cached(
+            "UPDATE ld_runs SET title = ?2, status = ?3, error = ?4, started_ms = ?5,
+                 finished_ms = ?6, live = ?7, record = ?8
+             WHERE run_id = ?1 AND (title IS NOT ?2 OR status IS NOT ?3 OR error IS NOT ?4
+                 OR started_ms IS NOT ?5 OR finished_ms IS NOT ?6 OR live IS NOT ?7)",
+        )?
+        .execute(params![
+            r.run_id,
+            r.workflow.as_ref().and_then(|w| w.title.as_deref()),
+            r.status.as_str(),
+            r.error,
+            r.started_ms,
+            r.finished_ms,
+            r.has_live_processes(),
+            record
+        ])?;
+    if projected == 0 {
+        tx.prepare_cached("UPDATE ld_runs SET record = ?2 WHERE run_id = ?1")?
+            .execute(params![r.run_id, record])?;
+    }
     let mut stmt = tx.prepare_cached(
         "INSERT INTO ld_attempts (task_id, attempt, run_id, step, idx, cmd, started_ms, finished_ms, outcome, exit_code, error)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-         ON CONFLICT (task_id, attempt) DO UPDATE SET finished_ms = ?8, outcome = ?9, exit_code = ?10, error = ?11",
+         ON CONFLICT (task_id, attempt) DO UPDATE SET finished_ms = ?8, outcome = ?9, exit_code = ?10, error = ?11
+         WHERE ld_attempts.finished_ms IS NOT ?8 OR ld_attempts.outcome IS NOT ?9
+             OR ld_attempts.exit_code IS NOT ?10 OR ld_attempts.error IS NOT ?11",
     )?;
     for t in &r.tasks {
         let cmd = r.def(t.step, t.idx).map_or("", |d| d.cmd.as_str());
@@ -574,6 +589,56 @@ mod tests {
             }],
             save: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_save_that_changes_no_projected_column_writes_the_record_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut c = open(&dir.path().join("j.sqlite"), false).expect("open");
+        c.execute_batch(SCHEMA).expect("schema");
+        let new = batch("r1").create.remove(0);
+        let mut record = new.record.clone();
+        let tx = c.transaction().expect("begin");
+        assert!(insert(&tx, &new).expect("insert"));
+        tx.commit().expect("commit");
+        let wal_frames = |c: &Connection, mode: &str| -> i64 {
+            c.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| r.get(1))
+                .expect("checkpoint")
+        };
+        wal_frames(&c, "TRUNCATE");
+        let saved = |c: &mut Connection, r: &RunRecord| {
+            let tx = c.transaction().expect("begin");
+            save(&tx, r).expect("save");
+            tx.commit().expect("commit");
+        };
+        let row = |c: &Connection| -> (String, String, Option<String>) {
+            c.query_row(
+                "SELECT record, status, error FROM ld_runs WHERE run_id = 'r1'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .expect("row")
+        };
+
+        // Only the record changes (no projected column holds the trigger's ETag).
+        record.trigger.etag = Some("\"e\"".to_owned());
+        saved(&mut c, &record);
+        assert_eq!(
+            wal_frames(&c, "PASSIVE"),
+            1,
+            "one table page, no index page"
+        );
+        assert_eq!(row(&c).0, record.to_json());
+
+        // A projected column that changes is written, with its indexes.
+        record.error = Some("changed".to_owned());
+        saved(&mut c, &record);
+        let (json, status, error) = row(&c);
+        assert_eq!(json, record.to_json());
+        assert_eq!(
+            (status.as_str(), error.as_deref()),
+            (record.status.as_str(), Some("changed"))
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
