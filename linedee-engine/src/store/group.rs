@@ -2,6 +2,9 @@
 //! transaction, so many acknowledged writes cost one WAL fsync. Each write runs in its own
 //! savepoint, so one failing (a precondition, a missing bucket) does not affect the others.
 //!
+//! Trigger acknowledgements (outbox marks) ride the same queue and transactions: a turn's
+//! acknowledgement costs no thread and no commit of its own.
+//!
 //! One committer thread per store commits: a writer queues its write and waits for the answer
 //! without holding a thread of its own (an async writer awaits it, a blocking one blocks on
 //! it), and the committer takes everything queued at once. Only the committer waits for the
@@ -17,12 +20,29 @@ use super::Inner;
 use super::index::{self, Committed, NewObject, Precondition};
 use crate::{Error, Result, StoreError};
 
+/// What a queued change does.
+enum Op {
+    /// Writes an object, under its precondition.
+    Write { obj: NewObject, cond: Precondition },
+    /// Marks these triggers consumed.
+    Ack(Vec<i64>),
+}
+
+/// What a committed change did.
+// Not boxed: the answer is moved once, into its reply's slot, and a box would cost every write
+// an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Done {
+    Written(Committed),
+    /// How many of the triggers were still pending.
+    Acked(usize),
+}
+
 struct Pending {
-    obj: NewObject,
-    cond: Precondition,
+    op: Op,
     /// Durable across power loss when answered (else durable with a later synced commit).
     synced: bool,
-    reply: oneshot::Sender<Result<Committed>>,
+    reply: oneshot::Sender<Result<Done>>,
 }
 
 #[derive(Default)]
@@ -118,6 +138,11 @@ fn gone() -> Error {
     Error::Internal("group commit: the store was closed before the write was committed".into())
 }
 
+/// The committer dropped a change unanswered (a panic while committing its batch).
+fn stopped() -> Error {
+    Error::Internal("group commit: the committer stopped before answering".into())
+}
+
 fn failed(what: &str, e: &rusqlite::Error) -> Error {
     Error::Internal(format!("group commit: {what} failed: {e}"))
 }
@@ -126,26 +151,54 @@ impl Inner {
     /// Queues a write for the committer; the answer comes once it is committed (or refused).
     /// An unsynced write (`synced: false`) is durable against a crash of the process when
     /// answered and against power loss with the next synced commit, as in
-    /// [`Inner::unsynced`]; a batch is synced when any of its writes must be. On failure the
+    /// [`Inner::unsynced_on`]; a batch is synced when any of its writes must be. On failure the
     /// write's body files are removed.
     pub(crate) fn queue_commit(
         &self,
         obj: NewObject,
         cond: Precondition,
         synced: bool,
-    ) -> oneshot::Receiver<Result<Committed>> {
+    ) -> impl std::future::Future<Output = Result<Committed>> + use<> {
+        let answer = self.queue(Op::Write { obj, cond }, synced);
+        async move {
+            match answer.await.map_err(|_| stopped())?? {
+                Done::Written(c) => Ok(c),
+                Done::Acked(_) => Err(Error::Internal(
+                    "group commit: a write was answered as an acknowledgement".into(),
+                )),
+            }
+        }
+    }
+
+    /// Queues the marks of consumed triggers, unsynced (as [`Inner::unsynced_on`]); the answer,
+    /// how many were still pending, comes once they are committed.
+    pub(crate) async fn queue_ack(&self, ids: Vec<i64>) -> Result<usize> {
+        match self
+            .queue(Op::Ack(ids), false)
+            .await
+            .map_err(|_| stopped())??
+        {
+            Done::Acked(n) => Ok(n),
+            Done::Written(_) => Err(Error::Internal(
+                "group commit: an acknowledgement was answered as a write".into(),
+            )),
+        }
+    }
+
+    fn queue(&self, op: Op, synced: bool) -> oneshot::Receiver<Result<Done>> {
         let (reply, answer) = oneshot::channel();
-        let pending = Pending {
-            obj,
-            cond,
-            synced,
-            reply,
-        };
-        if let Some(p) = self.group.push(pending) {
-            self.discard(&p.obj.body);
+        if let Some(p) = self.group.push(Pending { op, synced, reply }) {
+            self.discard_op(&p.op);
             let _ = p.reply.send(Err(gone()));
         }
         answer
+    }
+
+    /// Removes the body files of a write that was not committed.
+    fn discard_op(&self, op: &Op) {
+        if let Op::Write { obj, .. } = op {
+            self.discard(&obj.body);
+        }
     }
 
     /// [`Inner::queue_commit`], waiting for the answer on the calling (blocking) thread.
@@ -155,9 +208,16 @@ impl Inner {
         cond: Precondition,
         synced: bool,
     ) -> Result<Committed> {
-        self.queue_commit(obj, cond, synced)
+        match self
+            .queue(Op::Write { obj, cond }, synced)
             .blocking_recv()
-            .map_err(|_| gone())?
+            .map_err(|_| stopped())??
+        {
+            Done::Written(c) => Ok(c),
+            Done::Acked(_) => Err(Error::Internal(
+                "group commit: a write was answered as an acknowledgement".into(),
+            )),
+        }
     }
 
     /// Commits a batch in one transaction (synced when any write must be) and answers each.
@@ -176,7 +236,7 @@ impl Inner {
             // The setting failed before the batch ran: its writers hear it was not committed.
             if let (Err(e), Some(batch)) = (set, batch) {
                 for p in batch {
-                    self.discard(&p.obj.body);
+                    self.discard_op(&p.op);
                     let _ = p.reply.send(Err(Error::Internal(e.to_string())));
                 }
             }
@@ -184,12 +244,18 @@ impl Inner {
     }
 
     fn commit_batch(&self, db: &mut Connection, batch: Vec<Pending>) {
-        let mut results: Vec<Result<Committed>> = Vec::with_capacity(batch.len());
+        let mut results: Vec<Result<Done>> = Vec::with_capacity(batch.len());
         let outcome = (|| -> Result<(), Error> {
             let mut tx = db.transaction().map_err(|e| failed("BEGIN", &e))?;
             for p in &batch {
                 let mut sp = tx.savepoint().map_err(|e| failed("SAVEPOINT", &e))?;
-                match index::write_object(&sp, &p.obj, &p.cond) {
+                let done = match &p.op {
+                    Op::Write { obj, cond } => {
+                        index::write_object(&sp, obj, cond).map(Done::Written)
+                    }
+                    Op::Ack(ids) => super::outbox::mark_acked(&sp, ids).map(Done::Acked),
+                };
+                match done {
                     Ok(c) => {
                         sp.commit().map_err(|e| failed("RELEASE", &e))?;
                         results.push(Ok(c));
@@ -212,17 +278,18 @@ impl Inner {
                     .get_mut(i)
                     .map(|r| std::mem::replace(r, Err(StoreError::InvalidPartOrder.into()))),
             ) {
-                (Ok(()), Some(Ok(c))) => {
+                (Ok(()), Some(Ok(Done::Written(c)))) => {
                     self.announce(&c);
                     replaced.extend(c.replaced.iter().cloned());
-                    Ok(c)
+                    Ok(Done::Written(c))
                 }
+                (Ok(()), Some(Ok(acked))) => Ok(acked),
                 (Ok(()), Some(Err(e))) => Err(e),
                 (Err(e), _) => Err(Error::Internal(e.to_string())),
                 (Ok(()), None) => Err(Error::Internal("group commit: write not attempted".into())),
             };
             if result.is_err() {
-                self.discard(&p.obj.body);
+                self.discard_op(&p.op);
             }
             answers.push((p.reply, result));
         }
@@ -316,20 +383,26 @@ mod tests {
         .expect("open");
         let inner = &*store.inner;
         let obj = |key: String| one_byte(key, Body::Inline(bytes::Bytes::from_static(b"x")));
-        let answers = {
+        let (answers, ack) = {
             // The index is busy (as during another batch's fsync): queuing does not wait.
             let _busy = inner.db();
-            (0..8)
-                .map(|i| inner.queue_commit(obj(format!("k{i}")), Precondition::None, true))
-                .collect::<Vec<_>>()
+            let writes = (0..8)
+                .map(|i| {
+                    let obj = obj(format!("k{i}"));
+                    let cond = Precondition::None;
+                    inner.queue(Op::Write { obj, cond }, true)
+                })
+                .collect::<Vec<_>>();
+            // An acknowledgement (of no pending trigger here) queues the same way.
+            (writes, inner.queue(Op::Ack(vec![1]), false))
         };
         for (i, answer) in answers.into_iter().enumerate() {
-            let committed = answer
-                .blocking_recv()
-                .expect("answered")
-                .expect("committed");
+            let Ok(Ok(Done::Written(committed))) = answer.blocking_recv() else {
+                panic!("write {i} was not committed");
+            };
             assert_eq!(committed.meta.key, format!("k{i}"));
         }
+        assert!(matches!(ack.blocking_recv(), Ok(Ok(Done::Acked(0)))));
         let listed: i64 = inner
             .db()
             .query_row(

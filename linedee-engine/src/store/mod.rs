@@ -281,8 +281,8 @@ impl Store {
         if ids.is_empty() {
             return Ok(0);
         }
-        self.blocking(move |i| i.unsynced(|db| outbox::ack_all(db, &ids)))
-            .await
+        // With the committer's next batch: no thread and no commit of its own.
+        self.inner.queue_ack(ids).await
     }
 
     /// One trigger by id, consumed or not.
@@ -313,7 +313,7 @@ impl Store {
     }
 
     /// [`Store::put_object`]; `synced: false` leaves the write to be made durable across
-    /// power loss by the next synced one (see [`Inner::unsynced`]).
+    /// power loss by the next synced one (see [`Inner::unsynced_on`]).
     pub(crate) async fn put_object_with(
         &self,
         bucket: &str,
@@ -356,10 +356,7 @@ impl Store {
         cond: index::Precondition,
         synced: bool,
     ) -> Result<index::Committed> {
-        self.inner
-            .queue_commit(obj, cond, synced)
-            .await
-            .map_err(|_| Error::Internal("group commit: the committer stopped".into()))?
+        self.inner.queue_commit(obj, cond, synced).await
     }
 
     /// An object's metadata and body, or `None` when there is no such object.
@@ -496,17 +493,13 @@ impl Inner {
         }
     }
 
-    /// Runs `f` on the index with its commits not synced one by one (`synchronous=NORMAL`
-    /// instead of `FULL`, when the store fsyncs at all). What `f` commits is durable against
-    /// a crash of the process when it returns, and against power loss once a later synced
-    /// commit has synced the WAL, which holds every earlier commit in order. For writes that a
-    /// power loss may undo harmlessly, or that a later synced write covers. The lock is held
-    /// throughout, since the setting belongs to the connection.
-    pub(crate) fn unsynced<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
-        self.unsynced_on(&mut self.db(), f)
-    }
-
-    /// [`Inner::unsynced`] on the index connection the caller holds.
+    /// Runs `f` on the index connection the caller holds, with its commits not synced one by
+    /// one (`synchronous=NORMAL` instead of `FULL`, when the store fsyncs at all). What `f`
+    /// commits is durable against a crash of the process when it returns, and against power
+    /// loss once a later synced commit has synced the WAL, which holds every earlier commit in
+    /// order. For writes that a power loss may undo harmlessly, or that a later synced write
+    /// covers. The caller holds the lock throughout, since the setting belongs to the
+    /// connection.
     pub(crate) fn unsynced_on<T>(
         &self,
         db: &mut Connection,

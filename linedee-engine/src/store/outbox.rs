@@ -200,18 +200,15 @@ pub(crate) fn get(conn: &Connection, id: i64) -> Result<Option<Trigger>> {
     row.map(finish).transpose()
 }
 
-/// Marks each of `ids` consumed, in one transaction; returns how many were pending.
-pub(crate) fn ack_all(conn: &Connection, ids: &[i64]) -> Result<usize> {
-    let tx = conn.unchecked_transaction()?;
+/// Marks each of `ids` consumed, inside the caller's transaction; returns how many were
+/// pending.
+pub(crate) fn mark_acked(conn: &Connection, ids: &[i64]) -> Result<usize> {
+    let mut stmt =
+        conn.prepare_cached("UPDATE triggers SET acked = 1 WHERE id = ?1 AND acked = 0")?;
     let mut acked = 0;
-    {
-        let mut stmt =
-            tx.prepare_cached("UPDATE triggers SET acked = 1 WHERE id = ?1 AND acked = 0")?;
-        for id in ids {
-            acked += stmt.execute([id])?;
-        }
+    for id in ids {
+        acked += stmt.execute([id])?;
     }
-    tx.commit()?;
     Ok(acked)
 }
 

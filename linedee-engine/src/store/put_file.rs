@@ -25,7 +25,7 @@ impl Store {
     }
 
     /// Like [`Store::put_file`], but its index commit is not synced on its own (see
-    /// [`Inner::unsynced`]): for the engine's task logs, which the run's next synced write
+    /// [`Inner::unsynced_on`]): for the engine's task logs, which the run's next synced write
     /// (its status document, at the latest the final one) makes durable.
     pub(crate) async fn put_file_unsynced(
         &self,
