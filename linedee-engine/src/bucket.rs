@@ -28,13 +28,19 @@ pub(crate) trait Bucket: Send + Sync + 'static {
     async fn output(&self, bucket: &str, task_id: &str) -> Result<Option<Option<String>>>;
     /// An object's body, `None` when it is gone.
     async fn body(&self, bucket: &str, key: &str) -> Result<Option<Bytes>>;
-    /// Writes a JSON document (a run's status document). `synced`: durable across power loss
-    /// when this returns (a final status); otherwise it may become durable only with a later
-    /// write (a status on the way, which the next one replaces anyway).
-    async fn put_json(&self, bucket: &str, key: &str, body: Vec<u8>, synced: bool) -> Result<()>;
+    /// Writes a JSON document (a run's status document). It may survive power loss only with
+    /// a later write: [`Bucket::durable`] waits for that.
+    async fn put_json(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<()>;
     /// Stores an attempt's log.
     async fn put_log(&self, bucket: &str, key: &str, log: LogBody) -> Result<()>;
+    /// Returns once every write this bucket answered before the call survives power loss: at
+    /// once where a write is durable when answered (S3).
+    async fn durable(&self) -> Result<()>;
 }
+
+/// How long [`Bucket::durable`] on the embedded store waits for a synced commit made for
+/// another write before it makes one of its own.
+const DURABLE_WITHIN: std::time::Duration = std::time::Duration::from_millis(20);
 
 #[async_trait::async_trait]
 impl Bucket for Store {
@@ -50,17 +56,21 @@ impl Bucket for Store {
         self.body_now(bucket, key).await
     }
 
-    async fn put_json(&self, bucket: &str, key: &str, body: Vec<u8>, synced: bool) -> Result<()> {
+    async fn put_json(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<()> {
         self.put_object_with(
             bucket,
             key,
             body.into(),
             Some("application/json"),
             BTreeMap::new(),
-            synced,
+            false,
         )
         .await
         .map(drop)
+    }
+
+    async fn durable(&self) -> Result<()> {
+        self.durable_within(DURABLE_WITHIN).await
     }
 
     async fn put_log(&self, bucket: &str, key: &str, log: LogBody) -> Result<()> {
@@ -107,7 +117,11 @@ impl Bucket for linedee::Client {
         }
     }
 
-    async fn put_json(&self, bucket: &str, key: &str, body: Vec<u8>, _: bool) -> Result<()> {
+    async fn durable(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn put_json(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<()> {
         same_bucket(self, bucket)?;
         self.put(key, body)
             .content_type("application/json")
@@ -210,9 +224,10 @@ mod tests {
                 "{who}"
             );
             let key = format!("ld/runs/{who}.json");
-            b.put_json("ld-bucket", &key, b"{}".to_vec(), true)
+            b.put_json("ld-bucket", &key, b"{}".to_vec())
                 .await
                 .expect(who);
+            b.durable().await.expect(who);
             let body = b.body("ld-bucket", &key).await.expect(who);
             assert_eq!(body.as_deref(), Some(&b"{}"[..]), "{who}");
             assert_eq!(b.body("ld-bucket", "nope").await.expect(who), None, "{who}");

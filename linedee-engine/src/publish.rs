@@ -259,9 +259,12 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// Writes one document; returns its status when it is final and was written. A final status is
-/// written once the journal has it durably: a document never shows an outcome that a power
-/// loss could take back.
+/// Writes one document; returns its status when it is final and was written durably. A final
+/// status is written once the journal has it durably: a document never shows an outcome that a
+/// power loss could take back. The document itself is then not synced on its own: it becomes
+/// durable with the store's next synced write (someone else's, usually within milliseconds
+/// under load), and only then is it returned, to be marked published. Until the mark, a
+/// restart writes it again, so a power loss in between loses nothing.
 async fn write(bucket: &dyn Bucket, journal: &dyn Journal, s: &Snapshot) -> Option<String> {
     let run_id = &s.doc.run_id;
     if s.doc.status.is_finished()
@@ -279,21 +282,18 @@ async fn write(bucket: &dyn Bucket, journal: &dyn Journal, s: &Snapshot) -> Opti
         }
     };
     let key = linedee::status::status_key(run_id);
-    // Only a final status must survive power loss when written (it is what a client acts
-    // on, and the journal marks it published); a status on the way is replaced by the next
-    // one, and the store's next synced write makes it durable.
-    let synced = s.doc.status.is_finished();
-    match bucket
-        .put_json(&s.doc.trigger.bucket, &key, body, synced)
-        .await
-    {
-        Ok(()) => s
-            .doc
-            .status
-            .is_finished()
-            .then(|| s.doc.status.as_str().to_owned()),
+    if let Err(e) = bucket.put_json(&s.doc.trigger.bucket, &key, body).await {
+        tracing::error!(run_id, error = %e, "cannot publish a status document");
+        return None;
+    }
+    // A status on the way is replaced by the next one: it needs no wait.
+    if !s.doc.status.is_finished() {
+        return None;
+    }
+    match bucket.durable().await {
+        Ok(()) => Some(s.doc.status.as_str().to_owned()),
         Err(e) => {
-            tracing::error!(run_id, error = %e, "cannot publish a status document");
+            tracing::error!(run_id, error = %e, "cannot make a final status document durable; it is written again at the next start");
             None
         }
     }

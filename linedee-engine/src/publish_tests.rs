@@ -16,8 +16,10 @@ use crate::runner::LogBody;
 struct Documents {
     fail: AtomicBool,
     written: Mutex<Vec<(String, Vec<u8>)>>,
-    /// Whether each write asked to be synced, in order.
-    synced: Mutex<Vec<bool>>,
+    /// How many documents had been written at each call of `durable`, in order.
+    durable_after: Mutex<Vec<usize>>,
+    /// `durable` fails while set.
+    not_durable: AtomicBool,
     wrote: Notify,
 }
 
@@ -44,14 +46,21 @@ impl Bucket for Documents {
     async fn body(&self, _: &str, _: &str) -> Result<Option<Bytes>> {
         Ok(None)
     }
-    async fn put_json(&self, _: &str, key: &str, body: Vec<u8>, synced: bool) -> Result<()> {
+    async fn durable(&self) -> Result<()> {
+        let written = self.written.lock().unwrap_or_else(|e| e.into_inner()).len();
+        self.durable_after
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(written);
+        if self.not_durable.load(Ordering::SeqCst) {
+            return Err(Error::Internal("the bucket could not sync".to_owned()));
+        }
+        Ok(())
+    }
+    async fn put_json(&self, _: &str, key: &str, body: Vec<u8>) -> Result<()> {
         if self.fail.load(Ordering::SeqCst) {
             return Err(Error::Internal("the bucket refused the write".to_owned()));
         }
-        self.synced
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(synced);
         let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
         written.push((key.to_owned(), body));
         self.wrote.notify_waiters();
@@ -99,16 +108,22 @@ async fn a_document_that_was_not_written_is_not_recorded_as_published() {
     publisher.publish_now(snapshot(1)).await;
     assert_eq!(journal.unpublished().await.expect("unpublished"), ["R1"]);
 
+    // Written but not known durable: not recorded either, so a restart writes it again.
     bucket.fail.store(false, Ordering::SeqCst);
+    bucket.not_durable.store(true, Ordering::SeqCst);
     publisher.publish_now(snapshot(2)).await;
+    assert_eq!(journal.unpublished().await.expect("unpublished"), ["R1"]);
+
+    bucket.not_durable.store(false, Ordering::SeqCst);
+    publisher.publish_now(snapshot(3)).await;
     assert!(journal.unpublished().await.expect("unpublished").is_empty());
     let written = bucket
         .written
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
-    assert_eq!(written.len(), 1);
-    let (key, body) = &written[0];
+    assert_eq!(written.len(), 2);
+    let (key, body) = &written[1];
     assert_eq!(key, "ld/runs/R1.json");
     let doc: linedee::RunStatus = serde_json::from_slice(body).expect("a whole document");
     assert_eq!((doc.run_id.as_str(), doc.status), ("R1", RunState::Failed));
@@ -214,9 +229,13 @@ async fn publish_now_returns_once_the_newest_document_is_written() {
             ("R2".to_owned(), RunState::Running)
         ]
     );
-    // Only the final status must be durable when written.
-    let synced = r.bucket.synced.lock().unwrap_or_else(|e| e.into_inner());
-    assert_eq!(*synced, [true, false]);
+    // Only the final status waits to be durable, right after it is written.
+    let durable = r
+        .bucket
+        .durable_after
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    assert_eq!(*durable, [1]);
 }
 
 #[tokio::test]

@@ -318,8 +318,13 @@ impl Bucket for S3 {
         Ok(self.get(bucket, key).await?.map(|(body, _)| body))
     }
 
-    async fn put_json(&self, bucket: &str, key: &str, body: Vec<u8>, _: bool) -> Result<()> {
+    async fn put_json(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<()> {
         self.put(bucket, key, body, "application/json").await
+    }
+
+    /// An S3 write is durable when answered.
+    async fn durable(&self) -> Result<()> {
+        Ok(())
     }
 
     async fn put_log(&self, bucket: &str, key: &str, log: LogBody) -> Result<()> {

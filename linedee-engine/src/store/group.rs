@@ -26,6 +26,8 @@ enum Op {
     Write { obj: NewObject, cond: Precondition },
     /// Marks these triggers consumed.
     Ack(Vec<i64>),
+    /// Nothing but a synced commit, for the writes before it (`ld_durable`'s row).
+    Sync,
 }
 
 /// What a committed change did.
@@ -36,6 +38,30 @@ enum Done {
     Written(Committed),
     /// How many of the triggers were still pending.
     Acked(usize),
+    Synced,
+}
+
+impl Done {
+    fn written(self) -> Result<Committed> {
+        match self {
+            Done::Written(c) => Ok(c),
+            _ => Err(mismatched()),
+        }
+    }
+}
+
+/// The committer answered a change with another kind's answer: a bug, never expected.
+fn mismatched() -> Error {
+    Error::Internal("group commit: a change was answered as another kind".into())
+}
+
+/// How far the committer's batches are: the number of the last committed, and of the last
+/// whose commit was synced (its WAL fsync covers every commit before it). With fsync off, every
+/// commit counts as synced: nothing more is to be had.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Commits {
+    pub(crate) committed: u64,
+    pub(crate) synced: u64,
 }
 
 struct Pending {
@@ -160,14 +186,7 @@ impl Inner {
         synced: bool,
     ) -> impl std::future::Future<Output = Result<Committed>> + use<> {
         let answer = self.queue(Op::Write { obj, cond }, synced);
-        async move {
-            match answer.await.map_err(|_| stopped())?? {
-                Done::Written(c) => Ok(c),
-                Done::Acked(_) => Err(Error::Internal(
-                    "group commit: a write was answered as an acknowledgement".into(),
-                )),
-            }
-        }
+        async move { answer.await.map_err(|_| stopped())??.written() }
     }
 
     /// Queues the marks of consumed triggers, unsynced (as [`Inner::unsynced_on`]); the answer,
@@ -179,9 +198,16 @@ impl Inner {
             .map_err(|_| stopped())??
         {
             Done::Acked(n) => Ok(n),
-            Done::Written(_) => Err(Error::Internal(
-                "group commit: an acknowledgement was answered as a write".into(),
-            )),
+            _ => Err(mismatched()),
+        }
+    }
+
+    /// Queues a synced commit of nothing but `ld_durable`'s row; answered once it is synced,
+    /// and with it every commit before.
+    pub(crate) async fn queue_sync(&self) -> Result<()> {
+        match self.queue(Op::Sync, true).await.map_err(|_| stopped())?? {
+            Done::Synced => Ok(()),
+            _ => Err(mismatched()),
         }
     }
 
@@ -208,28 +234,22 @@ impl Inner {
         cond: Precondition,
         synced: bool,
     ) -> Result<Committed> {
-        match self
-            .queue(Op::Write { obj, cond }, synced)
+        self.queue(Op::Write { obj, cond }, synced)
             .blocking_recv()
             .map_err(|_| stopped())??
-        {
-            Done::Written(c) => Ok(c),
-            Done::Acked(_) => Err(Error::Internal(
-                "group commit: a write was answered as an acknowledgement".into(),
-            )),
-        }
+            .written()
     }
 
     /// Commits a batch in one transaction (synced when any write must be) and answers each.
     fn commit_now(&self, batch: Vec<Pending>) {
         let mut db = self.db();
         if batch.iter().any(|p| p.synced) {
-            self.commit_batch(&mut db, batch);
+            self.commit_batch(&mut db, batch, true);
         } else {
             let mut batch = Some(batch);
             let set = self.unsynced_on(&mut db, |db| {
                 if let Some(batch) = batch.take() {
-                    self.commit_batch(db, batch);
+                    self.commit_batch(db, batch, false);
                 }
                 Ok(())
             });
@@ -243,7 +263,9 @@ impl Inner {
         }
     }
 
-    fn commit_batch(&self, db: &mut Connection, batch: Vec<Pending>) {
+    /// Commits `batch` in one transaction (`synced`: at `synchronous=FULL`) and answers each
+    /// change, after counting the commit in [`Commits`].
+    fn commit_batch(&self, db: &mut Connection, batch: Vec<Pending>, synced: bool) {
         let mut results: Vec<Result<Done>> = Vec::with_capacity(batch.len());
         let outcome = (|| -> Result<(), Error> {
             let mut tx = db.transaction().map_err(|e| failed("BEGIN", &e))?;
@@ -254,6 +276,14 @@ impl Inner {
                         index::write_object(&sp, obj, cond).map(Done::Written)
                     }
                     Op::Ack(ids) => super::outbox::mark_acked(&sp, ids).map(Done::Acked),
+                    Op::Sync => sp
+                        .execute(
+                            "INSERT INTO ld_durable (id, n) VALUES (1, 1)
+                             ON CONFLICT (id) DO UPDATE SET n = n + 1",
+                            [],
+                        )
+                        .map(|_| Done::Synced)
+                        .map_err(Error::from),
                 };
                 match done {
                     Ok(c) => {
@@ -269,6 +299,17 @@ impl Inner {
             }
             tx.commit().map_err(|e| failed("COMMIT", &e))
         })();
+        // Counted before anyone is answered: a writer may ask next whether its write is
+        // durable.
+        if outcome.is_ok() {
+            let synced = synced || !self.options.fsync;
+            self.commits.send_modify(|c| {
+                c.committed += 1;
+                if synced {
+                    c.synced = c.committed;
+                }
+            });
+        }
         let mut replaced = Vec::new();
         let mut answers = Vec::with_capacity(batch.len());
         for (i, p) in batch.into_iter().enumerate() {
@@ -309,6 +350,7 @@ mod tests {
     use crate::store::blobs::md5_hex;
     use crate::store::body::Body;
     use crate::store::{Store, StoreOptions};
+    use std::time::Duration;
 
     /// A one-byte object (`x`) at `bkt/{key}`.
     fn one_byte(key: String, body: Body) -> NewObject {
@@ -413,5 +455,62 @@ mod tests {
             .expect("count");
         assert_eq!(listed, 8);
         drop(store);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unsynced_write_is_durable_with_the_next_synced_commit_or_one_of_its_own() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let open = |fsync| {
+            Store::open(
+                dir.path().join(if fsync { "on" } else { "off" }),
+                StoreOptions {
+                    default_bucket: Some("bkt".into()),
+                    fsync,
+                    ..StoreOptions::default()
+                },
+            )
+            .expect("open")
+        };
+        let put = |store: &Store, key: &'static str, synced| {
+            let store = store.clone();
+            async move {
+                store
+                    .put_object_with("bkt", key, "x".into(), None, Default::default(), synced)
+                    .await
+                    .expect("put")
+            }
+        };
+        let own_syncs = |store: &Store| -> i64 {
+            store
+                .inner
+                .db()
+                .query_row("SELECT coalesce(max(n), 0) FROM ld_durable", [], |r| {
+                    r.get(0)
+                })
+                .expect("ld_durable")
+        };
+        let store = open(true);
+        put(&store, "doc", false).await;
+        let waiting = tokio::spawn({
+            let store = store.clone();
+            async move { store.durable_within(Duration::from_secs(600)).await }
+        });
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiting.is_finished(), "not durable before a synced commit");
+        // Another writer's synced commit covers it: no sync of its own.
+        put(&store, "out", true).await;
+        waiting.await.expect("task").expect("durable");
+        assert_eq!(own_syncs(&store), 0);
+        // None comes in time: one of its own.
+        put(&store, "doc", false).await;
+        store.durable_within(Duration::ZERO).await.expect("durable");
+        assert_eq!(own_syncs(&store), 1);
+        // Without fsync, a commit is as durable as it gets when answered.
+        let store = open(false);
+        put(&store, "doc", false).await;
+        store.durable_within(Duration::ZERO).await.expect("durable");
+        assert_eq!(own_syncs(&store), 0);
     }
 }

@@ -93,6 +93,8 @@ CREATE TABLE IF NOT EXISTS objects (
     body BLOB,
     PRIMARY KEY (bucket, key)
 ) WITHOUT ROWID;
+-- One row, rewritten when a sync is asked for and no write would make one (group.rs).
+CREATE TABLE IF NOT EXISTS ld_durable (id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL);
 ";
 
 /// Brings an index made by an earlier version up to [`SCHEMA`]: `objects.body` (inline

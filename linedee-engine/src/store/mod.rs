@@ -101,6 +101,8 @@ pub(crate) struct Inner {
     objects: broadcast::Sender<ObjectEvent>,
     /// Writes waiting for the committer thread (`group.rs`).
     group: Arc<group::Queue>,
+    /// How far the committer's batches are committed, and synced (`group.rs`).
+    commits: tokio::sync::watch::Sender<group::Commits>,
 }
 
 pub(crate) const CHANNEL: usize = 4096;
@@ -210,6 +212,7 @@ impl Store {
             triggers,
             objects,
             group: Arc::clone(&group),
+            commits: tokio::sync::watch::Sender::new(group::Commits::default()),
         });
         group::start(group, Arc::downgrade(&inner))
             .map_err(|e| Error::Internal(format!("cannot start the store's committer: {e}")))?;
@@ -347,6 +350,24 @@ impl Store {
         self.commit_queued(obj, index::Precondition::None, synced)
             .await
             .map(|c| c.meta.etag)
+    }
+
+    /// Returns once every write answered before the call survives power loss (with fsync off,
+    /// a crash of the process: at once). A synced commit made since for another write covers
+    /// it; when none comes within `within`, the committer makes one for it. For writes made
+    /// unsynced (`put_object_with(.., synced: false)`) that must become durable before
+    /// something else happens.
+    pub async fn durable_within(&self, within: std::time::Duration) -> Result<()> {
+        let mut commits = self.inner.commits.subscribe();
+        let target = commits.borrow().committed;
+        let covered = |c: &group::Commits| c.synced >= target;
+        if covered(&commits.borrow()) {
+            return Ok(());
+        }
+        if let Ok(Ok(_)) = tokio::time::timeout(within, commits.wait_for(covered)).await {
+            return Ok(());
+        }
+        self.inner.queue_sync().await
     }
 
     /// Commits a write through the committer thread, awaiting its answer (`group.rs`).
