@@ -283,8 +283,9 @@ async fn log(state: &State, task_id: &str, attempt: &str, query: Option<&str>) -
                 .await
                 .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
             {
-                // No local file: the attempt printed nothing (yet), or its file is gone.
-                // Once it ended, its stored log says which.
+                // No local file: the attempt printed nothing (yet), its output is still in
+                // memory (its first second, up to 64 KiB), or its file is gone. Once it ended,
+                // its stored log has what it printed.
                 Ok(None) => stored_log(engine, task_id, attempt, offset).await,
                 read => read,
             }
@@ -311,8 +312,9 @@ async fn log(state: &State, task_id: &str, attempt: &str, query: Option<&str>) -
 }
 
 /// An attempt's log as the engine stored it in its bucket when the attempt ended, for an
-/// attempt with no local file (it printed nothing). Read only when it fits one slice: a
-/// stored log is read whole, and a large one whose file is gone stays unserved, as before.
+/// attempt with no local file (it printed nothing, or ended before its output left memory:
+/// at most 64 KiB, one slice). Read only when it fits one slice: a stored log is read whole,
+/// and a large one whose file is gone stays unserved, as before.
 async fn stored_log(
     engine: &crate::Engine,
     task_id: &str,
