@@ -354,9 +354,10 @@ impl Store {
 
     /// Returns once every write answered before the call survives power loss (with fsync off,
     /// a crash of the process: at once). A synced commit made since for another write covers
-    /// it; when none comes within `within`, the committer makes one for it. For writes made
-    /// unsynced (`put_object_with(.., synced: false)`) that must become durable before
-    /// something else happens.
+    /// it; when none comes within `within`, the committer makes one for it. An S3 PUT is
+    /// durable when answered already; what this waits for are the writes the engine makes
+    /// unsynced (status documents, task logs, trigger acknowledgements), for a caller that
+    /// must not go on before they would survive a power loss.
     pub async fn durable_within(&self, within: std::time::Duration) -> Result<()> {
         let mut commits = self.inner.commits.subscribe();
         let target = commits.borrow().committed;
