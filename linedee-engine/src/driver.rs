@@ -562,6 +562,7 @@ impl Driver {
         Snapshot {
             seq,
             doc: r.status_document(),
+            processes_running: r.has_live_processes(),
         }
     }
 

@@ -2,13 +2,16 @@
 //!
 //! The driver offers a snapshot of the document after each transition. Offers coalesce: a
 //! run has at most one pending snapshot, and a newer offer replaces it. A final status is
-//! written at once; a status the run is still moving through waits [`SETTLE`] first, so a run
-//! that finishes within that time of starting has its document written twice (queued, then
-//! its outcome) instead of once per transition. Up to [`IN_FLIGHT`] documents of different runs are written
-//! at a time (so the store's group commit can share one fsync among them); a run's own writes
-//! happen one after another, each taking its newest snapshot, so its document always converges
-//! on its latest state and never goes back to an older one. A `queued` status (a new run's
-//! first document, which tells a follower the run exists) does not wait either.
+//! written at once once its run's processes have exited; a status the run is still moving
+//! through waits [`SETTLE`] first, and so does a final status whose processes still run (a
+//! task's output decides it, and the process exits just after, which adds its exit code to the
+//! document). So a run that finishes within that time of starting has its document written
+//! twice (queued, then its outcome with its exit codes) instead of once per transition. Up to
+//! [`IN_FLIGHT`] documents of different runs are written at a time (so the store's group
+//! commit can share one fsync among them); a run's own writes happen one after another, each
+//! taking its newest snapshot, so its document always converges on its latest state and never
+//! goes back to an older one. A `queued` status (a new run's first document, which tells a
+//! follower the run exists) does not wait either.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -23,8 +26,9 @@ use tokio_util::sync::CancellationToken;
 use crate::bucket::Bucket;
 use crate::journal::Journal;
 
-/// How long a document showing an unfinished status waits before it is written, for a newer
-/// snapshot to replace it. Readers follow runs by polling; this is well under their interval.
+/// How long a document showing an unfinished status (or a final one whose processes still run)
+/// waits before it is written, for a newer snapshot to replace it. Readers follow runs by
+/// polling; this is well under their interval.
 pub(crate) const SETTLE: Duration = Duration::from_millis(150);
 
 /// Most documents written at once.
@@ -35,6 +39,8 @@ const IN_FLIGHT: usize = 8;
 pub(crate) struct Snapshot {
     pub(crate) seq: u64,
     pub(crate) doc: RunStatus,
+    /// Some process of the run may still be running: its exit will change the document again.
+    pub(crate) processes_running: bool,
 }
 
 /// A run's pending snapshot and when it is due.
@@ -88,10 +94,14 @@ impl Publisher {
     /// Schedules a snapshot to be written (replacing an older one not yet written). A run's
     /// snapshots are offered in `seq` order.
     pub(crate) fn offer(&self, snapshot: Snapshot) {
-        // A final status, and `queued` (a new run's first document, which tells a follower
-        // the run exists), are written at once; a status the run moves through settles.
+        // A final status whose processes have all exited, and `queued` (a new run's first
+        // document, which tells a follower the run exists), are written at once; a status the
+        // run moves through settles, and so does a final one whose exit codes are still to come
+        // (usually within milliseconds: its output decided it, and then it exits). Writing it
+        // at once meant writing a run's final document twice, each after a journal sync.
         let status = snapshot.doc.status;
-        let due = if status.is_finished() || status == RunState::Queued {
+        let settled = status.is_finished() && !snapshot.processes_running;
+        let due = if settled || status == RunState::Queued {
             Instant::now()
         } else {
             Instant::now() + SETTLE

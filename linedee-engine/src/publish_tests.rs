@@ -102,6 +102,7 @@ async fn a_document_that_was_not_written_is_not_recorded_as_published() {
     let snapshot = |seq| Snapshot {
         seq,
         doc: record.status_document(),
+        processes_running: false,
     };
 
     bucket.fail.store(true, Ordering::SeqCst);
@@ -171,7 +172,19 @@ fn at(run_id: &str, seq: u64, status: RunState) -> Snapshot {
     let (record, _) = Machine::default().create(run_id, trigger, Err("x".to_owned()), 1);
     let mut doc = record.status_document();
     doc.status = status;
-    Snapshot { seq, doc }
+    Snapshot {
+        seq,
+        doc,
+        processes_running: false,
+    }
+}
+
+/// [`at`], for a run with a process still running.
+fn running_at(run_id: &str, seq: u64, status: RunState) -> Snapshot {
+    Snapshot {
+        processes_running: true,
+        ..at(run_id, seq, status)
+    }
 }
 
 #[tokio::test]
@@ -275,6 +288,48 @@ async fn a_new_runs_queued_document_does_not_wait_to_settle() {
     wrote.await;
     // The first write is R1's, due at once; R2's settles.
     assert_eq!(r.bucket.statuses()[0], ("R1".to_owned(), RunState::Queued));
+    r.stop.cancel();
+    r.writer.await.expect("the publisher stops");
+}
+
+#[tokio::test]
+async fn a_final_status_waits_for_its_processes_exit_and_is_written_once() {
+    let r = running();
+    // Decided by its output while its process still runs; the exit follows.
+    r.publisher.offer(running_at("R1", 1, RunState::Succeeded));
+    // R2's queued document is due at once: once it is written, the publisher has looked at
+    // R1's pending document at least once, and left it to settle.
+    let wrote = r.bucket.wrote.notified();
+    r.publisher.offer(at("R2", 2, RunState::Queued));
+    wrote.await;
+    r.publisher.offer(at("R1", 3, RunState::Succeeded));
+    r.stop.cancel();
+    r.writer.await.expect("the publisher stops");
+    assert_eq!(
+        r.bucket.statuses(),
+        [
+            ("R2".to_owned(), RunState::Queued),
+            ("R1".to_owned(), RunState::Succeeded)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_final_status_whose_process_does_not_exit_is_written_once_it_has_settled() {
+    let r = running();
+    let wrote = r.bucket.wrote.notified();
+    let offered = tokio::time::Instant::now();
+    r.publisher.offer(running_at("R1", 1, RunState::Succeeded));
+    wrote.await;
+    assert!(
+        offered.elapsed() >= SETTLE,
+        "written after {:?}",
+        offered.elapsed()
+    );
+    assert_eq!(
+        r.bucket.statuses(),
+        [("R1".to_owned(), RunState::Succeeded)]
+    );
     r.stop.cancel();
     r.writer.await.expect("the publisher stops");
 }
