@@ -9,7 +9,7 @@ use linedee::metadata::{LD_STATE, LD_TASK_ID};
 
 use crate::error::{Error, Result};
 use crate::runner::LogBody;
-use crate::store::Store;
+use crate::store::{Commit, Store};
 
 /// The `ld_state` of a landed output (`Some(None)`: landed without state), read from the
 /// output object's metadata; `None` when the object is not `task_id`'s proof.
@@ -31,7 +31,14 @@ pub(crate) trait Bucket: Send + Sync + 'static {
     /// Writes a JSON document (a run's status document). It may survive power loss only with
     /// a later write: [`Bucket::durable`] waits for that.
     async fn put_json(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<()>;
-    /// Stores an attempt's log.
+    /// [`Bucket::put_json`] for a document nobody waits for (a status the run is moving
+    /// through): the embedded store lets it ride a commit made for another write, waiting a
+    /// few milliseconds for one.
+    async fn put_json_deferred(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<()> {
+        self.put_json(bucket, key, body).await
+    }
+    /// Stores an attempt's log. Nobody waits for it: the embedded store defers it as
+    /// [`Bucket::put_json_deferred`] does.
     async fn put_log(&self, bucket: &str, key: &str, log: LogBody) -> Result<()>;
     /// Returns once every write this bucket answered before the call survives power loss: at
     /// once where a write is durable when answered (S3).
@@ -63,7 +70,20 @@ impl Bucket for Store {
             body.into(),
             Some("application/json"),
             BTreeMap::new(),
-            false,
+            Commit::Unsynced,
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn put_json_deferred(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<()> {
+        self.put_object_with(
+            bucket,
+            key,
+            body.into(),
+            Some("application/json"),
+            BTreeMap::new(),
+            Commit::Deferred,
         )
         .await
         .map(drop)
@@ -74,10 +94,11 @@ impl Bucket for Store {
     }
 
     async fn put_log(&self, bucket: &str, key: &str, log: LogBody) -> Result<()> {
-        // Not synced on its own: the run's status document that follows covers it.
+        // Not synced on its own: the run's status document that follows covers it. Deferred:
+        // it rides the commit of another write (the run's final status document, usually).
         match log {
             LogBody::File(path) => self
-                .put_file_unsynced(bucket, key, &path, Some("text/plain; charset=utf-8"))
+                .put_file_deferred(bucket, key, &path, Some("text/plain; charset=utf-8"))
                 .await
                 .map(drop),
             LogBody::Bytes(bytes) => self
@@ -87,7 +108,7 @@ impl Bucket for Store {
                     bytes.into(),
                     Some("text/plain; charset=utf-8"),
                     BTreeMap::new(),
-                    false,
+                    Commit::Deferred,
                 )
                 .await
                 .map(drop),

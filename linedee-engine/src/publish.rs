@@ -145,9 +145,13 @@ impl Publisher {
                     .take_due(horizon, &busy, IN_FLIGHT.saturating_sub(writing.len()));
             for snapshot in ready {
                 busy.insert(snapshot.doc.run_id.clone());
+                // Someone waits for a final document, or for one they asked for; nobody for a
+                // status on the way, which the store may hold a moment to share a commit.
+                let urgent = snapshot.doc.status.is_finished()
+                    || self.pending().waiting.contains_key(&snapshot.doc.run_id);
                 let (bucket, journal) = (Arc::clone(&self.bucket), Arc::clone(&self.journal));
                 writing.spawn(async move {
-                    let status = write(&*bucket, &*journal, &snapshot).await;
+                    let status = write(&*bucket, &*journal, &snapshot, urgent).await;
                     (snapshot.doc.run_id, snapshot.seq, status)
                 });
             }
@@ -274,8 +278,14 @@ async fn sleep_until(at: Option<Instant>) {
 /// power loss could take back. The document itself is then not synced on its own: it becomes
 /// durable with the store's next synced write (someone else's, usually within milliseconds
 /// under load), and only then is it returned, to be marked published. Until the mark, a
-/// restart writes it again, so a power loss in between loses nothing.
-async fn write(bucket: &dyn Bucket, journal: &dyn Journal, s: &Snapshot) -> Option<String> {
+/// restart writes it again, so a power loss in between loses nothing. A document nobody waits
+/// for (not `urgent`) is written with [`Bucket::put_json_deferred`].
+async fn write(
+    bucket: &dyn Bucket,
+    journal: &dyn Journal,
+    s: &Snapshot,
+    urgent: bool,
+) -> Option<String> {
     let run_id = &s.doc.run_id;
     if s.doc.status.is_finished()
         && let Err(e) = journal.sync().await
@@ -292,7 +302,14 @@ async fn write(bucket: &dyn Bucket, journal: &dyn Journal, s: &Snapshot) -> Opti
         }
     };
     let key = linedee::status::status_key(run_id);
-    if let Err(e) = bucket.put_json(&s.doc.trigger.bucket, &key, body).await {
+    let written = if urgent {
+        bucket.put_json(&s.doc.trigger.bucket, &key, body).await
+    } else {
+        bucket
+            .put_json_deferred(&s.doc.trigger.bucket, &key, body)
+            .await
+    };
+    if let Err(e) = written {
         tracing::error!(run_id, error = %e, "cannot publish a status document");
         return None;
     }

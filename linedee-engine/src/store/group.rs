@@ -5,6 +5,10 @@
 //! Trigger acknowledgements (outbox marks) ride the same queue and transactions: a turn's
 //! acknowledgement costs no thread and no commit of its own.
 //!
+//! A write nobody waits on ([`Commit::Deferred`]: a task's log, a status document the run
+//! is moving through) does not start a batch: it waits up to [`DEFER_WITHIN`] for one made for
+//! another write and rides it, so that under load it costs no commit of its own.
+//!
 //! One committer thread per store commits: a writer queues its write and waits for the answer
 //! without holding a thread of its own (an async writer awaits it, a blocking one blocks on
 //! it), and the committer takes everything queued at once. Only the committer waits for the
@@ -12,6 +16,7 @@
 //! thread holds the store weakly and ends when the store is dropped.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
@@ -19,6 +24,23 @@ use tokio::sync::oneshot;
 use super::Inner;
 use super::index::{self, Committed, NewObject, Precondition};
 use crate::{Error, Result, StoreError};
+
+/// Longest a [`Commit::Deferred`] write waits for a batch made for another write before the
+/// committer makes one for it.
+pub(crate) const DEFER_WITHIN: Duration = Duration::from_millis(20);
+
+/// How a queued write is committed, and how durable it is when answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Commit {
+    /// In the next batch, synced: durable across power loss when answered.
+    Synced,
+    /// In the next batch, unsynced: durable against a crash of the process when answered, and
+    /// against power loss with the next synced commit (see [`Inner::unsynced_on`]).
+    Unsynced,
+    /// Unsynced, and in no hurry: it waits up to [`DEFER_WITHIN`] for a batch that another
+    /// write starts.
+    Deferred,
+}
 
 /// What a queued change does.
 enum Op {
@@ -66,23 +88,37 @@ pub(crate) struct Commits {
 
 struct Pending {
     op: Op,
-    /// Durable across power loss when answered (else durable with a later synced commit).
-    synced: bool,
+    commit: Commit,
     reply: oneshot::Sender<Result<Done>>,
 }
 
 #[derive(Default)]
 struct Waiting {
     writes: Vec<Pending>,
+    /// How many of `writes` are not deferred: any starts a batch at once.
+    urgent: usize,
+    /// When the oldest deferred write of `writes` was queued.
+    deferred_since: Option<Instant>,
     /// The store is gone: nothing more is queued, and the committer ends.
     closed: bool,
 }
 
 /// Writes waiting for the committer.
-#[derive(Default)]
 pub(crate) struct Queue {
     waiting: Mutex<Waiting>,
     ready: Condvar,
+    /// [`DEFER_WITHIN`], but for tests.
+    defer_within: Duration,
+}
+
+impl Default for Queue {
+    fn default() -> Self {
+        Queue {
+            waiting: Mutex::default(),
+            ready: Condvar::new(),
+            defer_within: DEFER_WITHIN,
+        }
+    }
 }
 
 impl std::fmt::Debug for Queue {
@@ -104,26 +140,50 @@ impl Queue {
         if w.closed {
             return Some(p);
         }
+        // The committer sleeps until something is urgent (one wake per batch), or, with only
+        // deferred writes queued, until the oldest has waited long enough: the first of them
+        // wakes it to set that deadline.
+        let wake = if p.commit == Commit::Deferred {
+            w.deferred_since.get_or_insert_with(Instant::now);
+            w.writes.is_empty()
+        } else {
+            w.urgent += 1;
+            w.urgent == 1
+        };
         w.writes.push(p);
-        // The committer sleeps only when nothing is queued: one wake per batch.
-        if w.writes.len() == 1 {
+        if wake {
             self.ready.notify_one();
         }
         None
     }
 
-    /// Everything queued, once there is something; `None` once closed and drained.
+    /// Everything queued, once something is urgent or a deferred write has waited
+    /// [`DEFER_WITHIN`]; `None` once closed and drained.
     fn take(&self) -> Option<Vec<Pending>> {
         let mut w = self.lock();
-        while w.writes.is_empty() && !w.closed {
-            w = self
-                .ready
-                .wait(w)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while w.urgent == 0 && !w.closed {
+            let wait = w
+                .deferred_since
+                .map(|since| self.defer_within.saturating_sub(since.elapsed()));
+            w = match wait {
+                None => self
+                    .ready
+                    .wait(w)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+                Some(left) if left.is_zero() => break,
+                Some(left) => {
+                    self.ready
+                        .wait_timeout(w, left)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .0
+                }
+            };
         }
         if w.writes.is_empty() {
             return None;
         }
+        w.urgent = 0;
+        w.deferred_since = None;
         Some(std::mem::take(&mut w.writes))
     }
 
@@ -174,18 +234,16 @@ fn failed(what: &str, e: &rusqlite::Error) -> Error {
 }
 
 impl Inner {
-    /// Queues a write for the committer; the answer comes once it is committed (or refused).
-    /// An unsynced write (`synced: false`) is durable against a crash of the process when
-    /// answered and against power loss with the next synced commit, as in
-    /// [`Inner::unsynced_on`]; a batch is synced when any of its writes must be. On failure the
-    /// write's body files are removed.
+    /// Queues a write for the committer; the answer comes once it is committed (or refused),
+    /// as durable as `commit` says. A batch is synced when any of its writes must be. On
+    /// failure the write's body files are removed.
     pub(crate) fn queue_commit(
         &self,
         obj: NewObject,
         cond: Precondition,
-        synced: bool,
+        commit: Commit,
     ) -> impl std::future::Future<Output = Result<Committed>> + use<> {
-        let answer = self.queue(Op::Write { obj, cond }, synced);
+        let answer = self.queue(Op::Write { obj, cond }, commit);
         async move { answer.await.map_err(|_| stopped())??.written() }
     }
 
@@ -193,7 +251,7 @@ impl Inner {
     /// how many were still pending, comes once they are committed.
     pub(crate) async fn queue_ack(&self, ids: Vec<i64>) -> Result<usize> {
         match self
-            .queue(Op::Ack(ids), false)
+            .queue(Op::Ack(ids), Commit::Unsynced)
             .await
             .map_err(|_| stopped())??
         {
@@ -205,15 +263,19 @@ impl Inner {
     /// Queues a synced commit of nothing but `ld_durable`'s row; answered once it is synced,
     /// and with it every commit before.
     pub(crate) async fn queue_sync(&self) -> Result<()> {
-        match self.queue(Op::Sync, true).await.map_err(|_| stopped())?? {
+        match self
+            .queue(Op::Sync, Commit::Synced)
+            .await
+            .map_err(|_| stopped())??
+        {
             Done::Synced => Ok(()),
             _ => Err(mismatched()),
         }
     }
 
-    fn queue(&self, op: Op, synced: bool) -> oneshot::Receiver<Result<Done>> {
+    fn queue(&self, op: Op, commit: Commit) -> oneshot::Receiver<Result<Done>> {
         let (reply, answer) = oneshot::channel();
-        if let Some(p) = self.group.push(Pending { op, synced, reply }) {
+        if let Some(p) = self.group.push(Pending { op, commit, reply }) {
             self.discard_op(&p.op);
             let _ = p.reply.send(Err(gone()));
         }
@@ -232,9 +294,9 @@ impl Inner {
         &self,
         obj: NewObject,
         cond: Precondition,
-        synced: bool,
+        commit: Commit,
     ) -> Result<Committed> {
-        self.queue(Op::Write { obj, cond }, synced)
+        self.queue(Op::Write { obj, cond }, commit)
             .blocking_recv()
             .map_err(|_| stopped())??
             .written()
@@ -243,7 +305,7 @@ impl Inner {
     /// Commits a batch in one transaction (synced when any write must be) and answers each.
     fn commit_now(&self, batch: Vec<Pending>) {
         let mut db = self.db();
-        if batch.iter().any(|p| p.synced) {
+        if batch.iter().any(|p| p.commit == Commit::Synced) {
             self.commit_batch(&mut db, batch, true);
         } else {
             let mut batch = Some(batch);
@@ -345,172 +407,5 @@ impl Inner {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::blobs::md5_hex;
-    use crate::store::body::Body;
-    use crate::store::{Store, StoreOptions};
-    use std::time::Duration;
-
-    /// A one-byte object (`x`) at `bkt/{key}`.
-    fn one_byte(key: String, body: Body) -> NewObject {
-        NewObject {
-            bucket: "bkt".into(),
-            key,
-            body,
-            size: 1,
-            etag: md5_hex(b"x"),
-            content_type: None,
-            metadata: Default::default(),
-        }
-    }
-
-    #[test]
-    fn concurrent_writes_commit_independently() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(
-            dir.path(),
-            StoreOptions {
-                default_bucket: Some("bkt".into()),
-                fsync: false,
-                ..StoreOptions::default()
-            },
-        )
-        .expect("open");
-        let inner = &*store.inner;
-        let results: Vec<Result<Committed>> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..16)
-                .map(|i| {
-                    s.spawn(move || {
-                        let blob = inner.blobs.write_all(b"x").expect("blob");
-                        let (key, cond) = if i % 2 == 0 {
-                            ("same".to_owned(), Precondition::IfNoneMatchAny)
-                        } else {
-                            (format!("k{i}"), Precondition::None)
-                        };
-                        inner.commit_grouped(one_byte(key, Body::File(blob)), cond, true)
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("join"))
-                .collect()
-        });
-        let created_same = results.iter().step_by(2).filter(|r| r.is_ok()).count();
-        assert_eq!(
-            created_same, 1,
-            "If-None-Match: * lets exactly one writer create the key"
-        );
-        assert!(results.iter().skip(1).step_by(2).all(Result::is_ok));
-        let live = index::live_blobs(&inner.db()).expect("live");
-        assert_eq!(live.len(), 9);
-        assert_eq!(
-            inner.blobs.sweep(&live).expect("sweep"),
-            0,
-            "refused writes left no body file"
-        );
-    }
-
-    #[test]
-    fn writers_queue_without_waiting_for_a_busy_index_and_are_all_answered() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(
-            dir.path(),
-            StoreOptions {
-                default_bucket: Some("bkt".into()),
-                ..StoreOptions::default()
-            },
-        )
-        .expect("open");
-        let inner = &*store.inner;
-        let obj = |key: String| one_byte(key, Body::Inline(bytes::Bytes::from_static(b"x")));
-        let (answers, ack) = {
-            // The index is busy (as during another batch's fsync): queuing does not wait.
-            let _busy = inner.db();
-            let writes = (0..8)
-                .map(|i| {
-                    let obj = obj(format!("k{i}"));
-                    let cond = Precondition::None;
-                    inner.queue(Op::Write { obj, cond }, true)
-                })
-                .collect::<Vec<_>>();
-            // An acknowledgement (of no pending trigger here) queues the same way.
-            (writes, inner.queue(Op::Ack(vec![1]), false))
-        };
-        for (i, answer) in answers.into_iter().enumerate() {
-            let Ok(Ok(Done::Written(committed))) = answer.blocking_recv() else {
-                panic!("write {i} was not committed");
-            };
-            assert_eq!(committed.meta.key, format!("k{i}"));
-        }
-        assert!(matches!(ack.blocking_recv(), Ok(Ok(Done::Acked(0)))));
-        let listed: i64 = inner
-            .db()
-            .query_row(
-                "SELECT count(*) FROM objects WHERE bucket = 'bkt'",
-                [],
-                |r| r.get(0),
-            )
-            .expect("count");
-        assert_eq!(listed, 8);
-        drop(store);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn an_unsynced_write_is_durable_with_the_next_synced_commit_or_one_of_its_own() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let open = |fsync| {
-            Store::open(
-                dir.path().join(if fsync { "on" } else { "off" }),
-                StoreOptions {
-                    default_bucket: Some("bkt".into()),
-                    fsync,
-                    ..StoreOptions::default()
-                },
-            )
-            .expect("open")
-        };
-        let put = |store: &Store, key: &'static str, synced| {
-            let store = store.clone();
-            async move {
-                store
-                    .put_object_with("bkt", key, "x".into(), None, Default::default(), synced)
-                    .await
-                    .expect("put")
-            }
-        };
-        let own_syncs = |store: &Store| -> i64 {
-            store
-                .inner
-                .db()
-                .query_row("SELECT coalesce(max(n), 0) FROM ld_durable", [], |r| {
-                    r.get(0)
-                })
-                .expect("ld_durable")
-        };
-        let store = open(true);
-        put(&store, "doc", false).await;
-        let waiting = tokio::spawn({
-            let store = store.clone();
-            async move { store.durable_within(Duration::from_secs(600)).await }
-        });
-        for _ in 0..100 {
-            tokio::task::yield_now().await;
-        }
-        assert!(!waiting.is_finished(), "not durable before a synced commit");
-        // Another writer's synced commit covers it: no sync of its own.
-        put(&store, "out", true).await;
-        waiting.await.expect("task").expect("durable");
-        assert_eq!(own_syncs(&store), 0);
-        // None comes in time: one of its own.
-        put(&store, "doc", false).await;
-        store.durable_within(Duration::ZERO).await.expect("durable");
-        assert_eq!(own_syncs(&store), 1);
-        // Without fsync, a commit is as durable as it gets when answered.
-        let store = open(false);
-        put(&store, "doc", false).await;
-        store.durable_within(Duration::ZERO).await.expect("durable");
-        assert_eq!(own_syncs(&store), 0);
-    }
-}
+#[path = "group_tests.rs"]
+mod tests;

@@ -48,6 +48,7 @@ use tokio::sync::broadcast;
 pub use auth::Credentials;
 pub(crate) use auth::random as random_token;
 pub use body::INLINE_BODY_MAX;
+pub(crate) use group::Commit;
 pub use index::ObjectMeta;
 pub use outbox::{ENGINE_PREFIX, ObjectEvent, Trigger, TriggerKind, trigger_kind};
 
@@ -311,12 +312,12 @@ impl Store {
         content_type: Option<&str>,
         metadata: BTreeMap<String, String>,
     ) -> Result<String> {
-        self.put_object_with(bucket, key, body, content_type, metadata, true)
+        self.put_object_with(bucket, key, body, content_type, metadata, Commit::Synced)
             .await
     }
 
-    /// [`Store::put_object`]; `synced: false` leaves the write to be made durable across
-    /// power loss by the next synced one (see [`Inner::unsynced_on`]).
+    /// [`Store::put_object`], committed as `commit` says (an unsynced write is made durable
+    /// across power loss by the next synced one, see [`Inner::unsynced_on`]).
     pub(crate) async fn put_object_with(
         &self,
         bucket: &str,
@@ -324,7 +325,7 @@ impl Store {
         body: Bytes,
         content_type: Option<&str>,
         metadata: BTreeMap<String, String>,
-        synced: bool,
+        commit: Commit,
     ) -> Result<String> {
         validate_key(key)?;
         let (bucket, key) = (bucket.to_owned(), key.to_owned());
@@ -347,7 +348,7 @@ impl Store {
             content_type,
             metadata,
         };
-        self.commit_queued(obj, index::Precondition::None, synced)
+        self.commit_queued(obj, index::Precondition::None, commit)
             .await
             .map(|c| c.meta.etag)
     }
@@ -376,9 +377,9 @@ impl Store {
         &self,
         obj: index::NewObject,
         cond: index::Precondition,
-        synced: bool,
+        commit: Commit,
     ) -> Result<index::Committed> {
-        self.inner.queue_commit(obj, cond, synced).await
+        self.inner.queue_commit(obj, cond, commit).await
     }
 
     /// An object's metadata and body, or `None` when there is no such object.

@@ -7,7 +7,7 @@ use std::path::Path;
 use md5::{Digest, Md5};
 
 use super::body::{Body, INLINE_BODY_MAX};
-use super::{Inner, Store, blobs, index, validate_key};
+use super::{Commit, Inner, Store, blobs, index, validate_key};
 use crate::{Error, Result};
 
 impl Store {
@@ -20,21 +20,22 @@ impl Store {
         path: &Path,
         content_type: Option<&str>,
     ) -> Result<String> {
-        self.put_file_with(bucket, key, path, content_type, true)
+        self.put_file_with(bucket, key, path, content_type, Commit::Synced)
             .await
     }
 
     /// Like [`Store::put_file`], but its index commit is not synced on its own (see
-    /// [`Inner::unsynced_on`]): for the engine's task logs, which the run's next synced write
+    /// [`Inner::unsynced_on`]) and rides a batch made for another write ([`Commit::Deferred`]):
+    /// for the engine's task logs, which the run's next synced write
     /// (its status document, at the latest the final one) makes durable.
-    pub(crate) async fn put_file_unsynced(
+    pub(crate) async fn put_file_deferred(
         &self,
         bucket: &str,
         key: &str,
         path: &Path,
         content_type: Option<&str>,
     ) -> Result<String> {
-        self.put_file_with(bucket, key, path, content_type, false)
+        self.put_file_with(bucket, key, path, content_type, Commit::Deferred)
             .await
     }
 
@@ -44,7 +45,7 @@ impl Store {
         key: &str,
         path: &Path,
         content_type: Option<&str>,
-        synced: bool,
+        commit: Commit,
     ) -> Result<String> {
         validate_key(key)?;
         let (bucket, key, path) = (bucket.to_owned(), key.to_owned(), path.to_owned());
@@ -65,7 +66,7 @@ impl Store {
                 })
             })
             .await?;
-        self.commit_queued(obj, index::Precondition::None, synced)
+        self.commit_queued(obj, index::Precondition::None, commit)
             .await
             .map(|c| c.meta.etag)
     }
@@ -141,7 +142,7 @@ mod tests {
             let path = dir.path().join(name);
             std::fs::write(&path, vec![b'x'; len]).expect("write");
             store
-                .put_file_unsynced("bkt", name, &path, None)
+                .put_file_deferred("bkt", name, &path, None)
                 .await
                 .expect("put");
             let (meta, body) = store
@@ -153,7 +154,14 @@ mod tests {
             assert_eq!(synchronous(&store), 2, "FULL again after {name}");
         }
         store
-            .put_object_with("bkt", "doc", "{}".into(), None, Default::default(), false)
+            .put_object_with(
+                "bkt",
+                "doc",
+                "{}".into(),
+                None,
+                Default::default(),
+                Commit::Unsynced,
+            )
             .await
             .expect("an unsynced group commit");
         let (_, body) = store

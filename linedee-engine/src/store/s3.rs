@@ -170,7 +170,7 @@ impl S3 for StoreS3 {
         };
         let committed = self
             .store
-            .commit_queued(obj, cond, true)
+            .commit_queued(obj, cond, super::Commit::Synced)
             .await
             .map_err(to_s3)?;
         ok(PutObjectOutput {
@@ -415,7 +415,8 @@ impl S3 for StoreS3 {
                     content_type,
                     metadata,
                 };
-                i.commit_grouped(obj, Precondition::None, true).map(Ok)
+                i.commit_grouped(obj, Precondition::None, super::Commit::Synced)
+                    .map(Ok)
             })
             .await
             .map_err(to_s3)??;
