@@ -129,8 +129,6 @@ CREATE TABLE IF NOT EXISTS ld_runs (
 );
 CREATE INDEX IF NOT EXISTS ld_runs_status ON ld_runs (status, seq);
 CREATE INDEX IF NOT EXISTS ld_runs_live ON ld_runs (live) WHERE live = 1;
-CREATE INDEX IF NOT EXISTS ld_runs_created ON ld_runs (created_ms);
-CREATE INDEX IF NOT EXISTS ld_runs_finished ON ld_runs (finished_ms) WHERE finished_ms IS NOT NULL;
 CREATE TABLE IF NOT EXISTS ld_attempts (
     task_id TEXT NOT NULL,
     attempt INTEGER NOT NULL,
@@ -146,7 +144,6 @@ CREATE TABLE IF NOT EXISTS ld_attempts (
     PRIMARY KEY (task_id, attempt)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS ld_attempts_run ON ld_attempts (run_id, step, idx, attempt);
-CREATE INDEX IF NOT EXISTS ld_attempts_started ON ld_attempts (started_ms);
 -- For the overview's aggregates (stats.rs): counts are index range counts, percentiles either
 -- sort a small window's rows or walk a duration index in order.
 CREATE INDEX IF NOT EXISTS ld_runs_started ON ld_runs (started_ms) WHERE started_ms IS NOT NULL;
@@ -160,6 +157,12 @@ CREATE INDEX IF NOT EXISTS ld_attempts_window ON ld_attempts (started_ms, cmd, f
 CREATE INDEX IF NOT EXISTS ld_attempts_cmd ON ld_attempts (cmd, started_ms, attempt, outcome, finished_ms, run_id);
 CREATE INDEX IF NOT EXISTS ld_attempts_cmd_duration ON ld_attempts (cmd, finished_ms - started_ms, started_ms, finished_ms)
     WHERE finished_ms IS NOT NULL;
+-- Indexes of earlier versions that no query needs: ld_runs_finished and ld_attempts_started
+-- are covered by ld_runs_finished_status and ld_attempts_window (the planner reads those), and
+-- nothing filters or sorts by created_ms. Each cost a page write for every run.
+DROP INDEX IF EXISTS ld_runs_finished;
+DROP INDEX IF EXISTS ld_attempts_started;
+DROP INDEX IF EXISTS ld_runs_created;
 ";
 
 /// Commits between two checkpoints of the journal's WAL. SQLite's own (every 1,000 WAL pages,
@@ -589,6 +592,33 @@ mod tests {
             }],
             save: Vec::new(),
         }
+    }
+
+    #[test]
+    fn opening_a_journal_drops_the_indexes_no_query_needs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("j.sqlite");
+        {
+            // A journal made by an earlier version, with its three indexes.
+            let c = open(&path, false).expect("open");
+            c.execute_batch(SCHEMA).expect("schema");
+            c.execute_batch(
+                "CREATE INDEX ld_runs_finished ON ld_runs (finished_ms) WHERE finished_ms IS NOT NULL;
+                 CREATE INDEX ld_attempts_started ON ld_attempts (started_ms);
+                 CREATE INDEX ld_runs_created ON ld_runs (created_ms);",
+            )
+            .expect("old indexes");
+        }
+        drop(SqliteJournal::open(&path, false).expect("open"));
+        let journal = SqliteJournal::open(&path, false).expect("and again");
+        let indexes: Vec<String> = lock(&journal.reader)
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'ld_%'")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .expect("indexes");
+        for gone in ["ld_runs_finished", "ld_attempts_started", "ld_runs_created"] {
+            assert!(!indexes.iter().any(|i| i == gone), "{gone} in {indexes:?}");
+        }
+        assert!(indexes.iter().any(|i| i == "ld_runs_finished_status"));
     }
 
     #[test]
