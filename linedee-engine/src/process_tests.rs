@@ -96,6 +96,16 @@ async fn a_scan_passes_over_the_engines_own_attempts_but_not_other_processes() {
         .env(k, v)
         .spawn()
         .expect("spawn");
+    // `spawn` returns while the child may still be inside `execve`, whose environment /proc
+    // shows empty until the new program's is set up: wait for it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !environ_has(other.id(), line_d.as_bytes(), &mut Vec::new()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the other process's environment never showed"
+        );
+        std::thread::yield_now();
+    }
     let since = i32::try_from(leader).expect("pid") - 1;
     let found = scan_environs(line_d.as_bytes(), Some(since));
     assert_eq!(found, vec![i32::try_from(other.id()).expect("pid")]);
