@@ -267,6 +267,13 @@ fn row(name: &str, f: &Figures, s3s: &Figures, moto: Option<&Figures>, raw: Opti
     );
 }
 
+/// `BENCH_DIR`, a relative one taken from the workspace root (where `cargo bench` is run; the
+/// benchmark itself runs in the package's directory); else the workspace root.
+fn bench_dir() -> std::path::PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::env::var_os("BENCH_DIR").map_or_else(|| root.clone(), |d| root.join(d))
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list` / `cargo test --benches` probes
@@ -276,7 +283,9 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let root = tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| ".".into())).expect("tempdir");
+        let dir = bench_dir();
+        let root = tempfile::tempdir_in(&dir)
+            .unwrap_or_else(|e| panic!("BENCH_DIR {}: {e}", dir.display()));
         let on = linedee(&root.path().join("on"), true).await;
         let off = linedee(&root.path().join("off"), false).await;
         let s3s = s3s_fs(&root.path().join("s3s-fs")).await;

@@ -237,10 +237,15 @@ fn main() {
 
 async fn bench() {
     let aws = venv().join("bin/aws");
-    let tmp = tempfile::tempdir_in(
-        std::env::var_os("BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from),
-    )
-    .expect("bench dir");
+    // A relative `BENCH_DIR` is taken from the workspace root, where `cargo bench` is run (the
+    // benchmark itself runs in the package's directory).
+    let dir = std::env::var_os("BENCH_DIR").map_or_else(std::env::temp_dir, |d| {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(d)
+    });
+    let tmp =
+        tempfile::tempdir_in(&dir).unwrap_or_else(|e| panic!("BENCH_DIR {}: {e}", dir.display()));
     let store = Store::open(
         tmp.path().join("store"),
         StoreOptions {
