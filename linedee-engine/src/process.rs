@@ -23,6 +23,9 @@ const MAX_LINE: usize = 16 * 1024;
 /// that escaped unrecognised may hold them; its further output is then not logged.
 const PUMP_GRACE: Duration = Duration::from_secs(5);
 
+/// How long the escape scan waits for a process inside `execve` to show its new environment.
+const EXEC_SETTLE: Duration = Duration::from_millis(20);
+
 /// What to run.
 #[derive(Debug)]
 pub(crate) struct Spec {
@@ -318,11 +321,35 @@ fn scan_environs(marker: &[u8], leader: Option<i32>) -> Vec<i32> {
     // would also ask for a size (which /proc does not know) and probe with small reads,
     // several calls per process.
     let mut buf = Vec::new();
-    entries
+    let mut found = Vec::new();
+    let mut execing = Vec::new();
+    for pid in entries
         .filter_map(Result::ok)
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| *pid != me && started.may_hold(*pid) && !others.contains(pid))
-        .filter(|pid| environ_has(*pid, marker, &mut buf))
+    {
+        match environ_of(pid, marker, &mut buf) {
+            Environ::Has => found.push(pid),
+            Environ::HasNot => {}
+            Environ::Execing => execing.push(pid),
+        }
+    }
+    // A process caught inside `execve` (an escapee starting its next program, say) shows its
+    // environment once the new program's is set up, a moment later.
+    let deadline = std::time::Instant::now() + EXEC_SETTLE;
+    while !execing.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+        execing.retain(|pid| match environ_of(*pid, marker, &mut buf) {
+            Environ::Has => {
+                found.push(*pid);
+                false
+            }
+            Environ::HasNot => false,
+            Environ::Execing => true,
+        });
+    }
+    found
+        .into_iter()
         .filter_map(|pid| i32::try_from(pid).ok())
         .collect()
 }
@@ -364,12 +391,25 @@ impl Started {
     }
 }
 
-/// Whether the environment of `pid` has exactly `marker` as one of its entries. `buf` is
-/// scratch space, grown when an environment does not fit.
-fn environ_has(pid: u32, marker: &[u8], buf: &mut Vec<u8>) -> bool {
+/// What a process's environment says about an attempt's marker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Environ {
+    /// It has `marker` as one of its entries.
+    Has,
+    /// It has not, or the process is gone (or is a kernel thread, or a zombie).
+    HasNot,
+    /// None to read yet: the process is inside `execve`, past the old program and before the
+    /// new one's environment is set up.
+    Execing,
+}
+
+/// Whether the environment of `pid` has exactly `marker` as one of its entries, has not, or
+/// is not shown yet (inside `execve`). `buf` is scratch space, grown when an environment does
+/// not fit.
+fn environ_of(pid: u32, marker: &[u8], buf: &mut Vec<u8>) -> Environ {
     use std::io::Read as _;
     let Ok(mut environ) = std::fs::File::open(format!("/proc/{pid}/environ")) else {
-        return false;
+        return Environ::HasNot;
     };
     let mut filled = 0;
     loop {
@@ -380,10 +420,38 @@ fn environ_has(pid: u32, marker: &[u8], buf: &mut Vec<u8>) -> bool {
             Ok(0) => break,
             Ok(n) => filled += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return false,
+            Err(_) => return Environ::HasNot,
         }
     }
-    buf[..filled].split(|b| *b == 0).any(|var| var == marker)
+    if filled == 0 && execing(pid) {
+        return Environ::Execing;
+    }
+    if buf[..filled].split(|b| *b == 0).any(|var| var == marker) {
+        Environ::Has
+    } else {
+        Environ::HasNot
+    }
+}
+
+/// Whether `pid`, whose environment reads empty, is inside `execve`: a live user process
+/// whose memory has no environment area yet (`env_end`, field 51 of `/proc/{pid}/stat`, is
+/// 0). A program started with an empty environment has one, of length 0; kernel threads
+/// (flag `PF_KTHREAD`) and zombies have no memory at all.
+fn execing(pid: u32) -> bool {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The fields after the command name, which is in parentheses and may hold anything.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return false;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `fields[0]` is field 3 (state); field n is `fields[n - 3]`.
+    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
+    let state = fields.first().copied().unwrap_or("X");
+    let kthread = field(9).is_none_or(|flags| flags & PF_KTHREAD != 0);
+    !kthread && !matches!(state, "Z" | "X" | "x") && field(51) == Some(0)
 }
 
 fn signal_group(pgid: Option<i32>, signal: Signal) {
