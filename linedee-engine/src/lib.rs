@@ -28,8 +28,9 @@
 //!   - `driver`: the loop that feeds it and carries its effects out, and `intake`, which turns
 //!     triggers into its inputs;
 //!   - the traits the driver is given and their local implementations: `journal` (SQLite),
-//!     `runner` and `local_runner` (process groups, with `process`, and `task_log`, an
-//!     attempt's log, in memory while it is short and young), `triggers` (the store's
+//!     `runner` and `local_runner` (process groups, with `process`, `escape`, which finds
+//!     the processes that left an attempt's group, and `task_log`, an attempt's log, in
+//!     memory while it is short and young), `triggers` (the store's
 //!     outbox), `bucket` (status documents, logs, outputs: the store or `linedee::Client`);
 //!     `exec` decides when a task's script needs no shell;
 //!   - `heroku`: a runner that starts Heroku one-off dynos through the Platform API;
@@ -54,6 +55,7 @@ mod diagnostic;
 mod driver;
 mod engine;
 mod error;
+mod escape;
 mod exec;
 /// Not public API: invariants for the fuzz targets and their corpus replay test.
 #[cfg(feature = "fuzzing")]

@@ -1,6 +1,7 @@
 //! The process tests: starting without a shell, logs, the escape scan.
 
 use super::*;
+use crate::escape::{leaders, scan_environs};
 use std::path::Path;
 
 fn spec(dir: &Path, script: &str) -> Spec {
@@ -104,85 +105,4 @@ async fn a_scan_passes_over_the_engines_own_attempts_but_not_other_processes() {
     let _ = other.wait();
     attempt.stop(Duration::from_secs(5)).await.expect("stop");
     assert!(!leaders().contains(&leader), "a reaped leader is forgotten");
-}
-
-#[test]
-fn an_environment_entry_is_found_whole_past_the_first_buffer() {
-    let environ = std::fs::read("/proc/self/environ").expect("environ");
-    let last = environ
-        .split(|b| *b == 0)
-        .rfind(|var| !var.is_empty())
-        .expect("an entry");
-    let me = std::process::id();
-    let mut buf = vec![0u8; 1];
-    assert_eq!(environ_of(me, last, &mut buf), Environ::Has);
-    assert!(buf.len() >= environ.len(), "the buffer grew");
-    assert!(
-        environ_of(me, &last[..last.len() - 1], &mut buf) == Environ::HasNot,
-        "whole entries only"
-    );
-    assert_eq!(
-        environ_of(u32::MAX, last, &mut buf),
-        Environ::HasNot,
-        "no such process"
-    );
-}
-
-#[test]
-fn a_process_caught_inside_execve_is_found_once_its_environment_shows() {
-    let marker = "line_D={\"task_id\":\"exec.0.0\"}";
-    let (k, v) = marker.split_once('=').expect("k=v");
-    // `spawn` returns while the child may still be inside `execve`, when its environment reads
-    // empty; scanning at once, some of these catch it there.
-    for _ in 0..20 {
-        let mut other = std::process::Command::new("sleep")
-            .arg("30")
-            .env(k, v)
-            .spawn()
-            .expect("spawn");
-        let pid = other.id();
-        let found = scan_environs(marker.as_bytes(), i32::try_from(pid - 1).ok());
-        let _ = other.kill();
-        let _ = other.wait();
-        assert_eq!(found, vec![i32::try_from(pid).expect("pid")]);
-    }
-}
-
-#[test]
-fn an_empty_environment_or_a_zombie_is_not_taken_for_an_exec_in_progress() {
-    let marker = b"line_D=x";
-    let mut buf = Vec::new();
-    let settled = |pid: u32, buf: &mut Vec<u8>| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            match environ_of(pid, marker, buf) {
-                Environ::Execing if std::time::Instant::now() < deadline => {
-                    std::thread::yield_now();
-                }
-                seen => return seen,
-            }
-        }
-    };
-    // Started with no environment at all: it reads empty, and is not inside `execve`.
-    let mut bare = std::process::Command::new("sleep")
-        .arg("30")
-        .env_clear()
-        .spawn()
-        .expect("spawn");
-    assert_eq!(settled(bare.id(), &mut buf), Environ::HasNot);
-    let _ = bare.kill();
-    let _ = bare.wait();
-    // Exited and not waited for: a zombie, with no memory.
-    let mut zombie = std::process::Command::new("true").spawn().expect("spawn");
-    let pid = zombie.id();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        s.rsplit_once(')')
-            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
-    }) {
-        assert!(std::time::Instant::now() < deadline, "never a zombie");
-        std::thread::yield_now();
-    }
-    assert_eq!(environ_of(pid, marker, &mut buf), Environ::HasNot);
-    let _ = zombie.wait();
 }
