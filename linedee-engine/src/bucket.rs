@@ -64,29 +64,11 @@ impl Bucket for Store {
     }
 
     async fn put_json(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<()> {
-        self.put_object_with(
-            bucket,
-            key,
-            body.into(),
-            Some("application/json"),
-            BTreeMap::new(),
-            Commit::Unsynced,
-        )
-        .await
-        .map(drop)
+        put_json_as(self, bucket, key, body, Commit::Unsynced).await
     }
 
     async fn put_json_deferred(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<()> {
-        self.put_object_with(
-            bucket,
-            key,
-            body.into(),
-            Some("application/json"),
-            BTreeMap::new(),
-            Commit::Deferred,
-        )
-        .await
-        .map(drop)
+        put_json_as(self, bucket, key, body, Commit::Deferred).await
     }
 
     async fn durable(&self) -> Result<()> {
@@ -114,6 +96,27 @@ impl Bucket for Store {
                 .map(drop),
         }
     }
+}
+
+/// A JSON document written to the embedded store, committed as `commit` says.
+async fn put_json_as(
+    store: &Store,
+    bucket: &str,
+    key: &str,
+    body: Vec<u8>,
+    commit: Commit,
+) -> Result<()> {
+    store
+        .put_object_with(
+            bucket,
+            key,
+            body.into(),
+            Some("application/json"),
+            BTreeMap::new(),
+            commit,
+        )
+        .await
+        .map(drop)
 }
 
 /// Over S3, with the SDK's client: its credential refresh and retries included. It serves its

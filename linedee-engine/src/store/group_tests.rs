@@ -239,33 +239,3 @@ fn closing_takes_deferred_writes_at_once() {
     assert_eq!(taken.recv_timeout(Duration::from_secs(10)), Ok(Some(1)));
     assert!(queue.take().is_none(), "closed and drained");
 }
-
-#[tokio::test]
-async fn a_deferred_write_is_committed_and_answered() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(
-        dir.path().join("store"),
-        StoreOptions {
-            default_bucket: Some("bkt".into()),
-            ..StoreOptions::default()
-        },
-    )
-    .expect("open");
-    store
-        .put_object_with(
-            "bkt",
-            "log",
-            "x".into(),
-            None,
-            Default::default(),
-            Commit::Deferred,
-        )
-        .await
-        .expect("a deferred write");
-    let (_, body) = store
-        .get_object("bkt", "log")
-        .await
-        .expect("get")
-        .expect("stored");
-    assert_eq!(&body[..], b"x");
-}

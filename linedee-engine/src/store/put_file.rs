@@ -141,6 +141,7 @@ mod tests {
         for (name, len) in [("small", 10), ("large", INLINE_BODY_MAX + 1)] {
             let path = dir.path().join(name);
             std::fs::write(&path, vec![b'x'; len]).expect("write");
+            // A deferred write alone: committed by the committer's deadline, and answered.
             store
                 .put_file_deferred("bkt", name, &path, None)
                 .await
