@@ -2,7 +2,7 @@
 //!
 //! The driver offers a snapshot of the document after each transition. Offers coalesce: a
 //! run has at most one pending snapshot, and a newer offer replaces it. A final status is
-//! written at once once its run's processes have exited; a status the run is still moving
+//! written at once when its run's processes have exited; a status the run is still moving
 //! through waits [`SETTLE`] first, and so does a final status whose processes still run (a
 //! task's output decides it, and the process exits just after, which adds its exit code to the
 //! document). So a run that finishes within that time of starting has its document written
