@@ -298,7 +298,9 @@ impl Driver {
                         "the engine cannot read this run's stored record ({reason}); the run was marked failed and none of its tasks is started again"
                     );
                     let (record, effects) =
-                        self.parts.machine.create(&run_id, trigger, Err(error), now);
+                        self.parts
+                            .machine
+                            .create(&run_id, trigger, Err(error), false, now);
                     turn.batch.save.push(record.clone());
                     turn.effects.push((run_id.clone(), effects));
                     st.runs.insert(run_id, record);
@@ -511,7 +513,13 @@ impl Driver {
                     etag: delivery.etag.clone(),
                     kind: delivery.kind,
                 };
-                let (record, effects) = self.parts.machine.create(&run_id, trigger, workflow, now);
+                let (record, effects) = self.parts.machine.create(
+                    &run_id,
+                    trigger,
+                    workflow,
+                    delivery.redelivered,
+                    now,
+                );
                 turn.batch.create.push(NewRun {
                     record,
                     dedup: delivery.dedup.clone(),
@@ -563,6 +571,7 @@ impl Driver {
             seq,
             doc: r.status_document(),
             processes_running: r.has_live_processes(),
+            succeeded_by_outputs: r.succeeded_by_outputs(),
         }
     }
 

@@ -59,18 +59,18 @@ pub(crate) fn run_of(task_id: &str) -> &str {
     task_id.split('.').next().unwrap_or(task_id)
 }
 
-/// The run id (the submitter's `ld_run_id`, else a new ULID) and the workflow, or every
-/// problem that makes the trigger invalid.
+/// The run id (the submitter's `ld_run_id`, else the one derived from the trigger) and the
+/// workflow, or every problem that makes the trigger invalid.
 async fn resolve(bucket: &dyn Bucket, d: &Delivery) -> (String, Result<Workflow, String>) {
     let (run_id, id_problem) = match d.run_id.as_deref() {
         Some(id) if linedee::metadata::is_valid_run_id(id) => (id.to_owned(), None),
         Some(bad) => (
-            linedee::metadata::new_run_id(),
+            d.derived_run_id.clone(),
             Some(format!(
                 "metadata ld_run_id {bad:?} is invalid: expected 1 to 64 characters of [0-9A-Za-z_-]"
             )),
         ),
-        None => (linedee::metadata::new_run_id(), None),
+        None => (d.derived_run_id.clone(), None),
     };
     let workflow = match id_problem {
         Some(p) => Err(p),

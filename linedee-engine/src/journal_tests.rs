@@ -19,7 +19,7 @@ fn batch(run_id: &str) -> Batch {
         etag: None,
         kind: TriggerKind::LdRun,
     };
-    let (record, _) = Machine::default().create(run_id, trigger, Err("x".to_owned()), 1);
+    let (record, _) = Machine::default().create(run_id, trigger, Err("x".to_owned()), false, 1);
     Batch {
         create: vec![NewRun {
             record,

@@ -41,6 +41,9 @@ pub(crate) struct Snapshot {
     pub(crate) doc: RunStatus,
     /// Some process of the run may still be running: its exit will change the document again.
     pub(crate) processes_running: bool,
+    /// The run succeeded and every task proved it with an output
+    /// ([`RunRecord::succeeded_by_outputs`](crate::machine::RunRecord::succeeded_by_outputs)).
+    pub(crate) succeeded_by_outputs: bool,
 }
 
 /// A run's pending snapshot and when it is due.
@@ -275,7 +278,12 @@ async fn sleep_until(at: Option<Instant>) {
 
 /// Writes one document; returns its status when it is final and was written durably. A final
 /// status is written once the journal has it durably: a document never shows an outcome that a
-/// power loss could take back. The document itself is then not synced on its own: it becomes
+/// power loss could take back. A run that succeeded by its outputs alone needs no journal sync:
+/// the outputs are durable before the document can be (the store keeps its writes in order),
+/// and a restart finds each of them again before it runs any task of a run the journal has
+/// behind (`RunRecord::recovered`), so the run ends succeeded again without running anything,
+/// and no other document replaces this one meanwhile. The document itself is then not synced
+/// on its own: it becomes
 /// durable with the store's next synced write (someone else's, usually within milliseconds
 /// under load), and only then is it returned, to be marked published. Until the mark, a
 /// restart writes it again, so a power loss in between loses nothing. A document nobody waits
@@ -288,6 +296,7 @@ async fn write(
 ) -> Option<String> {
     let run_id = &s.doc.run_id;
     if s.doc.status.is_finished()
+        && !s.succeeded_by_outputs
         && let Err(e) = journal.sync().await
     {
         tracing::error!(run_id, error = %e, "cannot sync the journal; the final status document is written at the next start");

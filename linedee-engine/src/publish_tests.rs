@@ -82,7 +82,7 @@ async fn a_document_that_was_not_written_is_not_recorded_as_published() {
         etag: None,
         kind: TriggerKind::LdRun,
     };
-    let (record, _) = Machine::default().create("R1", trigger, Err("invalid".to_owned()), 1);
+    let (record, _) = Machine::default().create("R1", trigger, Err("invalid".to_owned()), false, 1);
     assert_eq!(record.status, RunState::Failed);
     let batch = Batch {
         create: vec![NewRun {
@@ -103,6 +103,7 @@ async fn a_document_that_was_not_written_is_not_recorded_as_published() {
         seq,
         doc: record.status_document(),
         processes_running: false,
+        succeeded_by_outputs: false,
     };
 
     bucket.fail.store(true, Ordering::SeqCst);
@@ -169,13 +170,14 @@ fn at(run_id: &str, seq: u64, status: RunState) -> Snapshot {
         etag: None,
         kind: TriggerKind::LdRun,
     };
-    let (record, _) = Machine::default().create(run_id, trigger, Err("x".to_owned()), 1);
+    let (record, _) = Machine::default().create(run_id, trigger, Err("x".to_owned()), false, 1);
     let mut doc = record.status_document();
     doc.status = status;
     Snapshot {
         seq,
         doc,
         processes_running: false,
+        succeeded_by_outputs: false,
     }
 }
 
@@ -332,4 +334,68 @@ async fn a_final_status_whose_process_does_not_exit_is_written_once_it_has_settl
     );
     r.stop.cancel();
     r.writer.await.expect("the publisher stops");
+}
+
+/// How many times the journal at `path` was synced.
+fn syncs(path: &std::path::Path) -> i64 {
+    let c = rusqlite::Connection::open(path).expect("open the journal");
+    c.query_row("SELECT coalesce(max(n), 0) FROM ld_durable", [], |r| {
+        r.get(0)
+    })
+    .expect("ld_durable")
+}
+
+#[tokio::test]
+async fn a_run_that_succeeded_by_its_outputs_is_published_without_waiting_for_a_journal_sync() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j.sqlite");
+    let journal = Arc::new(SqliteJournal::open(&path, true).expect("journal"));
+    let bucket = Arc::new(Documents::default());
+    let publisher = Arc::new(Publisher::new(bucket.clone(), journal.clone()));
+    let stop = CancellationToken::new();
+    let writer = tokio::spawn({
+        let (publisher, stop) = (Arc::clone(&publisher), stop.clone());
+        async move { publisher.run(stop).await }
+    });
+    // (run, status, proven by outputs alone, whether the journal must be synced first)
+    let cases = [
+        ("R1", RunState::Succeeded, true, false),
+        ("R2", RunState::Succeeded, false, true),
+        ("R3", RunState::Failed, false, true),
+    ];
+    for (seq, (run_id, status, by_outputs, synced)) in (1..).zip(cases) {
+        // A commit the journal has not synced yet.
+        let snapshot = at(run_id, seq, status);
+        let (record, _) = Machine::default().create(
+            run_id,
+            snapshot.doc.trigger.clone(),
+            Err("x".to_owned()),
+            false,
+            1,
+        );
+        let create = vec![NewRun {
+            record,
+            dedup: run_id.to_owned(),
+        }];
+        let batch = Batch {
+            create,
+            save: Vec::new(),
+        };
+        journal.commit(batch).await.expect("commit");
+        let before = syncs(&path);
+        publisher
+            .publish_now(Snapshot {
+                succeeded_by_outputs: by_outputs,
+                ..snapshot
+            })
+            .await;
+        assert_eq!(syncs(&path) > before, synced, "{run_id}");
+        assert_eq!(
+            bucket.statuses().last(),
+            Some(&(run_id.to_owned(), status)),
+            "{run_id} is written"
+        );
+    }
+    stop.cancel();
+    writer.await.expect("the publisher stops");
 }

@@ -25,6 +25,13 @@ pub(crate) struct Delivery {
     pub(crate) run_id: Option<String>,
     /// The object's user metadata (keys lowercase).
     pub(crate) metadata: BTreeMap<String, String>,
+    /// The run id the engine gives the run when the trigger names none (or names an invalid
+    /// one): the same for every delivery of one write, so a delivery again after a power loss
+    /// creates the same run.
+    pub(crate) derived_run_id: String,
+    /// It may have been delivered before, to an engine whose journal lost the run in a power
+    /// loss: its run is created [`recovered`](crate::machine::RunRecord::recovered).
+    pub(crate) redelivered: bool,
 }
 
 /// What a trigger source tells the driver.
@@ -106,9 +113,13 @@ impl Outbox {
     }
 }
 
-fn delivery(t: Trigger) -> Delivery {
+/// `redelivered`: read from the outbox (at start, or after missed notices) rather than
+/// announced as it was committed.
+fn delivery(t: Trigger, redelivered: bool) -> Delivery {
     Delivery {
         dedup: format!("outbox:{}", t.id),
+        derived_run_id: derived_run_id(&t),
+        redelivered,
         bucket: t.bucket,
         key: t.key,
         etag: Some(t.etag),
@@ -121,13 +132,27 @@ fn delivery(t: Trigger) -> Delivery {
     }
 }
 
+/// A ULID for a trigger's run: its time is the trigger's commit, its random part a digest of
+/// the outbox row (id, bucket, key, ETag), so that every delivery of one trigger names one run.
+fn derived_run_id(t: &Trigger) -> String {
+    use md5::Digest as _;
+    let mut h = md5::Md5::new();
+    for part in [t.id.to_string().as_str(), &t.bucket, &t.key, &t.etag] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    let random = u128::from_be_bytes(h.finalize().into());
+    let ms = u64::try_from(t.created_ms).unwrap_or(0);
+    ulid::Ulid::from_parts(ms, random).to_string()
+}
+
 #[async_trait::async_trait]
 impl TriggerSource for Outbox {
     async fn next(&self) -> Option<Notice> {
         let mut st = self.state.lock().await;
         loop {
             if let Some(t) = st.backlog.pop_front() {
-                return Some(Notice::Trigger(delivery(t)));
+                return Some(Notice::Trigger(delivery(t, true)));
             }
             if let Some(after) = st.catching_up {
                 match self.store.pending_triggers_after(after, PAGE).await {
@@ -155,7 +180,7 @@ impl TriggerSource for Outbox {
                 t = triggers.recv() => match t {
                     // Already delivered from the outbox.
                     Ok(t) if t.id <= *read_upto => continue,
-                    Ok(t) => Some(Notice::Trigger(delivery(t))),
+                    Ok(t) => Some(Notice::Trigger(delivery(t, false))),
                     // Missed some: read the outbox again, past what it gave before.
                     Err(RecvError::Lagged(_)) => None,
                     Err(RecvError::Closed) => return None,
@@ -229,6 +254,43 @@ mod tests {
 
     fn keys(range: std::ops::Range<usize>) -> Vec<String> {
         range.map(|i| format!("in/{i}")).collect()
+    }
+
+    #[tokio::test]
+    async fn a_trigger_read_from_the_outbox_is_redelivered_and_names_the_same_run_each_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(
+            dir.path(),
+            StoreOptions {
+                default_bucket: Some("ld-test".into()),
+                fsync: false,
+                ..StoreOptions::default()
+            },
+        )
+        .expect("store");
+        let first = Outbox::new(store.clone());
+        // Caught up with an empty outbox: the next trigger is announced as it is committed.
+        first.state.lock().await.catching_up = None;
+        put_triggers(&store, 0, 2).await;
+        let Some(Notice::Trigger(announced)) = first.next().await else {
+            panic!("expected a trigger");
+        };
+        assert!(!announced.redelivered);
+        assert!(linedee::metadata::is_valid_run_id(
+            &announced.derived_run_id
+        ));
+        // Not acknowledged: a new engine reads both from the outbox, as possibly delivered
+        // before, and derives the same run id for the same trigger.
+        let again = Outbox::new(store.clone());
+        let (Some(Notice::Trigger(a)), Some(Notice::Trigger(b))) =
+            (again.next().await, again.next().await)
+        else {
+            panic!("expected two triggers");
+        };
+        assert!(a.redelivered && b.redelivered);
+        assert_eq!(a.key, announced.key);
+        assert_eq!(a.derived_run_id, announced.derived_run_id);
+        assert_ne!(a.derived_run_id, b.derived_run_id);
     }
 
     #[tokio::test]

@@ -186,7 +186,7 @@ impl Cx<'_> {
                     at: until,
                     timer: Timer::Pause { task_id },
                 }),
-                Some(Wait::Check) => self.out.push(Effect::CheckOutput { task_id }),
+                Some(Wait::Check { .. }) => self.out.push(Effect::CheckOutput { task_id }),
                 Some(Wait::Slot { .. }) | None => {}
             }
         }
@@ -198,9 +198,24 @@ impl Cx<'_> {
             self.try_finalize();
             return;
         }
-        // A timeout whose stop had not completed: its failure counts now.
+        self.run.recovered = true;
+        for i in 0..self.run.tasks.len() {
+            let no_output = self.def(i).is_none_or(|d| d.no_output);
+            let t = &mut self.run.tasks[i];
+            t.check_first = !no_output && !t.is_final();
+        }
+        // A timeout whose stop had not completed: its failure counts now, unless its output
+        // landed before the process stopped and the record missed it.
         for (i, n) in timed_out {
-            self.after_failure(i, n);
+            let t = &mut self.run.tasks[i];
+            if t.check_first && t.wait.is_none() {
+                t.wait = Some(Wait::Check { failed: Some(n) });
+                self.out.push(Effect::CheckOutput {
+                    task_id: t.task_id.clone(),
+                });
+            } else {
+                self.after_failure(i, n);
+            }
         }
         if !self.active() {
             return;

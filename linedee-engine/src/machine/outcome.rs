@@ -125,6 +125,7 @@ impl Cx<'_> {
         let now = self.now;
         let t = &mut self.run.tasks[i];
         t.wait = None;
+        t.check_first = false;
         if let Some(a) = t
             .attempts
             .iter_mut()
@@ -184,11 +185,15 @@ impl Cx<'_> {
 
     pub(super) fn missing(&mut self, task_id: &str) {
         if let Some(i) = self.find(task_id)
-            && self.run.tasks[i].wait == Some(Wait::Check)
+            && let Some(Wait::Check { failed }) = self.run.tasks[i].wait
         {
             self.run.tasks[i].wait = None;
+            self.run.tasks[i].check_first = false;
             self.changed = true;
-            self.request_attempt(i);
+            match failed {
+                Some(attempt) => self.after_failure(i, attempt),
+                None => self.request_attempt(i),
+            }
         }
     }
 
@@ -222,7 +227,12 @@ impl Cx<'_> {
                 {
                     self.run.tasks[i].wait = None;
                     self.changed = true;
-                    self.request_attempt(i);
+                    // A later attempt may have run and been lost with the record's end.
+                    if self.run.tasks[i].check_first {
+                        self.begin_task(i);
+                    } else {
+                        self.request_attempt(i);
+                    }
                 }
             }
             Timer::Pause { .. } => {

@@ -32,6 +32,14 @@ pub(crate) struct RunRecord {
     /// when the last of them has exited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) ending: Option<Ending>,
+    /// The record may be behind what happened: the engine restarted, and a power loss takes
+    /// back a journal's last commits (or the run was created again from a trigger delivered
+    /// again). Each unfinished task then checks for its output before it runs
+    /// ([`TaskRecord::check_first`]), and until one of its attempts starts the status document
+    /// is not rewritten while the run goes on: a run whose document showed it succeeded finds
+    /// every output again and ends succeeded, never showing less.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub(crate) recovered: bool,
     /// The engine is shutting down: nothing new is started (not stored: a restart clears it).
     #[serde(skip)]
     pub(crate) halted: bool,
@@ -60,6 +68,10 @@ pub(crate) struct TaskRecord {
     /// Failed attempts since the run was created or last redriven (interruptions do not count).
     #[serde(default)]
     pub(crate) failures: u32,
+    /// The record may be behind on this task ([`RunRecord::recovered`]): its output is checked
+    /// for before any attempt of it runs.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub(crate) check_first: bool,
     /// What the task waits for, when it waits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) wait: Option<Wait>,
@@ -71,7 +83,12 @@ pub(crate) struct TaskRecord {
 #[serde(tag = "for", rename_all = "snake_case")]
 pub(crate) enum Wait {
     /// Whether its output already landed (asked before a resumed or redriven task runs again).
-    Check,
+    /// `failed`: an attempt whose failure counts only if the output has not landed (a timeout
+    /// whose stop a restart found unfinished, in a record that may be behind).
+    Check {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        failed: Option<u32>,
+    },
     /// A runner slot for `attempt`, asked for and not yet granted.
     Slot { attempt: u32 },
     /// The backoff after failed attempt `after`, until `until`.
@@ -175,6 +192,17 @@ impl RunRecord {
             .any(|a| a.stopping && a.live())
     }
 
+    /// Whether the run succeeded and every task proved it with an output: the outcome can be
+    /// found again from the outputs alone (a `no_output` task's proof is its start, which only
+    /// the record knows).
+    pub(crate) fn succeeded_by_outputs(&self) -> bool {
+        self.status == RunState::Succeeded
+            && self
+                .tasks
+                .iter()
+                .all(|t| self.def(t.step, t.idx).is_some_and(|d| !d.no_output))
+    }
+
     /// Whether some attempt's process may still run (for the driver: keep routing its exit).
     pub(crate) fn has_live_processes(&self) -> bool {
         self.tasks
@@ -257,6 +285,10 @@ impl TaskRecord {
             TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled
         )
     }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// A time for the status document.

@@ -19,11 +19,14 @@ pub(crate) struct Machine {
 impl Machine {
     /// A new run for a trigger. An invalid workflow (`Err` with every problem) gives a run
     /// that is already `failed`.
+    /// `recovered`: the trigger may have been delivered before, to an engine whose journal lost
+    /// the run in a power loss (see [`RunRecord::recovered`]).
     pub(crate) fn create(
         &self,
         run_id: &str,
         trigger: Trigger,
         workflow: Result<Workflow, String>,
+        recovered: bool,
         now: Millis,
     ) -> (RunRecord, Vec<Effect>) {
         let (workflow, status, error) = match workflow {
@@ -33,7 +36,7 @@ impl Machine {
         let tasks = workflow
             .iter()
             .flat_map(Workflow::tasks)
-            .map(|(step, idx, _)| TaskRecord {
+            .map(|(step, idx, def)| TaskRecord {
                 task_id: linedee::line_d::task_id(run_id, step, idx),
                 step,
                 idx,
@@ -44,6 +47,7 @@ impl Machine {
                 state: None,
                 error: None,
                 failures: 0,
+                check_first: recovered && !def.no_output,
                 wait: None,
                 attempts: Vec::new(),
             })
@@ -60,6 +64,7 @@ impl Machine {
             finished_ms: status.is_finished().then_some(now),
             tasks,
             ending: None,
+            recovered: recovered && !status.is_finished(),
             halted: false,
         };
         let mut cx = Cx::new(self, &mut run, now);
@@ -136,9 +141,10 @@ impl<'a> Cx<'a> {
         }
     }
 
-    /// The effects, with one `Publish` when anything changed and `Finished` last.
+    /// The effects, with one `Publish` when anything changed and `Finished` last. A recovered
+    /// run that goes on publishes nothing (see [`RunRecord::recovered`]).
     pub(super) fn effects(mut self) -> Vec<Effect> {
-        if self.changed {
+        if self.changed && !(self.run.recovered && self.active()) {
             self.out.push(Effect::Publish);
         }
         if let Some(s) = self.finished {
@@ -222,14 +228,15 @@ impl<'a> Cx<'a> {
         }
     }
 
-    /// A task that ran before checks for its output first; others ask for a slot.
+    /// A task that ran before, or that the record may be behind on, checks for its output
+    /// first; others ask for a slot.
     pub(super) fn begin_task(&mut self, i: usize) {
         let no_output = self.def(i).is_none_or(|d| d.no_output);
         let t = &mut self.run.tasks[i];
         // (With `withdraw_start`.) Attempts withdrawn before they started
         // stay in the record; only a task that ran has an output to check for.
-        if t.attempts.iter().any(|a| a.started_ms.is_some()) && !no_output {
-            t.wait = Some(Wait::Check);
+        if (t.check_first || t.attempts.iter().any(|a| a.started_ms.is_some())) && !no_output {
+            t.wait = Some(Wait::Check { failed: None });
             self.out.push(Effect::CheckOutput {
                 task_id: t.task_id.clone(),
             });
@@ -266,6 +273,8 @@ impl<'a> Cx<'a> {
 
     pub(super) fn mark_running(&mut self, i: usize) {
         let now = self.now;
+        // A process runs that the record knows of: the document may show the run again.
+        self.run.recovered = false;
         let t = &mut self.run.tasks[i];
         t.status = TaskState::Running;
         t.started_ms.get_or_insert(now);

@@ -165,8 +165,13 @@ impl Worker {
             _ => linedee::status::TriggerKind::LdRun,
         };
         let etag = head.etag.clone().or_else(|| event.etag.clone());
+        let derived = derived_run_id(event, etag.as_deref());
         let delivery = Delivery {
             dedup: msg.id.clone(),
+            derived_run_id: derived.clone(),
+            // A run is created here with a conditional S3 write, durable when answered: no
+            // journal can have lost it.
+            redelivered: false,
             bucket: event.bucket.clone(),
             key: event.key.clone(),
             etag: etag.clone(),
@@ -174,7 +179,6 @@ impl Worker {
             run_id: head.metadata.get(LD_RUN_ID).cloned(),
             metadata: head.metadata,
         };
-        let derived = derived_run_id(event, etag.as_deref());
         let (run_id, workflow) = match delivery.run_id.as_deref() {
             Some(id) if linedee::metadata::is_valid_run_id(id) => (
                 id.to_owned(),

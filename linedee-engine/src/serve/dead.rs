@@ -74,7 +74,7 @@ impl Worker {
                 };
                 let (record, _) =
                     self.machine
-                        .create(run_id, trigger, Err(reason.to_owned()), now_ms());
+                        .create(run_id, trigger, Err(reason.to_owned()), false, now_ms());
                 let doc = StateDoc::new("dead-letter", record);
                 if self.states.save(&doc, &etag).await? == Written::Conflict {
                     return Err(CloudError::State {

@@ -171,7 +171,7 @@ impl Worker {
             }
         }
         for t in &doc.record.tasks {
-            if t.wait == Some(Wait::Check) {
+            if matches!(t.wait, Some(Wait::Check { .. })) {
                 effects.push(Effect::CheckOutput {
                     task_id: t.task_id.clone(),
                 });

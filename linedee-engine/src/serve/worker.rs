@@ -308,7 +308,7 @@ impl Worker {
             kind: delivery.kind,
         };
         let now = now_ms();
-        let (record, effects) = self.machine.create(run_id, trigger, workflow, now);
+        let (record, effects) = self.machine.create(run_id, trigger, workflow, false, now);
         let mut doc = StateDoc::new(&msg.id, record);
         self.bookkeep(&mut doc, &effects, now);
         let tick = self.schedule(&doc.clone(), &mut doc, now);

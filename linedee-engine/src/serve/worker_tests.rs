@@ -71,7 +71,7 @@ fn created(w: &Worker, timeout: u64) -> (StateDoc, Vec<Effect>) {
         etag: None,
         kind: TriggerKind::LdRun,
     };
-    let (record, effects): (RunRecord, _) = w.machine.create("R1", trigger, Ok(wf), NOW);
+    let (record, effects): (RunRecord, _) = w.machine.create("R1", trigger, Ok(wf), false, NOW);
     let mut doc = StateDoc::new("m1", record);
     w.bookkeep(&mut doc, &effects, NOW);
     (doc, effects)

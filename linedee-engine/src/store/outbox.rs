@@ -55,6 +55,8 @@ pub struct Trigger {
     pub run_id: Option<String>,
     /// The object's user metadata (keys lowercase).
     pub metadata: BTreeMap<String, String>,
+    /// When it was committed, in milliseconds since the Unix epoch.
+    pub created_ms: i64,
 }
 
 /// A committed object write, pushed to subscribers after the commit.
@@ -140,6 +142,7 @@ pub(crate) fn record(
         kind,
         run_id,
         metadata: metadata.clone(),
+        created_ms: now_ms,
     })
 }
 
@@ -153,6 +156,7 @@ fn row_to_trigger(row: &rusqlite::Row<'_>) -> rusqlite::Result<(Trigger, String,
             kind: TriggerKind::LdRun,
             run_id: row.get(5)?,
             metadata: BTreeMap::new(),
+            created_ms: row.get(7)?,
         },
         row.get::<_, String>(4)?,
         row.get::<_, String>(6)?,
@@ -170,7 +174,7 @@ fn finish(parts: (Trigger, String, String)) -> Result<Trigger> {
 /// Every trigger not yet acknowledged, oldest first.
 pub(crate) fn pending(conn: &Connection) -> Result<Vec<Trigger>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, bucket, key, etag, kind, run_id, metadata FROM triggers
+        "SELECT id, bucket, key, etag, kind, run_id, metadata, created_ms FROM triggers
          WHERE acked = 0 ORDER BY id",
     )?;
     let rows = stmt.query_map([], row_to_trigger)?;
@@ -181,7 +185,7 @@ pub(crate) fn pending(conn: &Connection) -> Result<Vec<Trigger>> {
 /// committed in).
 pub(crate) fn pending_after(conn: &Connection, after: i64, limit: usize) -> Result<Vec<Trigger>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, bucket, key, etag, kind, run_id, metadata FROM triggers
+        "SELECT id, bucket, key, etag, kind, run_id, metadata, created_ms FROM triggers
          WHERE acked = 0 AND id > ?1 ORDER BY id LIMIT ?2",
     )?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -193,7 +197,7 @@ pub(crate) fn pending_after(conn: &Connection, after: i64, limit: usize) -> Resu
 pub(crate) fn get(conn: &Connection, id: i64) -> Result<Option<Trigger>> {
     let row = conn
         .prepare_cached(
-            "SELECT id, bucket, key, etag, kind, run_id, metadata FROM triggers WHERE id = ?1",
+            "SELECT id, bucket, key, etag, kind, run_id, metadata, created_ms FROM triggers WHERE id = ?1",
         )?
         .query_row([id], row_to_trigger)
         .optional()?;

@@ -21,7 +21,7 @@ struct Ex {
 impl Ex {
     fn new(wf: Workflow) -> (Ex, Vec<Effect>) {
         let m = Machine::default();
-        let (run, fx) = m.create(RUN_ID, trigger(), Ok(wf), T0);
+        let (run, fx) = m.create(RUN_ID, trigger(), Ok(wf), false, T0);
         (Ex { m, run, now: T0 }, fx)
     }
 
@@ -103,7 +103,7 @@ fn stop(task_id: &str, attempt: u32, runner: Option<&str>, reason: StopReason) -
 fn an_invalid_workflow_gives_a_failed_run_that_finishes_once() {
     let m = Machine::default();
     let problem = "run: expected a non-empty array".to_owned();
-    let (mut run, fx) = m.create(RUN_ID, trigger(), Err(problem.clone()), T0);
+    let (mut run, fx) = m.create(RUN_ID, trigger(), Err(problem.clone()), false, T0);
     assert_eq!(fx, [Effect::Publish, Effect::Finished(RunState::Failed)]);
     assert_eq!(run.status, RunState::Failed);
     assert_eq!(run.error.as_deref(), Some(problem.as_str()));
@@ -242,16 +242,21 @@ fn a_restart_mid_attempt_stops_the_stale_process_and_checks_before_running_again
             },
             store_log(&a, 1),
             Effect::CheckOutput { task_id: a.clone() },
-            Effect::Publish
         ]
     );
     let t = ex.run.task(&a).expect("a");
     assert_eq!(t.attempts[0].outcome, Some(Outcome::Interrupted));
     assert_eq!(t.failures, 0);
+    // The document is rewritten once an attempt runs again (the record may be behind it).
     assert_eq!(
         ex.on(10, Event::OutputMissing { task_id: a.clone() }),
-        [start(&a, 2), Effect::Publish]
+        [start(&a, 2)]
     );
+    assert_eq!(
+        ex.on(10, started(&a, 2, "pg2")),
+        [arm_timeout(T0 + 1_030 + 60_000, &a, 2), Effect::Publish]
+    );
+    assert!(!ex.run.recovered);
     // Had the output landed meanwhile, the task would have succeeded without running.
     let (mut ex, _) = Ex::new(Workflow::new().step(Task::new("a")));
     ex.on(10, started(&a, 1, "pg1"));
@@ -396,4 +401,113 @@ fn a_start_that_raced_its_withdrawal_is_not_taken_for_the_redriven_attempt() {
             .iter()
             .any(|x| x.n == 2 && x.live() && x.outcome.is_none())
     );
+}
+
+#[test]
+fn a_run_behind_its_outputs_after_a_power_loss_finds_them_again_and_runs_nothing() {
+    let (a, b, c) = (id(0, 0), id(1, 0), id(2, 0));
+    let wf = Workflow::new()
+        .step(Task::new("a"))
+        .step(Task::new("b"))
+        .step(Task::new("c"));
+    let (mut ex, _) = Ex::new(wf);
+    ex.on(10, started(&a, 1, "pg1"));
+    // The journal keeps this record; `a` and `b` then succeed, and `c` starts, before the
+    // power fails.
+    let kept = ex.run.to_json();
+    ex.on(10, landed(&a));
+    ex.on(10, started(&b, 1, "pg2"));
+    ex.on(10, landed(&b));
+    ex.on(10, started(&c, 1, "pg3"));
+    ex.run = RunRecord::from_json(&kept).expect("reads back");
+    let fx = ex.on(1_000, Event::Restarted);
+    assert!(ex.run.recovered);
+    assert_eq!(fx.last(), Some(&Effect::CheckOutput { task_id: a.clone() }));
+    assert!(!fx.contains(&Effect::Publish), "{fx:?}");
+    // `b` never started as far as the record knows: it is checked too, not run.
+    assert_eq!(
+        ex.on(10, landed(&a)),
+        [Effect::CheckOutput { task_id: b.clone() }]
+    );
+    assert_eq!(
+        ex.on(10, landed(&b)),
+        [Effect::CheckOutput { task_id: c.clone() }]
+    );
+    // `c` had not written its output: it runs again, and only now is the document rewritten.
+    assert_eq!(
+        ex.on(10, Event::OutputMissing { task_id: c.clone() }),
+        [start(&c, 1)]
+    );
+    let fx = ex.on(10, started(&c, 1, "pg4"));
+    assert_eq!(fx.last(), Some(&Effect::Publish));
+    assert_eq!(
+        ex.on(10, landed(&c)),
+        [Effect::Publish, Effect::Finished(RunState::Succeeded)]
+    );
+}
+
+#[test]
+fn a_run_created_again_from_a_trigger_delivered_again_checks_before_it_runs() {
+    let a = id(0, 0);
+    let m = Machine::default();
+    let wf = Workflow::new().step(Task::new("a"));
+    let (mut run, fx) = m.create(RUN_ID, trigger(), Ok(wf), true, T0);
+    assert_eq!(fx, [Effect::CheckOutput { task_id: a.clone() }]);
+    let fx = m.handle(&mut run, T0 + 1, landed(&a)).expect("accepted");
+    assert_eq!(fx, [Effect::Publish, Effect::Finished(RunState::Succeeded)]);
+    assert!(run.succeeded_by_outputs());
+    // A run that never ran anything starts as before; an invalid one fails as before.
+    let (run, _) = m.create(RUN_ID, trigger(), Err("bad".to_owned()), true, T0);
+    assert!(!run.recovered);
+}
+
+#[test]
+fn only_a_run_whose_every_task_proves_itself_by_an_output_succeeded_by_outputs() {
+    let a = id(0, 0);
+    let m = Machine::default();
+    let wf = Workflow::new()
+        .step(Task::new("a"))
+        .step(Task::new("b").no_output());
+    let (mut run, _) = m.create(RUN_ID, trigger(), Ok(wf), false, T0);
+    m.handle(&mut run, T0 + 1, started(&a, 1, "pg1"))
+        .expect("accepted");
+    m.handle(&mut run, T0 + 2, landed(&a)).expect("accepted");
+    m.handle(&mut run, T0 + 3, started(&id(1, 0), 1, "pg2"))
+        .expect("accepted");
+    assert_eq!(run.status, RunState::Succeeded);
+    assert!(!run.succeeded_by_outputs());
+}
+
+/// Found by the power-loss property: a last attempt timed out, its output landed before its
+/// process stopped (the run succeeded), and the journal kept only the timeout. The restart
+/// counted the timeout's failure and failed the run the document had shown succeeded.
+#[test]
+fn a_timeout_found_at_a_restart_counts_only_when_its_output_has_not_landed() {
+    let a = id(0, 0);
+    let wf = Workflow::new().step(Task::new("a").retries(0).timeout(Duration::from_secs(1)));
+    let (mut ex, _) = Ex::new(wf);
+    ex.on(10, started(&a, 1, "pg1"));
+    ex.on(1_000, Event::TimerFired(timeout_timer(&a, 1)));
+    let kept = ex.run.to_json();
+    assert_eq!(
+        ex.on(10, landed(&a)),
+        [Effect::Publish],
+        "taken while its process stops"
+    );
+    for (answer, status) in [
+        (landed(&a), RunState::Succeeded),
+        (
+            Event::OutputMissing { task_id: a.clone() },
+            RunState::Failed,
+        ),
+    ] {
+        ex.run = RunRecord::from_json(&kept).expect("reads back");
+        let fx = ex.on(1_000, Event::Restarted);
+        assert_eq!(fx.last(), Some(&Effect::CheckOutput { task_id: a.clone() }));
+        assert!(!ex.run.status.is_finished());
+        assert_eq!(
+            ex.on(10, answer),
+            [Effect::Publish, Effect::Finished(status)]
+        );
+    }
 }

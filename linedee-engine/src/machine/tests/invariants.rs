@@ -77,11 +77,27 @@ impl Sim {
     /// The checks of one accepted call, `before` being the record before it.
     pub(super) fn check_call(&mut self, before: &RunRecord, ev: Option<&Event>, fx: &[Effect]) {
         let after = self.run.clone();
-        if strip(before) != strip(&after) {
+        let going_on = !after.status.is_finished() && after.ending.is_none();
+        if strip(before) != strip(&after) && !(after.recovered && going_on) {
             self.check(
                 fx.contains(&Effect::Publish),
                 "the record changed but no Publish followed",
             );
+        }
+        // A cancel is the user's word, and only the cloud driver abandons a run (its journal
+        // is S3, which loses nothing to a power loss).
+        if matches!(ev, Some(Event::CancelRequested | Event::Abandon { .. })) {
+            self.shown_succeeded = false;
+        }
+        if fx.contains(&Effect::Publish) {
+            self.check(
+                !self.shown_succeeded || after.status == RunState::Succeeded,
+                &format!(
+                    "the run was shown succeeded, and {:?} is published now",
+                    after.status
+                ),
+            );
+            self.shown_succeeded |= after.status == RunState::Succeeded;
         }
         self.check(
             fx.iter().filter(|e| **e == Effect::Publish).count() <= 1,
@@ -424,9 +440,14 @@ impl Sim {
                 ns.len() == t.attempts.len() && t.attempts.windows(2).all(|w| w[0].n < w[1].n),
                 &format!("{} has attempt numbers out of order", t.task_id),
             );
-            // 1. and 6.
+            // 1. and 6. (A task whose success a power loss took back is found again.)
+            if t.status == TaskState::Succeeded {
+                self.behind.remove(&t.task_id);
+            }
             self.check(
-                !self.succeeded.contains(&t.task_id) || t.status == TaskState::Succeeded,
+                !self.succeeded.contains(&t.task_id)
+                    || t.status == TaskState::Succeeded
+                    || self.behind.contains(&t.task_id),
                 &format!("{} succeeded, and is {:?} now", t.task_id, t.status),
             );
             // 5.

@@ -6,8 +6,9 @@
 //! happens next, or injects trouble: a duplicated event, a late one (an old timer, the exit of
 //! a process an earlier engine lost), an output landing out of the blue, cancel, redrive, a
 //! crash and restart (some processes of the dead engine live on as stale processes that only
-//! `StopStale` ends) and a graceful restart (`Halt`, `Interrupt`, `Restarted`). Time only goes
-//! forward. A fair drain then answers every obligation so that the run can end, and it must.
+//! `StopStale` ends), a graceful restart (`Halt`, `Interrupt`, `Restarted`), and a power loss
+//! (every process dies, and the journal keeps its last synced record and any number of the
+//! commits after it; it syncs where the driver does). Time only goes forward. A fair drain then answers every obligation so that the run can end, and it must.
 //!
 //! After every call the simulation checks the machine's promises (the numbers are the issue's):
 //! 1. a succeeded task is never started again;
@@ -18,13 +19,17 @@
 //!    `cancelled`;
 //! 5. after cancel nothing runs or starts until a redrive, and a run only ends once every
 //!    process the machine asked to stop has exited;
-//! 6. redrive keeps succeeded tasks and their outputs;
+//! 6. redrive keeps succeeded tasks and their outputs (1 and 6 across a power loss too, for
+//!    tasks proven by an output);
+//! 7. once a status document showed the run succeeded, no other state is published and the
+//!    run ends succeeded (unless a cancel was accepted since);
 //!
 //! and also: the machine never panics; `handle` is deterministic and an event delivered twice
 //! in a row changes nothing the second time; the record survives its JSON form; a refusal
 //! only answers a control request in the wrong state and changes nothing; steps run in order
 //! and a succeeded run has every task succeeded; attempt numbers only grow; a finished or
-//! ending run has no undecided attempt; every change is published; the machine never asks to
+//! ending run has no undecided attempt; every change is published (but a recovered run's
+//! while it goes on); the machine never asks to
 //! stop a process it still waits on; every attempt it thinks live is a process the world
 //! runs; a restart stops every process it knew as live with `StopStale`.
 //!

@@ -74,6 +74,16 @@ pub(super) struct Sim {
     pub(super) base: BTreeMap<String, u32>,
     /// A cancel was accepted since creation or the last accepted redrive.
     pub(super) cancelled: bool,
+    /// The journal: the record as of its last sync, and every record committed since, oldest
+    /// first. A power loss keeps the synced one and any number of those after it.
+    synced: RunRecord,
+    unsynced: Vec<RunRecord>,
+    /// Tasks seen succeeded whose success a power loss took out of the record: they must be
+    /// found again from their outputs, never run again.
+    pub(super) behind: BTreeSet<String>,
+    /// A status document showed the run succeeded (and no cancel was accepted since): no other
+    /// state may be published.
+    pub(super) shown_succeeded: bool,
 }
 
 impl Sim {
@@ -94,9 +104,13 @@ impl Sim {
                 );
             }
         }
-        let (run, effects) = m.create(RUN_ID, trigger(), build(spec), T0);
+        let (run, effects) = m.create(RUN_ID, trigger(), build(spec), false, T0);
         let mut sim = Sim {
             m,
+            synced: run.clone(),
+            unsynced: Vec::new(),
+            behind: BTreeSet::new(),
+            shown_succeeded: false,
             run,
             now: T0,
             w: World::default(),
@@ -210,6 +224,7 @@ impl Sim {
                 );
                 self.check_call(&before, Some(&ev), &fx);
                 self.apply(&fx);
+                self.commit(&ev, &fx);
                 if !matches!(
                     ev,
                     Event::Restarted | Event::Halt | Event::Interrupt | Event::TimerFired(_)
@@ -217,6 +232,22 @@ impl Sim {
                     self.w.history.push(ev);
                 }
             }
+        }
+    }
+
+    /// The journal commits the record after a call, and syncs where the driver does: before
+    /// answering a control request, and before a final status document, unless the run
+    /// succeeded by its outputs alone.
+    fn commit(&mut self, ev: &Event, fx: &[Effect]) {
+        let synced = matches!(ev, Event::CancelRequested | Event::RedriveRequested)
+            || fx.iter().any(|e| {
+                matches!(e, Effect::Finished(s) if *s != RunState::Succeeded || !self.run.succeeded_by_outputs())
+            });
+        if synced {
+            self.synced = self.run.clone();
+            self.unsynced.clear();
+        } else {
+            self.unsynced.push(self.run.clone());
         }
     }
 
@@ -394,6 +425,52 @@ impl Sim {
         self.deliver(Event::Restarted);
     }
 
+    /// The machine's power fails: every process dies, nothing in memory survives (nothing of
+    /// it is delivered again), and the journal keeps its synced record and the first `keep`
+    /// of the records committed since. Outputs are in the store, which syncs them before it
+    /// answers.
+    fn power_loss(&mut self, keep: u16) {
+        let kept = usize::from(keep) % (self.unsynced.len() + 1);
+        let record = match kept {
+            0 => self.synced.clone(),
+            n => self.unsynced[n - 1].clone(),
+        };
+        self.unsynced.truncate(kept);
+        self.w = World {
+            outputs: std::mem::take(&mut self.w.outputs),
+            next_runner: self.w.next_runner,
+            ..World::default()
+        };
+        self.run = match RunRecord::from_json(&record.to_json()) {
+            Ok(r) => r,
+            Err(e) => self.fail(&format!("cannot reload the record: {e}")),
+        };
+        self.finished = usize::from(self.run.status.is_finished());
+        let run = &self.run;
+        let tasks = &self.tasks;
+        // A `no_output` task's proof is its start, which only the record knows: one whose
+        // success was lost runs again (at least once).
+        self.succeeded.retain(|t| {
+            !tasks[t].no_output
+                || run
+                    .task(t)
+                    .is_some_and(|r| r.status == linedee::status::TaskState::Succeeded)
+        });
+        for t in &self.succeeded {
+            if run
+                .task(t)
+                .is_some_and(|r| r.status != linedee::status::TaskState::Succeeded)
+            {
+                self.behind.insert(t.clone());
+            }
+        }
+        let _ = writeln!(
+            self.log,
+            "-- power loss; the journal keeps {kept} commit(s) after its last sync"
+        );
+        self.deliver(Event::Restarted);
+    }
+
     /// Graceful restart: halt, the grace period, interrupt, the stopped processes exit (or
     /// some linger, by the bits), restart.
     fn graceful(&mut self, bits: u16) {
@@ -478,7 +555,8 @@ impl Sim {
             31 | 32 => {
                 self.deliver(Event::RedriveRequested);
             }
-            33 => self.crash(idx),
+            33 if idx & 0x8000 == 0 => self.crash(idx),
+            33 => self.power_loss(idx),
             34 => self.halt(),
             35 => {
                 self.halt();
@@ -545,6 +623,10 @@ impl Sim {
             "the run did not reach a final state",
         );
         self.check(self.finished == 1, "the run did not finish exactly once");
+        self.check(
+            !self.shown_succeeded || self.run.status == RunState::Succeeded,
+            "the run was shown succeeded and ended otherwise",
+        );
         self.check(
             !self.run.has_live_processes(),
             "the run ended with live processes",
