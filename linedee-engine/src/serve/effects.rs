@@ -12,7 +12,7 @@ use crate::machine::{Effect, Event, RunRecord};
 use crate::runner::{Exit, StartError};
 
 /// How long a status document waits for a newer one before it is written (a finished run's
-/// document is written at once).
+/// document is written at once once its processes have exited).
 const PUBLISH_SETTLE: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl Worker {
@@ -198,7 +198,12 @@ impl Worker {
     /// Writes the run's status document; documents of one run are written in order, and one
     /// that a newer one replaces before it is written is skipped.
     pub(crate) fn publish(self: &Arc<Self>, run: &RunRecord) {
-        let doc = (run.trigger.bucket.clone(), run.status_document());
+        // A final status whose processes have exited is written at once. A status the run
+        // moves through settles, and so does a final one whose exits are still to come (its
+        // output decided it, and its process exits a moment later, adding its exit code): a
+        // run gets one final document, not two (as in the local engine's publisher).
+        let settled = run.status.is_finished() && !run.has_live_processes();
+        let doc = ((run.trigger.bucket.clone(), run.status_document()), settled);
         {
             let mut publishing = lock(&self.publishing);
             if let Some(slot) = publishing.get_mut(&run.run_id) {
@@ -213,17 +218,17 @@ impl Worker {
             loop {
                 // A document that a newer one follows within moments (queued, then running)
                 // is not written: a short wait lets the newer one take its place.
-                let finished = lock(&me.publishing)
+                let settled = lock(&me.publishing)
                     .get(&run_id)
                     .and_then(Option::as_ref)
-                    .is_some_and(|(_, doc)| doc.status.is_finished());
-                if !finished {
+                    .is_some_and(|(_, settled)| *settled);
+                if !settled {
                     tokio::time::sleep(PUBLISH_SETTLE).await;
                 }
                 let next = {
                     let mut publishing = lock(&me.publishing);
                     match publishing.get_mut(&run_id).and_then(Option::take) {
-                        Some(doc) => doc,
+                        Some((doc, _)) => doc,
                         None => {
                             publishing.remove(&run_id);
                             return;

@@ -68,8 +68,9 @@ pub(crate) struct Worker {
     pub(crate) starts: std::sync::atomic::AtomicU64,
     /// The effects under way (awaited at shutdown).
     pub(super) tasks: tokio_util::task::TaskTracker,
-    /// Status documents waiting to be written, by run; a run in the map has a writer.
-    pub(super) publishing: Mutex<HashMap<String, Option<StatusDoc>>>,
+    /// Status documents waiting to be written, by run, each with whether it is settled (final,
+    /// its processes exited: written at once); a run in the map has a writer.
+    pub(super) publishing: Mutex<HashMap<String, Option<(StatusDoc, bool)>>>,
 }
 
 /// A status document to write: its bucket and content.

@@ -16,12 +16,23 @@ const NOW: Millis = 1_800_000_000_000;
 
 /// A worker whose clients point nowhere: `schedule` makes no request.
 fn worker() -> Worker {
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::Config::builder()
-            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-            .region(aws_sdk_s3::config::Region::new("us-east-1"))
-            .build(),
-    );
+    worker_at(None)
+}
+
+/// A worker whose S3 client talks to `endpoint` (the queue's points nowhere).
+fn worker_at(endpoint: Option<&str>) -> Worker {
+    let mut s3 = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new("us-east-1"));
+    if let Some(endpoint) = endpoint {
+        s3 = s3
+            .endpoint_url(endpoint)
+            .force_path_style(true)
+            .credentials_provider(aws_credential_types::Credentials::new(
+                "AKIDTEST", "secret", None, None, "test",
+            ));
+    }
+    let s3 = aws_sdk_s3::Client::from_conf(s3.build());
     let sqs = aws_sdk_sqs::Client::from_conf(
         aws_sdk_sqs::Config::builder()
             .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
@@ -207,4 +218,77 @@ fn a_finished_run_marks_its_live_tick_last_and_a_redrive_starts_a_new_chain() {
     let tick = w.schedule(&before, &mut doc, NOW + 2).expect("a new chain");
     assert_eq!(tick.tick, 2);
     assert_eq!(doc.tick.map(|t| t.last), Some(false));
+}
+
+#[tokio::test]
+async fn a_final_status_whose_process_has_not_exited_waits_for_the_exit_and_is_written_once() {
+    use wiremock::matchers::method;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let server = MockServer::start().await;
+    Mock::given(method("PUT"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    let w = Arc::new(worker_at(Some(&server.uri())));
+    let (mut doc, _) = created(&w, 30);
+    let task_id = "R1.0.0".to_owned();
+    for (at, event) in [
+        (
+            NOW + 1,
+            crate::machine::Event::AttemptStarted {
+                task_id: task_id.clone(),
+                attempt: 1,
+                runner: "p".into(),
+            },
+        ),
+        (
+            NOW + 2,
+            crate::machine::Event::OutputLanded {
+                task_id: task_id.clone(),
+                state: None,
+            },
+        ),
+    ] {
+        w.machine
+            .handle(&mut doc.record, at, event)
+            .expect("applies");
+    }
+    // Its output decided the run; its process exits a moment later.
+    assert!(doc.record.status.is_finished() && doc.record.has_live_processes());
+    w.publish(&doc.record);
+    // The writer runs up to its first wait (this runtime has one thread): the document waits
+    // for the exit rather than being written.
+    tokio::task::yield_now().await;
+    assert!(
+        lock(&w.publishing)
+            .get("R1")
+            .is_some_and(|pending| pending.is_some()),
+        "the final status is written before its process has exited"
+    );
+    let exited = crate::machine::Event::Exited {
+        task_id,
+        attempt: 1,
+        code: Some(0),
+        detail: None,
+    };
+    w.machine
+        .handle(&mut doc.record, NOW + 3, exited)
+        .expect("applies");
+    w.publish(&doc.record);
+    w.tasks.close();
+    w.tasks.wait().await;
+    let puts: Vec<String> = server
+        .received_requests()
+        .await
+        .expect("requests are recorded")
+        .into_iter()
+        .filter(|r| r.url.path().ends_with("/ld/runs/R1.json"))
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+        .collect();
+    assert_eq!(puts.len(), 1, "{puts:?}");
+    assert!(
+        puts[0].contains(r#""status":"succeeded""#) && puts[0].contains(r#""exit_code":0"#),
+        "{}",
+        puts[0]
+    );
 }
