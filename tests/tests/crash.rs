@@ -1,7 +1,8 @@
 //! Crash recovery (protocol §2.7): `linedee local` is killed with SIGKILL while runs are in
 //! flight, then started again on the same directory. All runs finish, none is lost or
 //! duplicated, and no task whose output had landed runs again — counted with an append-only
-//! file each task writes to when it starts.
+//! file each task writes to when it starts. A power loss is played by putting back a copy of
+//! the journal taken earlier: the commits after it are what the power loss took.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader};
@@ -198,4 +199,111 @@ async fn sigkill_mid_flight_then_restart_loses_and_repeats_nothing() {
     for kill_after in [1, 15, 40] {
         round(kill_after).await;
     }
+}
+
+/// How many triggers the store at `data` has not had acknowledged.
+fn pending_triggers(data: &Path) -> i64 {
+    let store = rusqlite::Connection::open(data.join("store").join("index.sqlite")).expect("store");
+    store
+        .query_row("SELECT count(*) FROM triggers WHERE acked = 0", [], |r| {
+            r.get(0)
+        })
+        .expect("count the outbox")
+}
+
+/// How many runs the journal at `data` does not show finished `succeeded`.
+fn unfinished_in_journal(data: &Path) -> i64 {
+    let journal = rusqlite::Connection::open(data.join("journal.sqlite")).expect("journal");
+    journal
+        .query_row(
+            "SELECT count(*) FROM ld_runs WHERE status != 'succeeded'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count the runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_power_loss_that_takes_back_the_journals_last_commits_runs_no_task_again() {
+    const RUNS: usize = 12;
+    let dir = tempfile::tempdir().expect("tmp");
+    let (data, app) = (dir.path().join("data"), dir.path().join("app"));
+    std::fs::create_dir_all(&app).expect("app dir");
+    let (log, gate) = (dir.path().join("appends"), dir.path().join("gate"));
+    // Each task counts its start, then waits for the gate before it writes its output.
+    std::fs::write(
+        app.join("Procfile"),
+        format!(
+            "work: printf '%s\\n' \"$line_D\" >> {} && while [ ! -e {} ]; do sleep 0.02; done && exec {} get-json\n",
+            log.display(),
+            gate.display(),
+            example_tasks().display()
+        ),
+    )
+    .expect("Procfile");
+    let (engine, client) = start_local(&data, &app);
+    let wf = Workflow::new()
+        .step(Task::new("work"))
+        .step(Task::new("work"));
+    let mut ids = Vec::new();
+    for i in 0..RUNS {
+        let submitted = client
+            .submit(format!("in/power/{i}"), &wf)
+            .await
+            .expect("submit");
+        ids.push(submitted.run_id().to_owned());
+    }
+    // Every trigger acknowledged (the journal synced the runs' creation first, so a power loss
+    // keeps them), and the slots busy with first steps.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while pending_triggers(&data) > 0 || appends(&log).len() < 4 {
+        assert!(tokio::time::Instant::now() < deadline, "no progress");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The journal as a power loss now could leave it (nothing is synced after this: no
+    // trigger, no request, and a run that succeeded by its outputs is published unsynced).
+    let kept = dir.path().join("journal-kept.sqlite");
+    rusqlite::Connection::open(data.join("journal.sqlite"))
+        .expect("journal")
+        .execute("VACUUM INTO ?1", [kept.to_str().expect("utf-8 path")])
+        .expect("copy the journal");
+    std::fs::write(&gate, "").expect("open the gate");
+    for id in &ids {
+        let status = eventually_finished(&client, id).await;
+        assert_eq!(status.status, RunState::Succeeded, "{status:#?}");
+    }
+    assert_eq!(appends(&log).len(), RUNS * 2, "every task ran");
+
+    // The power fails: every process dies, and the journal comes back as it was.
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(engine.child.id()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("kill -9");
+    drop(engine);
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(data.join(format!("journal.sqlite{suffix}")));
+    }
+    std::fs::rename(&kept, data.join("journal.sqlite")).expect("put the journal back");
+
+    let (_engine, client) = start_local(&data, &app);
+    // The documents already show every run succeeded: wait for the journal to say so again.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while unfinished_in_journal(&data) > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the runs did not finish after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for id in &ids {
+        let status = eventually_finished(&client, id).await;
+        assert_eq!(status.status, RunState::Succeeded, "{status:#?}");
+        assert!(status.tasks().all(|t| t.status == TaskState::Succeeded));
+    }
+    // The journal had forgotten most of what happened; the outputs had not. No task ran
+    // again, and no run was made twice.
+    let counts = appends(&log);
+    assert_eq!(counts.len(), RUNS * 2);
+    for (task_id, n) in &counts {
+        assert_eq!(*n, 1, "{task_id} ran again after the power loss");
+    }
+    assert_eq!(client.list("ld/runs/").await.expect("list").len(), RUNS);
 }
