@@ -136,18 +136,24 @@ async fn a_document_that_was_not_written_is_not_recorded_as_published() {
 /// A publisher over an in-memory bucket and a journal, its writing loop running.
 struct Running {
     bucket: Arc<Documents>,
+    journal: Arc<SqliteJournal>,
     publisher: Arc<Publisher>,
     stop: CancellationToken,
     writer: tokio::task::JoinHandle<()>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 fn running() -> Running {
+    running_on(false)
+}
+
+/// [`running`], with the journal's `fsync` as given (its file is `j.sqlite` in `dir`).
+fn running_on(fsync: bool) -> Running {
     let dir = tempfile::tempdir().expect("tempdir");
     let journal =
-        Arc::new(SqliteJournal::open(&dir.path().join("j.sqlite"), false).expect("journal"));
+        Arc::new(SqliteJournal::open(&dir.path().join("j.sqlite"), fsync).expect("journal"));
     let bucket = Arc::new(Documents::default());
-    let publisher = Arc::new(Publisher::new(bucket.clone(), journal));
+    let publisher = Arc::new(Publisher::new(bucket.clone(), journal.clone()));
     let stop = CancellationToken::new();
     let writer = tokio::spawn({
         let (publisher, stop) = (Arc::clone(&publisher), stop.clone());
@@ -155,10 +161,11 @@ fn running() -> Running {
     });
     Running {
         bucket,
+        journal,
         publisher,
         stop,
         writer,
-        _dir: dir,
+        dir,
     }
 }
 
@@ -347,16 +354,8 @@ fn syncs(path: &std::path::Path) -> i64 {
 
 #[tokio::test]
 async fn a_run_that_succeeded_by_its_outputs_is_published_without_waiting_for_a_journal_sync() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("j.sqlite");
-    let journal = Arc::new(SqliteJournal::open(&path, true).expect("journal"));
-    let bucket = Arc::new(Documents::default());
-    let publisher = Arc::new(Publisher::new(bucket.clone(), journal.clone()));
-    let stop = CancellationToken::new();
-    let writer = tokio::spawn({
-        let (publisher, stop) = (Arc::clone(&publisher), stop.clone());
-        async move { publisher.run(stop).await }
-    });
+    let r = running_on(true);
+    let path = r.dir.path().join("j.sqlite");
     // (run, status, proven by outputs alone, whether the journal must be synced first)
     let cases = [
         ("R1", RunState::Succeeded, true, false),
@@ -381,9 +380,9 @@ async fn a_run_that_succeeded_by_its_outputs_is_published_without_waiting_for_a_
             create,
             save: Vec::new(),
         };
-        journal.commit(batch).await.expect("commit");
+        r.journal.commit(batch).await.expect("commit");
         let before = syncs(&path);
-        publisher
+        r.publisher
             .publish_now(Snapshot {
                 succeeded_by_outputs: by_outputs,
                 ..snapshot
@@ -391,11 +390,11 @@ async fn a_run_that_succeeded_by_its_outputs_is_published_without_waiting_for_a_
             .await;
         assert_eq!(syncs(&path) > before, synced, "{run_id}");
         assert_eq!(
-            bucket.statuses().last(),
+            r.bucket.statuses().last(),
             Some(&(run_id.to_owned(), status)),
             "{run_id} is written"
         );
     }
-    stop.cancel();
-    writer.await.expect("the publisher stops");
+    r.stop.cancel();
+    r.writer.await.expect("the publisher stops");
 }

@@ -236,6 +236,16 @@ mod tests {
     use super::*;
     use crate::store::StoreOptions;
 
+    /// A store in `dir` with the bucket `ld-test`, unsynced.
+    fn store_in(dir: &tempfile::TempDir) -> Store {
+        let options = StoreOptions {
+            default_bucket: Some("ld-test".into()),
+            fsync: false,
+            ..StoreOptions::default()
+        };
+        Store::open(dir.path(), options).expect("store")
+    }
+
     async fn put_triggers(store: &Store, from: usize, n: usize) {
         for i in from..from + n {
             let metadata = [("ld_run".to_owned(), "true".to_owned())].into();
@@ -269,15 +279,7 @@ mod tests {
     #[tokio::test]
     async fn a_trigger_read_from_the_outbox_is_redelivered_and_names_the_same_run_each_time() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(
-            dir.path(),
-            StoreOptions {
-                default_bucket: Some("ld-test".into()),
-                fsync: false,
-                ..StoreOptions::default()
-            },
-        )
-        .expect("store");
+        let store = store_in(&dir);
         let first = Outbox::new(store.clone());
         // Caught up with an empty outbox: the next trigger is announced as it is committed.
         first.state.lock().await.catching_up = None;
@@ -306,15 +308,7 @@ mod tests {
     #[tokio::test]
     async fn a_long_outbox_and_missed_notices_are_read_page_by_page_each_trigger_once() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(
-            dir.path(),
-            StoreOptions {
-                default_bucket: Some("ld-test".into()),
-                fsync: false,
-                ..StoreOptions::default()
-            },
-        )
-        .expect("store");
+        let store = store_in(&dir);
         // Pending before the outbox is read: more than a page.
         put_triggers(&store, 0, PAGE + 44).await;
         let outbox = Outbox::new(store.clone());

@@ -105,6 +105,29 @@ async fn outputs(client: &Client) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
+/// Submits `n` runs of two `work` steps, at `{prefix}/{i}`; returns their ids.
+async fn submit_runs(client: &Client, prefix: &str, n: usize) -> Vec<String> {
+    let wf = Workflow::new()
+        .step(Task::new("work"))
+        .step(Task::new("work"));
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let submitted = client
+            .submit(format!("{prefix}/{i}"), &wf)
+            .await
+            .expect("submit");
+        ids.push(submitted.run_id().to_owned());
+    }
+    ids
+}
+
+/// Kills the engine with SIGKILL and reaps it.
+fn kill_9(engine: Local) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(engine.child.id()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("kill -9");
+    drop(engine);
+}
+
 async fn round(kill_after_outputs: usize) {
     let dir = tempfile::tempdir().expect("tmp");
     let (data, app) = (dir.path().join("data"), dir.path().join("app"));
@@ -121,20 +144,7 @@ async fn round(kill_after_outputs: usize) {
     .expect("Procfile");
 
     let (engine, client) = start_local(&data, &app);
-    let wf = Workflow::new()
-        .step(Task::new("work"))
-        .step(Task::new("work"));
-    let mut ids = Vec::new();
-    for i in 0..RUNS {
-        ids.push(
-            client
-                .submit(format!("in/crash/{i}"), &wf)
-                .await
-                .expect("submit")
-                .run_id()
-                .to_owned(),
-        );
-    }
+    let ids = submit_runs(&client, "in/crash", RUNS).await;
     // Let some outputs land, then kill the engine mid-flight.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     while outputs(&client).await.len() < kill_after_outputs {
@@ -145,9 +155,7 @@ async fn round(kill_after_outputs: usize) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let landed_before = outputs(&client).await;
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(engine.child.id()).expect("pid"));
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("kill -9");
-    drop(engine);
+    kill_9(engine);
     let unfinished = RUNS * 2 - landed_before.len();
     assert!(
         unfinished >= 50,
@@ -242,17 +250,7 @@ async fn a_power_loss_that_takes_back_the_journals_last_commits_runs_no_task_aga
     )
     .expect("Procfile");
     let (engine, client) = start_local(&data, &app);
-    let wf = Workflow::new()
-        .step(Task::new("work"))
-        .step(Task::new("work"));
-    let mut ids = Vec::new();
-    for i in 0..RUNS {
-        let submitted = client
-            .submit(format!("in/power/{i}"), &wf)
-            .await
-            .expect("submit");
-        ids.push(submitted.run_id().to_owned());
-    }
+    let ids = submit_runs(&client, "in/power", RUNS).await;
     // Every trigger acknowledged (the journal synced the runs' creation first, so a power loss
     // keeps them), and the slots busy with first steps.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -275,9 +273,7 @@ async fn a_power_loss_that_takes_back_the_journals_last_commits_runs_no_task_aga
     assert_eq!(appends(&log).len(), RUNS * 2, "every task ran");
 
     // The power fails: every process dies, and the journal comes back as it was.
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(engine.child.id()).expect("pid"));
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("kill -9");
-    drop(engine);
+    kill_9(engine);
     for suffix in ["-wal", "-shm"] {
         let _ = std::fs::remove_file(data.join(format!("journal.sqlite{suffix}")));
     }
