@@ -54,6 +54,8 @@ impl Cx<'_> {
             return;
         }
         if let Some(end) = self.run.ending.take() {
+            // The document shows the run's end: nothing it showed before can be taken back.
+            self.run.recovered = false;
             self.run.status = end.status;
             self.run.error = end.error;
             self.run.finished_ms = Some(self.now);

@@ -35,8 +35,8 @@ pub(crate) struct RunRecord {
     /// The record may be behind what happened: the engine restarted, and a power loss takes
     /// back a journal's last commits (or the run was created again from a trigger delivered
     /// again). Each unfinished task then checks for its output before it runs
-    /// ([`TaskRecord::check_first`]), and until one of its attempts starts the status document
-    /// is not rewritten while the run goes on: a run whose document showed it succeeded finds
+    /// ([`TaskRecord::check_first`]), and until one of its attempts starts or the run ends the
+    /// status document is not rewritten: a run whose document showed it succeeded finds
     /// every output again and ends succeeded, never showing less.
     #[serde(default, skip_serializing_if = "is_false")]
     pub(crate) recovered: bool,

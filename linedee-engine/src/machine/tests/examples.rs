@@ -456,6 +456,10 @@ fn a_run_created_again_from_a_trigger_delivered_again_checks_before_it_runs() {
     let fx = m.handle(&mut run, T0 + 1, landed(&a)).expect("accepted");
     assert_eq!(fx, [Effect::Publish, Effect::Finished(RunState::Succeeded)]);
     assert!(run.succeeded_by_outputs());
+    assert!(
+        !run.recovered,
+        "a run that ended is no longer behind its document"
+    );
     // A run that never ran anything starts as before; an invalid one fails as before.
     let (run, _) = m.create(RUN_ID, trigger(), Err("bad".to_owned()), true, T0);
     assert!(!run.recovered);
