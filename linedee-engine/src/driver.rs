@@ -23,7 +23,7 @@ use crate::intake;
 use crate::journal::{Batch, Journal, NewRun, Resumable};
 use crate::machine::{Effect, Event, Machine, Millis, Refused, RunRecord, Timer, now_ms};
 use crate::publish::{Publisher, Snapshot};
-use crate::runner::{AttemptSpec, Exit, Runner, StartError};
+use crate::runner::{AttemptSpec, Exit, Runner, start_event};
 use crate::start_queue::StartQueue;
 use crate::triggers::{Delivery, TriggerSource};
 

@@ -69,6 +69,30 @@ pub(crate) enum StartError {
     Failed(String),
 }
 
+/// What the machine hears of a start: the attempt started (and the runner's reference to
+/// it) or could not be started; `None` for a start withdrawn by its cancel, which the machine
+/// asked for and so already knows of. Both drivers map a start's result with this.
+pub(crate) fn start_event(
+    task_id: String,
+    attempt: u32,
+    started: Result<String, StartError>,
+) -> Option<crate::machine::Event> {
+    use crate::machine::Event;
+    match started {
+        Ok(runner) => Some(Event::AttemptStarted {
+            task_id,
+            attempt,
+            runner,
+        }),
+        Err(StartError::Failed(reason)) => Some(Event::SpawnFailed {
+            task_id,
+            attempt,
+            reason,
+        }),
+        Err(StartError::Cancelled) => None,
+    }
+}
+
 /// Where an attempt's log is, for the driver to store it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum LogBody {

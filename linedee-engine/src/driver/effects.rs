@@ -151,18 +151,8 @@ impl Driver {
                 task_id: task_id.clone(),
                 attempt,
             });
-            let event = match started {
-                Ok(runner) => Event::AttemptStarted {
-                    task_id,
-                    attempt,
-                    runner,
-                },
-                Err(StartError::Failed(reason)) => Event::SpawnFailed {
-                    task_id,
-                    attempt,
-                    reason,
-                },
-                Err(StartError::Cancelled) => return,
+            let Some(event) = start_event(task_id, attempt, started) else {
+                return;
             };
             let _ = tx.send(Input::Event { run_id, event });
             let _ = told_start.send(());

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use super::worker::{Worker, lock};
 use crate::bucket::Bucket;
 use crate::machine::{Effect, Event, RunRecord};
-use crate::runner::{Exit, StartError};
+use crate::runner::{Exit, start_event};
 
 /// How long a status document waits for a newer one before it is written (a finished run's
 /// document is written at once once its processes have exited).
@@ -131,21 +131,11 @@ impl Worker {
             }
             let started = me.runner.start(spec, cancel, on_exit).await;
             lock(&me.starting).remove(&key);
-            let event = match started {
-                Ok(runner) => {
-                    me.starts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    Event::AttemptStarted {
-                        task_id,
-                        attempt,
-                        runner,
-                    }
-                }
-                Err(StartError::Failed(reason)) => Event::SpawnFailed {
-                    task_id,
-                    attempt,
-                    reason,
-                },
-                Err(StartError::Cancelled) => return,
+            if started.is_ok() {
+                me.starts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            let Some(event) = start_event(task_id, attempt, started) else {
+                return;
             };
             if let Err(e) = me.apply(&run_id, vec![event]).await {
                 tracing::warn!(run_id, error = %e, "cannot record a start; the run's tick repairs it");
