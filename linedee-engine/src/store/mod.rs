@@ -30,6 +30,7 @@ mod list;
 mod multipart;
 mod outbox;
 mod put_file;
+mod read;
 mod s3;
 mod s3_list;
 mod s3_multipart;
@@ -380,93 +381,6 @@ impl Store {
         commit: Commit,
     ) -> Result<index::Committed> {
         self.inner.queue_commit(obj, cond, commit).await
-    }
-
-    /// An object's metadata and body, or `None` when there is no such object.
-    pub async fn get_object(&self, bucket: &str, key: &str) -> Result<Option<(ObjectMeta, Bytes)>> {
-        let (bucket, key) = (bucket.to_owned(), key.to_owned());
-        self.blocking(move |i| {
-            let db = i.db();
-            index::require_bucket(&db, &bucket)?;
-            let Some(row) = index::get_object(&db, &bucket, &key)? else {
-                return Ok(None);
-            };
-            let reader = row.body.open(&i.blobs)?;
-            drop(db);
-            Ok(Some((row.meta, reader.read_all()?)))
-        })
-        .await
-    }
-
-    /// Runs `f` on the index right here when nobody holds it: a lookup costs less than a trip
-    /// to the blocking pool. `None` when the index is busy (a commit, an fsync): then the
-    /// caller takes the blocking pool's way.
-    fn index_now<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Option<Result<T>> {
-        match self.inner.db.try_lock() {
-            Ok(db) => Some(f(&db)),
-            Err(_) => None,
-        }
-    }
-
-    /// [`Store::head_object`], on the calling thread when the index is free.
-    pub(crate) async fn head_object_now(
-        &self,
-        bucket: &str,
-        key: &str,
-    ) -> Result<Option<ObjectMeta>> {
-        let now = self.index_now(|db| {
-            index::require_bucket(db, bucket)?;
-            index::get_meta(db, bucket, key)
-        });
-        match now {
-            Some(meta) => meta,
-            None => self.head_object(bucket, key).await,
-        }
-    }
-
-    /// An object's body, on the calling thread when the index is free and the body is in
-    /// its row; else as [`Store::get_object`] does.
-    pub(crate) async fn body_now(&self, bucket: &str, key: &str) -> Result<Option<Bytes>> {
-        let now = self.index_now(|db| {
-            index::require_bucket(db, bucket)?;
-            Ok(match index::get_object(db, bucket, key)? {
-                None => Some(None),
-                Some(row) => match row.body {
-                    body::Body::Inline(bytes) => Some(Some(bytes)),
-                    _ => None,
-                },
-            })
-        });
-        match now {
-            Some(Ok(Some(body))) => Ok(body),
-            Some(Err(e)) => Err(e),
-            // Busy, or a body in files: read on the blocking pool.
-            Some(Ok(None)) | None => Ok(self.get_object(bucket, key).await?.map(|(_, b)| b)),
-        }
-    }
-
-    /// An object's metadata, or `None` when there is no such object.
-    pub async fn head_object(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>> {
-        let (bucket, key) = (bucket.to_owned(), key.to_owned());
-        self.blocking(move |i| {
-            let db = i.db();
-            index::require_bucket(&db, &bucket)?;
-            index::get_meta(&db, &bucket, &key)
-        })
-        .await
-    }
-
-    /// The SQLite connection of the store's database, for the engine's own tables (its
-    /// journal) so that they commit in the same transactions as the outbox.
-    #[allow(dead_code)] // used by the engine (a later issue)
-    pub(crate) fn db(&self) -> MutexGuard<'_, Connection> {
-        self.inner.db()
-    }
-
-    /// Marks a trigger consumed inside the caller's transaction.
-    #[allow(dead_code)]
-    pub(crate) fn ack_trigger_in(conn: &Connection, id: i64) -> Result<bool> {
-        outbox::ack(conn, id)
     }
 
     pub(crate) async fn blocking<T, F>(&self, f: F) -> Result<T>
