@@ -6,6 +6,10 @@
 //! the effects. Effects that take time (starting a process, a HEAD, a log upload) run as tasks
 //! of their own and report back as inputs. The loop owns every record it holds in memory, so
 //! nothing else mutates a run: cancel and retry are inputs like any other.
+//!
+//! `driver.rs` holds the loop and its turns; `driver/apply.rs` applies an input,
+//! `driver/effects.rs` carries effects out, `driver/resume.rs` picks up where a previous
+//! engine left off.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -27,7 +31,9 @@ use crate::runner::{AttemptSpec, Exit, Runner, start_event};
 use crate::start_queue::StartQueue;
 use crate::triggers::{Delivery, TriggerSource};
 
+mod apply;
 mod effects;
+mod resume;
 
 pub(crate) use effects::spec;
 
@@ -265,64 +271,6 @@ impl Driver {
             .collect()
     }
 
-    /// At start: rewrites documents a crash left behind, and resumes every unfinished run.
-    async fn resume(&self, st: &mut State) -> Result<()> {
-        let j = &self.parts.journal;
-        for run_id in j.unpublished().await? {
-            match j.load(&run_id).await {
-                Ok(Some(r)) => self.offer(st, &r),
-                Ok(None) => {}
-                Err(e) => tracing::error!(run_id, error = %e, "cannot rewrite a status document"),
-            }
-        }
-        let mut inputs = Vec::new();
-        let now = now_ms();
-        let mut turn = Turn::default();
-        for r in j.resumable().await? {
-            match r {
-                Resumable::Record(r) => {
-                    inputs.push(Input::Event {
-                        run_id: r.run_id.clone(),
-                        event: Event::Restarted,
-                    });
-                    st.runs.insert(r.run_id.clone(), r);
-                }
-                Resumable::Unreadable {
-                    run_id,
-                    trigger,
-                    reason,
-                } => {
-                    // Never left queued forever: it fails, saying why, and is not run again.
-                    tracing::error!(
-                        run_id,
-                        reason,
-                        "a stored run cannot be read; it is marked failed"
-                    );
-                    let error = format!(
-                        "the engine cannot read this run's stored record ({reason}); the run was marked failed and none of its tasks is started again"
-                    );
-                    let (record, effects) =
-                        self.parts
-                            .machine
-                            .create(&run_id, trigger, Err(error), false, now);
-                    turn.batch.save.push(record.clone());
-                    turn.effects.push((run_id.clone(), effects));
-                    st.runs.insert(run_id, record);
-                }
-            }
-        }
-        self.parts
-            .journal
-            .commit(std::mem::take(&mut turn.batch))
-            .await?;
-        self.carry_out(st, turn.effects);
-        self.turn(st, inputs).await?;
-        // With no inputs the turn did nothing: the starts the resumed runs queued are handed
-        // to the runner here.
-        self.hand_out(st).await;
-        Ok(())
-    }
-
     /// One turn: apply the inputs, commit, then carry out the effects and answer requests.
     async fn turn(&self, st: &mut State, inputs: Vec<Input>) -> Result<()> {
         if inputs.is_empty() {
@@ -465,109 +413,6 @@ impl Driver {
                 .insert((task_id.to_string(), attempt), cancel.clone());
             self.start(&run_id, &bucket, spec, no_output, cancel);
         }
-    }
-
-    /// Applies one input to the records held in memory (loading a run from the journal when
-    /// it is not held).
-    async fn apply(&self, st: &mut State, turn: &mut Turn, now: Millis, input: Input) {
-        match input {
-            Input::Event { run_id, event } => {
-                if let Some(effects) = self.event(st, now, &run_id, event).await
-                    && let Ok(effects) = effects
-                {
-                    turn.dirty.push(run_id.clone());
-                    turn.effects.push((run_id, effects));
-                }
-            }
-            Input::Control {
-                run_id,
-                event,
-                reply,
-            } => match self.event(st, now, &run_id, event.clone()).await {
-                // Submitted, not taken in yet (`linedee cancel` right after `submit`): the
-                // request waits for the run's creation.
-                None if linedee::metadata::is_valid_run_id(&run_id)
-                    && self
-                        .parts
-                        .triggers
-                        .pending_run(&run_id)
-                        .await
-                        .unwrap_or(false) =>
-                {
-                    st.deferred.entry(run_id).or_default().push((event, reply));
-                }
-                None => {
-                    let _ = reply.send(Err(RunError::NotFound(run_id).into()));
-                }
-                Some(Err(refused)) => turn.replies.push((run_id, reply, Err(refused))),
-                Some(Ok(effects)) => {
-                    turn.dirty.push(run_id.clone());
-                    turn.effects.push((run_id.clone(), effects));
-                    turn.replies.push((run_id, reply, Ok(())));
-                }
-            },
-            Input::Trigger {
-                delivery,
-                run_id,
-                workflow,
-            } => {
-                let trigger = Trigger {
-                    bucket: delivery.bucket.clone(),
-                    key: delivery.key.clone(),
-                    etag: delivery.etag.clone(),
-                    kind: delivery.kind,
-                };
-                let (record, effects) = self.parts.machine.create(
-                    &run_id,
-                    trigger,
-                    workflow,
-                    delivery.redelivered,
-                    now,
-                );
-                turn.batch.create.push(NewRun {
-                    record,
-                    dedup: delivery.dedup.clone(),
-                });
-                turn.created.push((delivery, effects));
-            }
-            Input::StartWithdrawn { task_id, attempt } => {
-                st.starting.remove(&(task_id, attempt));
-            }
-            Input::Resync => {
-                for r in st.runs.values() {
-                    for t in &r.tasks {
-                        if t.attempts.iter().any(|a| a.outcome.is_none() && a.live()) {
-                            self.check_output(&r.run_id, &r.trigger.bucket, &t.task_id);
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Applies an event to a run; `None` when there is no such run.
-    async fn event(
-        &self,
-        st: &mut State,
-        now: Millis,
-        run_id: &str,
-        event: Event,
-    ) -> Option<std::result::Result<Vec<Effect>, Refused>> {
-        if !st.runs.contains_key(run_id) {
-            match self.parts.journal.load(run_id).await {
-                Ok(Some(r)) => {
-                    st.runs.insert(run_id.to_owned(), r);
-                }
-                Ok(None) => return None,
-                Err(e) => {
-                    tracing::error!(run_id, error = %e, "cannot load a run; the event is dropped");
-                    return None;
-                }
-            }
-        }
-        let run = st.runs.get_mut(run_id)?;
-        run.halted |= st.halted;
-        Some(self.parts.machine.handle(run, now, event))
     }
 
     fn snapshot(&self, seq: u64, r: &RunRecord) -> Snapshot {
