@@ -1,6 +1,7 @@
 //! The embedded S3 store.
 //!
-//! - `mod.rs`: [`Store`], [`StoreOptions`], opening, and the in-process API.
+//! - `mod.rs`: [`Store`], [`StoreOptions`], opening, and the in-process API (`read.rs`: its
+//!   object reads).
 //! - `index.rs`: the SQLite index (buckets, objects); `list.rs`: ListObjectsV2;
 //!   `multipart.rs`: multipart uploads.
 //! - `body.rs`: where a body lives (inline in its index row when small, else a body file,
