@@ -219,3 +219,107 @@ async fn sync_soon_syncs_itself_when_no_other_sync_comes() {
         .expect("sync_soon");
     assert_eq!(syncs(&path), 1);
 }
+
+#[test]
+fn a_save_sets_only_the_projected_columns_that_change_so_an_exit_rewrites_no_other_index() {
+    use crate::machine::Event;
+    use linedee::{Task, Workflow};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = open(&dir.path().join("j.sqlite"), false).expect("open");
+    c.execute_batch(SCHEMA).expect("schema");
+    let machine = Machine::default();
+    let trigger = Trigger {
+        bucket: "b".to_owned(),
+        key: "in/r1".to_owned(),
+        etag: None,
+        kind: TriggerKind::LdRun,
+    };
+    let workflow = Workflow::new().step(Task::new("work"));
+    let (mut record, _) = machine.create("r1", trigger, Ok(workflow), false, 1);
+    let task_id = record.tasks[0].task_id.clone();
+    let tx = c.transaction().expect("begin");
+    assert!(
+        insert(
+            &tx,
+            &NewRun {
+                record: record.clone(),
+                dedup: "r1".to_owned(),
+            },
+        )
+        .expect("insert")
+    );
+    tx.commit().expect("commit");
+    let wal_frames = |c: &Connection, mode: &str| -> i64 {
+        c.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| r.get(1))
+            .expect("checkpoint")
+    };
+    // Frames one save of `event`'s outcome writes.
+    let mut step = |record: &mut RunRecord, at: i64, event: Event| -> i64 {
+        let _ = machine.handle(record, at, event);
+        wal_frames(&c, "TRUNCATE");
+        let tx = c.transaction().expect("begin");
+        save(&tx, record).expect("save");
+        tx.commit().expect("commit");
+        wal_frames(&c, "PASSIVE")
+    };
+    step(
+        &mut record,
+        2,
+        Event::AttemptStarted {
+            task_id: task_id.clone(),
+            attempt: 1,
+            runner: "1".to_owned(),
+        },
+    );
+    let landed = step(
+        &mut record,
+        3,
+        Event::OutputLanded {
+            task_id: task_id.clone(),
+            state: None,
+        },
+    );
+    // The process exits after its output decided the run: only `live` and the attempt's exit
+    // code change.
+    let exited = step(
+        &mut record,
+        4,
+        Event::Exited {
+            task_id: task_id.clone(),
+            attempt: 1,
+            code: Some(0),
+            detail: None,
+        },
+    );
+    assert_eq!(
+        exited, 3,
+        "the run's table page, its live index and the attempt's row (an exit landed first wrote {landed})"
+    );
+
+    let row: (String, Option<i64>, Option<i64>, bool, String) = c
+        .query_row(
+            "SELECT status, started_ms, finished_ms, live, record FROM ld_runs WHERE run_id = 'r1'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .expect("run row");
+    assert_eq!(
+        row,
+        (
+            "succeeded".to_owned(),
+            Some(2),
+            record.finished_ms,
+            false,
+            record.to_json()
+        )
+    );
+    let attempt: (i64, Option<i64>, Option<String>, Option<i32>) = c
+        .query_row(
+            "SELECT started_ms, finished_ms, outcome, exit_code FROM ld_attempts
+             WHERE task_id = ?1 AND attempt = 1",
+            [&task_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .expect("attempt row");
+    assert_eq!(attempt, (2, Some(3), Some("succeeded".to_owned()), Some(0)));
+}

@@ -71,59 +71,156 @@ DROP INDEX IF EXISTS ld_runs_created;
 
 /// Writes a record and its projection.
 ///
-/// A projected column is written only when its value changes. SQLite rewrites the entries of
-/// every index that holds a column an `UPDATE` sets, even to the same value, and most turns
-/// change the record but none of its indexed columns: they then write one table page, not a
-/// dozen index pages.
+/// Only the projected columns whose values change are set. SQLite rewrites the entries of
+/// every index that holds a column an `UPDATE` sets, even to the same value, so setting them
+/// all would rewrite a run's six indexes when its process exits (only `live` changes) and an
+/// attempt's three when its exit code comes. Most turns change the record alone: they write
+/// one table page.
 pub(super) fn save(tx: &rusqlite::Transaction<'_>, r: &RunRecord) -> rusqlite::Result<()> {
-    let record = r.to_json();
-    let projected = tx
-        .prepare_cached(
-            "UPDATE ld_runs SET title = ?2, status = ?3, error = ?4, started_ms = ?5,
-                 finished_ms = ?6, live = ?7, record = ?8
-             WHERE run_id = ?1 AND (title IS NOT ?2 OR status IS NOT ?3 OR error IS NOT ?4
-                 OR started_ms IS NOT ?5 OR finished_ms IS NOT ?6 OR live IS NOT ?7)",
-        )?
-        .execute(params![
-            r.run_id,
-            r.workflow.as_ref().and_then(|w| w.title.as_deref()),
-            r.status.as_str(),
-            r.error,
-            r.started_ms,
-            r.finished_ms,
-            r.has_live_processes(),
-            record
-        ])?;
-    if projected == 0 {
-        tx.prepare_cached("UPDATE ld_runs SET record = ?2 WHERE run_id = ?1")?
-            .execute(params![r.run_id, record])?;
+    project(tx, r, &r.to_json())?;
+    project_attempts(tx, r)
+}
+
+/// A run's projected columns, as stored or as its record has them.
+#[derive(Debug, PartialEq, Eq)]
+struct Projected {
+    title: Option<String>,
+    status: String,
+    error: Option<String>,
+    started_ms: Option<i64>,
+    finished_ms: Option<i64>,
+    live: bool,
+}
+
+impl Projected {
+    fn of(r: &RunRecord) -> Self {
+        Projected {
+            title: r.workflow.as_ref().and_then(|w| w.title.clone()),
+            status: r.status.as_str().to_owned(),
+            error: r.error.clone(),
+            started_ms: r.started_ms,
+            finished_ms: r.finished_ms,
+            live: r.has_live_processes(),
+        }
     }
-    let mut stmt = tx.prepare_cached(
-        "INSERT INTO ld_attempts (task_id, attempt, run_id, step, idx, cmd, started_ms, finished_ms, outcome, exit_code, error)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-         ON CONFLICT (task_id, attempt) DO UPDATE SET finished_ms = ?8, outcome = ?9, exit_code = ?10, error = ?11
-         WHERE ld_attempts.finished_ms IS NOT ?8 OR ld_attempts.outcome IS NOT ?9
-             OR ld_attempts.exit_code IS NOT ?10 OR ld_attempts.error IS NOT ?11",
-    )?;
+}
+
+/// Sets the run's row to `record` and `r`'s projection: one `UPDATE` that names the record
+/// and only the projected columns that differ from the stored row.
+fn project(tx: &rusqlite::Transaction<'_>, r: &RunRecord, record: &str) -> rusqlite::Result<()> {
+    use rusqlite::OptionalExtension as _;
+    let stored = tx
+        .prepare_cached(
+            "SELECT title, status, error, started_ms, finished_ms, live FROM ld_runs
+             WHERE run_id = ?1",
+        )?
+        .query_row([&r.run_id], |row| {
+            Ok(Projected {
+                title: row.get(0)?,
+                status: row.get(1)?,
+                error: row.get(2)?,
+                started_ms: row.get(3)?,
+                finished_ms: row.get(4)?,
+                live: row.get(5)?,
+            })
+        })
+        .optional()?;
+    let Some(stored) = stored else {
+        return Ok(());
+    };
+    let now = Projected::of(r);
+    let mut set: Vec<(&str, &dyn rusqlite::ToSql)> = vec![("record", &record)];
+    if stored.title != now.title {
+        set.push(("title", &now.title));
+    }
+    if stored.status != now.status {
+        set.push(("status", &now.status));
+    }
+    if stored.error != now.error {
+        set.push(("error", &now.error));
+    }
+    if stored.started_ms != now.started_ms {
+        set.push(("started_ms", &now.started_ms));
+    }
+    if stored.finished_ms != now.finished_ms {
+        set.push(("finished_ms", &now.finished_ms));
+    }
+    if stored.live != now.live {
+        set.push(("live", &now.live));
+    }
+    let columns: Vec<String> = set
+        .iter()
+        .enumerate()
+        .map(|(i, (column, _))| format!("{column} = ?{}", i + 2))
+        .collect();
+    let sql = format!(
+        "UPDATE ld_runs SET {} WHERE run_id = ?1",
+        columns.join(", ")
+    );
+    let values =
+        std::iter::once(&r.run_id as &dyn rusqlite::ToSql).chain(set.iter().map(|(_, v)| *v));
+    tx.prepare_cached(&sql)?
+        .execute(rusqlite::params_from_iter(values))
+        .map(drop)
+}
+
+/// Writes the rows of `r`'s started attempts: a new one whole; a stored one's end (time and
+/// outcome) and its exit (code and error) each only when they changed, since the end is in
+/// three indexes and the exit in none.
+fn project_attempts(tx: &rusqlite::Transaction<'_>, r: &RunRecord) -> rusqlite::Result<()> {
+    use rusqlite::OptionalExtension as _;
+    type Stored = (Option<i64>, Option<String>, Option<i32>, Option<String>);
     for t in &r.tasks {
-        let cmd = r.def(t.step, t.idx).map_or("", |d| d.cmd.as_str());
         for a in &t.attempts {
             let Some(started) = a.started_ms else {
                 continue;
             };
-            stmt.execute(params![
-                t.task_id,
-                a.n,
-                r.run_id,
-                t.step as i64,
-                t.idx as i64,
-                cmd,
-                started,
-                a.finished_ms,
-                a.outcome.map(|o| o.as_str()),
-                a.exit_code,
-                a.error
-            ])?;
+            let outcome = a.outcome.map(|o| o.as_str());
+            let stored: Option<Stored> = tx
+                .prepare_cached(
+                    "SELECT finished_ms, outcome, exit_code, error FROM ld_attempts
+                     WHERE task_id = ?1 AND attempt = ?2",
+                )?
+                .query_row(params![t.task_id, a.n], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                })
+                .optional()?;
+            let Some((finished_ms, stored_outcome, exit_code, error)) = stored else {
+                let cmd = r.def(t.step, t.idx).map_or("", |d| d.cmd.as_str());
+                tx.prepare_cached(
+                    "INSERT INTO ld_attempts (task_id, attempt, run_id, step, idx, cmd, started_ms,
+                         finished_ms, outcome, exit_code, error)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                )?
+                .execute(params![
+                    t.task_id,
+                    a.n,
+                    r.run_id,
+                    t.step as i64,
+                    t.idx as i64,
+                    cmd,
+                    started,
+                    a.finished_ms,
+                    outcome,
+                    a.exit_code,
+                    a.error
+                ])?;
+                continue;
+            };
+            if finished_ms != a.finished_ms || stored_outcome.as_deref() != outcome {
+                tx.prepare_cached(
+                    "UPDATE ld_attempts SET finished_ms = ?3, outcome = ?4
+                     WHERE task_id = ?1 AND attempt = ?2",
+                )?
+                .execute(params![t.task_id, a.n, a.finished_ms, outcome])?;
+            }
+            if exit_code != a.exit_code || error != a.error {
+                tx.prepare_cached(
+                    "UPDATE ld_attempts SET exit_code = ?3, error = ?4
+                     WHERE task_id = ?1 AND attempt = ?2",
+                )?
+                .execute(params![t.task_id, a.n, a.exit_code, a.error])?;
+            }
         }
     }
     Ok(())
@@ -134,8 +231,8 @@ pub(super) fn insert(tx: &rusqlite::Transaction<'_>, new: &NewRun) -> rusqlite::
     let inserted = tx
         .prepare_cached(
         "INSERT OR IGNORE INTO ld_runs (run_id, dedup, bucket, trigger_key, trigger_etag, kind, title, status,
-             error, created_ms, finished_ms, record)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+             error, created_ms, started_ms, finished_ms, live, record)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )?
     .execute(params![
             r.run_id,
@@ -151,12 +248,14 @@ pub(super) fn insert(tx: &rusqlite::Transaction<'_>, new: &NewRun) -> rusqlite::
             r.status.as_str(),
             r.error,
             r.created_ms,
+            r.started_ms,
             r.finished_ms,
+            r.has_live_processes(),
             r.to_json()
         ])?
         == 1;
     if inserted {
-        save(tx, r)?;
+        project_attempts(tx, r)?;
     }
     Ok(inserted)
 }
