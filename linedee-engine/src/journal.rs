@@ -115,7 +115,7 @@ impl std::fmt::Debug for SqliteJournal {
 /// Commits between two checkpoints of the journal's WAL. SQLite's own (every 1,000 WAL pages,
 /// inside the commit that crosses the mark, with its fsyncs) is off, so that no commit made
 /// on the calling thread ([`SqliteJournal::on_now`]) waits for the disk; this one runs on
-/// the blocking pool. A one-task run's commits write about 30 pages in all (29 WAL frames,
+/// the blocking pool. A one-task run's commits write about 25 pages in all (WAL frames,
 /// counted with strace in the P2 benchmark).
 const CHECKPOINT_EVERY: u64 = 256;
 
@@ -132,7 +132,7 @@ fn open(path: &Path, fsync: bool) -> Result<Connection, JournalError> {
     conn.busy_timeout(std::time::Duration::from_secs(30))
         .map_err(JournalError::Sqlite)?;
     // A save's `UPDATE` names only the columns that change (`rows.rs`): a handful of
-    // statements more than SQLite's default of 16 cached ones.
+    // statements more than rusqlite's default cache of 16 holds.
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
