@@ -209,11 +209,14 @@ async fn a_journal_that_cannot_be_written_stops_the_engine_with_the_reason_and_i
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
-    // The journal's attempts table goes away under the engine: its next commit fails.
+    // The journal's runs table refuses every change under the engine: its next commit fails.
     rusqlite::Connection::open(journal_path(dir.path()))
         .expect("open the journal")
-        .execute_batch("DROP TABLE ld_attempts")
-        .expect("drop a table");
+        .execute_batch(
+            "CREATE TRIGGER ld_broken BEFORE UPDATE ON ld_runs
+             BEGIN SELECT RAISE(ABORT, 'broken'); END",
+        )
+        .expect("break the table");
     let cancelled = running.engine.cancel("doomed").await;
     assert!(cancelled.is_err(), "{cancelled:?}");
     let ended = (&mut running.task).await.expect("engine task");

@@ -2,14 +2,21 @@
 //!
 //! [`Journal`] is what a driver needs; [`SqliteJournal`] is the local engine's, a SQLite file of
 //! its own (`journal.sqlite` in the data directory). Each run's record is stored as the
-//! machine's JSON, and projected into indexed rows (runs, tasks, attempts) in the same
-//! transaction, for listings and the dashboard (`journal/rows.rs`: the tables and that
-//! projection).
+//! machine's JSON, and projected into indexed rows (runs and attempts) for listings and the
+//! dashboard (`journal/rows.rs`: the tables and that projection).
+//!
+//! The projection lags the records by at most [`PROJECT_WITHIN`], and never for a reader: it
+//! is brought up to date before every read of it, and whenever runs are marked published. So
+//! a short run's index entries are written once, after it ended, in a commit shared with other
+//! runs, instead of at each of its transitions.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension};
 
 use crate::error::{JournalError, Result};
 use linedee::status::{Trigger, TriggerKind};
@@ -19,7 +26,7 @@ use crate::machine::RunRecord;
 mod rows;
 
 pub(crate) use rows::SCHEMA;
-use rows::{insert, save};
+use rows::{insert, mark_published, marked, project, save};
 
 /// A run to resume at start.
 #[derive(Debug)]
@@ -62,8 +69,9 @@ pub(crate) trait Journal: Send + Sync + 'static {
     async fn resumable(&self) -> Result<Vec<Resumable>>;
     /// Finished runs whose status document may not show their final status.
     async fn unpublished(&self) -> Result<Vec<String>>;
-    /// Records which final status each run's document shows (run id, status), in one write.
-    /// Losing it is harmless: at start, a finished run not marked has its document rewritten.
+    /// Records which final status each run's document shows (run id, status), soon, in one
+    /// write. Losing it is harmless: at start, a finished run not marked has its document
+    /// rewritten.
     async fn published(&self, marks: Vec<(String, String)>) -> Result<()>;
     /// Makes every commit that returned before this call durable across power loss. A driver
     /// carries most effects out right after a commit, before it is durable (a power loss
@@ -87,6 +95,58 @@ pub(crate) struct SqliteJournal {
     writer: Arc<Mutex<Connection>>,
     reader: Arc<Mutex<Connection>>,
     durability: Arc<Durability>,
+    projection: Arc<Projection>,
+}
+
+/// What waits for the next projection. Changed only by a holder of the writer, so its
+/// records' runs are exactly those marked in `ld_unprojected`.
+#[derive(Debug, Default)]
+struct Projection {
+    pending: Mutex<Pending>,
+    /// A projection within [`PROJECT_WITHIN`] is scheduled.
+    scheduled: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    /// Each run's latest record.
+    records: HashMap<String, RunRecord>,
+    /// Final statuses shown by runs' documents (run id, status), for [`Journal::published`].
+    published: Vec<(String, String)>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.records.is_empty() && self.published.is_empty()
+    }
+}
+
+impl Projection {
+    fn pending(&self) -> MutexGuard<'_, Pending> {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Projects what is pending in one transaction. On an error it stays pending (the
+    /// transaction rolls back, marks and all).
+    fn project_on(&self, c: &mut Connection) -> rusqlite::Result<()> {
+        let Pending { records, published } = std::mem::take(&mut *self.pending());
+        let done = (|| {
+            let tx = c.transaction()?;
+            project(&tx, records.values())?;
+            mark_published(&tx, &published)?;
+            tx.commit()
+        })();
+        if done.is_err() {
+            let mut pending = self.pending();
+            for (run_id, r) in records {
+                pending.records.entry(run_id).or_insert(r);
+            }
+            pending.published.extend(published);
+        }
+        done
+    }
 }
 
 /// Commits are durable against a crash of the process when they return (SQLite's WAL with
@@ -118,6 +178,10 @@ impl std::fmt::Debug for SqliteJournal {
 /// the blocking pool. A one-task run's commits write about 25 pages in all (WAL frames,
 /// counted with strace in the P2 benchmark).
 const CHECKPOINT_EVERY: u64 = 256;
+
+/// How long a saved record may wait for its projection (a lone run's; under load, runs are
+/// projected as they are marked published). Readers never wait for it: they project first.
+pub(crate) const PROJECT_WITHIN: Duration = Duration::from_millis(100);
 
 /// Most rows a write may have to run on the calling thread ([`SqliteJournal::on_now`]): a
 /// turn's few records, not a burst of new runs.
@@ -153,16 +217,40 @@ fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Projects the runs a crash left marked unprojected, from their stored records. A record that
+/// cannot be read keeps its earlier projection (resuming reports it).
+fn project_marked(c: &mut Connection) -> rusqlite::Result<()> {
+    let records: Vec<RunRecord> = marked(c)?
+        .into_iter()
+        .filter_map(|(run_id, json)| match RunRecord::from_json(&json) {
+            Ok(r) => Some(r),
+            Err(reason) => {
+                tracing::warn!(
+                    run_id,
+                    reason,
+                    "cannot project a run whose record cannot be read"
+                );
+                None
+            }
+        })
+        .collect();
+    let tx = c.transaction()?;
+    project(&tx, &records)?;
+    tx.execute("DELETE FROM ld_unprojected", [])?;
+    tx.commit()
+}
+
 impl SqliteJournal {
     /// Opens (or creates) the journal at `path`. Every commit survives a crash of the process
     /// when it returns; with `fsync`, [`Journal::sync`] makes commits durable across power loss.
     pub(crate) fn open(path: &Path, fsync: bool) -> Result<Self> {
-        let writer = open(path, fsync)?;
+        let mut writer = open(path, fsync)?;
         writer.execute_batch(SCHEMA).map_err(JournalError::Sqlite)?;
         // Checkpoints run on the blocking pool instead (`committed`).
         writer
             .pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(JournalError::Sqlite)?;
+        project_marked(&mut writer).map_err(JournalError::Sqlite)?;
         let reader = open(path, fsync)?;
         Ok(SqliteJournal {
             writer: Arc::new(Mutex::new(writer)),
@@ -174,7 +262,42 @@ impl SqliteJournal {
                 syncing: tokio::sync::Mutex::new(()),
                 synced: tokio::sync::Notify::new(),
             }),
+            projection: Arc::default(),
         })
+    }
+
+    /// Projects every record saved so far, now.
+    pub(crate) async fn project(&self) -> Result<()> {
+        let p = &self.projection;
+        p.scheduled.store(false, Ordering::Release);
+        let rows = {
+            let pending = p.pending();
+            if pending.is_empty() {
+                return Ok(());
+            }
+            pending.records.len() + pending.published.len()
+        };
+        let p = Arc::clone(p);
+        let project = move |c: &mut Connection| p.project_on(c);
+        if rows <= INLINE_ROWS {
+            Self::on_now(&self.writer, project).await
+        } else {
+            Self::on(&self.writer, project).await
+        }
+    }
+
+    /// Projects the records saved so far within [`PROJECT_WITHIN`], unless that is scheduled.
+    fn project_soon(&self) {
+        if self.projection.scheduled.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let journal = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(PROJECT_WITHIN).await;
+            if let Err(e) = journal.project().await {
+                tracing::warn!(error = %e, "cannot project the journal's records; the next read or save tries again");
+            }
+        });
     }
 
     /// Counts a commit that returned, for [`Journal::sync`]; every [`CHECKPOINT_EVERY`]
@@ -227,12 +350,14 @@ impl SqliteJournal {
         }
     }
 
-    /// Runs a read on the reader connection, off the async threads.
+    /// Runs a read on the reader connection, off the async threads, once every record saved
+    /// before the call is projected.
     pub(crate) async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     {
+        self.project().await?;
         Self::on(&self.reader, f).await
     }
 }
@@ -244,16 +369,28 @@ impl Journal for SqliteJournal {
             return Ok(Vec::new());
         }
         let rows = batch.create.len() + batch.save.len();
+        let saved = !batch.save.is_empty();
+        let projection = Arc::clone(&self.projection);
         let commit = move |c: &mut Connection| {
             let tx = c.transaction()?;
             let mut created = Vec::with_capacity(batch.create.len());
             for new in &batch.create {
                 created.push(insert(&tx, new)?);
             }
-            for r in &batch.save {
-                save(&tx, r)?;
+            {
+                let pending = projection.pending();
+                let mut marked = std::collections::HashSet::new();
+                for r in &batch.save {
+                    let known =
+                        pending.records.contains_key(&r.run_id) || !marked.insert(&r.run_id);
+                    save(&tx, r, known)?;
+                }
             }
             tx.commit()?;
+            let mut pending = projection.pending();
+            for r in batch.save {
+                pending.records.insert(r.run_id.clone(), r);
+            }
             Ok(created)
         };
         let created = if rows <= INLINE_ROWS {
@@ -262,6 +399,9 @@ impl Journal for SqliteJournal {
             Self::on(&self.writer, commit).await
         };
         self.committed();
+        if saved {
+            self.project_soon();
+        }
         created
     }
 
@@ -287,6 +427,7 @@ impl Journal for SqliteJournal {
 
     async fn resumable(&self) -> Result<Vec<Resumable>> {
         type Row = (String, String, String, Option<String>, String, String);
+        self.project().await?;
         let rows: Vec<Row> = Self::on(&self.reader, |c| {
             let mut stmt = c.prepare(
                 "SELECT run_id, bucket, trigger_key, trigger_etag, kind, record FROM ld_runs
@@ -330,6 +471,7 @@ impl Journal for SqliteJournal {
     }
 
     async fn unpublished(&self) -> Result<Vec<String>> {
+        self.project().await?;
         Self::on(&self.reader, |c| {
             let mut stmt = c.prepare(
                 "SELECT run_id FROM ld_runs WHERE status NOT IN ('queued', 'running')
@@ -341,23 +483,11 @@ impl Journal for SqliteJournal {
     }
 
     async fn published(&self, marks: Vec<(String, String)>) -> Result<()> {
-        let marks_len = marks.len();
-        let mark = move |c: &mut Connection| {
-            let tx = c.transaction()?;
-            {
-                let mut stmt =
-                    tx.prepare_cached("UPDATE ld_runs SET published = ?2 WHERE run_id = ?1")?;
-                for (run_id, status) in &marks {
-                    stmt.execute(params![run_id, status])?;
-                }
-            }
-            tx.commit()
-        };
-        if marks_len <= INLINE_ROWS {
-            Self::on_now(&self.writer, mark).await
-        } else {
-            Self::on(&self.writer, mark).await
-        }
+        // Written with the next projection: losing a mark is harmless (the document is
+        // written again at start), and a read sees it, as it projects first.
+        self.projection.pending().published.extend(marks);
+        self.project_soon();
+        Ok(())
     }
 
     async fn sync(&self) -> Result<()> {
@@ -417,7 +547,7 @@ pub(crate) fn damage(path: &Path, run_id: &str, text: &str) -> rusqlite::Result<
     let c = Connection::open(path)?;
     c.execute(
         "UPDATE ld_runs SET record = ?2 WHERE run_id = ?1",
-        params![run_id, text],
+        rusqlite::params![run_id, text],
     )
     .map(drop)
 }

@@ -56,8 +56,24 @@ fn opening_a_journal_drops_the_indexes_no_query_needs() {
     assert!(indexes.iter().any(|i| i == "ld_runs_finished_status"));
 }
 
+fn wal_frames(c: &Connection, mode: &str) -> i64 {
+    c.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| r.get(1))
+        .expect("checkpoint")
+}
+
+/// The run's projected status and error, and whether it is marked unprojected.
+fn projected(c: &Connection, run_id: &str) -> (String, Option<String>, bool) {
+    c.query_row(
+        "SELECT status, error, EXISTS (SELECT 1 FROM ld_unprojected u WHERE u.run_id = r.run_id)
+         FROM ld_runs r WHERE run_id = ?1",
+        [run_id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )
+    .expect("row")
+}
+
 #[test]
-fn a_save_that_changes_no_projected_column_writes_the_record_alone() {
+fn a_save_writes_the_record_and_a_mark_and_its_projection_follows_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut c = open(&dir.path().join("j.sqlite"), false).expect("open");
     c.execute_batch(SCHEMA).expect("schema");
@@ -66,43 +82,131 @@ fn a_save_that_changes_no_projected_column_writes_the_record_alone() {
     let tx = c.transaction().expect("begin");
     assert!(insert(&tx, &new).expect("insert"));
     tx.commit().expect("commit");
-    let wal_frames = |c: &Connection, mode: &str| -> i64 {
-        c.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| r.get(1))
-            .expect("checkpoint")
-    };
     wal_frames(&c, "TRUNCATE");
-    let saved = |c: &mut Connection, r: &RunRecord| {
+    let saved = |c: &mut Connection, r: &RunRecord, marked: bool| {
         let tx = c.transaction().expect("begin");
-        save(&tx, r).expect("save");
+        save(&tx, r, marked).expect("save");
         tx.commit().expect("commit");
     };
-    let row = |c: &Connection| -> (String, String, Option<String>) {
-        c.query_row(
-            "SELECT record, status, error FROM ld_runs WHERE run_id = 'r1'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .expect("row")
-    };
 
-    // Only the record changes (no projected column holds the trigger's ETag).
-    record.trigger.etag = Some("\"e\"".to_owned());
-    saved(&mut c, &record);
-    assert_eq!(
-        wal_frames(&c, "PASSIVE"),
-        1,
-        "one table page, no index page"
-    );
-    assert_eq!(row(&c).0, record.to_json());
-
-    // A projected column that changes is written, with its indexes.
+    // A projected column changes, but the save writes no index page: the run's table page and
+    // the marks' page.
     record.error = Some("changed".to_owned());
-    saved(&mut c, &record);
-    let (json, status, error) = row(&c);
-    assert_eq!(json, record.to_json());
+    saved(&mut c, &record, false);
+    assert_eq!(wal_frames(&c, "PASSIVE"), 2, "the record and the mark");
+    wal_frames(&c, "TRUNCATE");
+    let stored: String = c
+        .query_row("SELECT record FROM ld_runs WHERE run_id = 'r1'", [], |r| {
+            r.get(0)
+        })
+        .expect("record");
+    assert_eq!(stored, record.to_json());
     assert_eq!(
-        (status.as_str(), error.as_deref()),
-        (record.status.as_str(), Some("changed"))
+        projected(&c, "r1"),
+        (
+            record.status.as_str().to_owned(),
+            Some("x".to_owned()),
+            true
+        ),
+        "the projection lags until projected"
+    );
+    // Saved again while marked: the table page alone.
+    record.trigger.etag = Some("\"e\"".to_owned());
+    saved(&mut c, &record, true);
+    assert_eq!(wal_frames(&c, "PASSIVE"), 1, "one table page");
+
+    let tx = c.transaction().expect("begin");
+    project(&tx, [&record]).expect("project");
+    tx.commit().expect("commit");
+    assert_eq!(
+        projected(&c, "r1"),
+        (
+            record.status.as_str().to_owned(),
+            Some("changed".to_owned()),
+            false
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_saved_record_is_projected_before_a_read_and_soon_without_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j.sqlite");
+    let j = SqliteJournal::open(&path, false).expect("open");
+    let new = batch("r1").create.remove(0);
+    let mut record = new.record.clone();
+    j.commit(Batch {
+        create: vec![new],
+        save: Vec::new(),
+    })
+    .await
+    .expect("create");
+    let raw = Connection::open(&path).expect("open");
+
+    record.error = Some("first".to_owned());
+    j.commit(Batch {
+        create: Vec::new(),
+        save: vec![record.clone()],
+    })
+    .await
+    .expect("save");
+    let error: Option<String> = j
+        .read(|c| {
+            c.query_row("SELECT error FROM ld_runs WHERE run_id = 'r1'", [], |r| {
+                r.get(0)
+            })
+        })
+        .await
+        .expect("read");
+    assert_eq!(
+        error.as_deref(),
+        Some("first"),
+        "a read sees every save before it"
+    );
+    assert!(!projected(&raw, "r1").2, "and the mark is gone");
+
+    record.error = Some("second".to_owned());
+    j.commit(Batch {
+        create: Vec::new(),
+        save: vec![record.clone()],
+    })
+    .await
+    .expect("save");
+    // Nobody reads: the projection comes by itself, within PROJECT_WITHIN.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while projected(&raw, "r1").1.as_deref() != Some("second") {
+        assert!(tokio::time::Instant::now() < deadline, "never projected");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(!projected(&raw, "r1").2);
+}
+
+#[test]
+fn opening_the_journal_projects_the_runs_a_crash_left_unprojected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j.sqlite");
+    let new = batch("r1").create.remove(0);
+    let mut record = new.record.clone();
+    {
+        // Saved, then the process died before projecting.
+        let mut c = open(&path, false).expect("open");
+        c.execute_batch(SCHEMA).expect("schema");
+        let tx = c.transaction().expect("begin");
+        assert!(insert(&tx, &new).expect("insert"));
+        record.error = Some("saved".to_owned());
+        save(&tx, &record, false).expect("save");
+        tx.commit().expect("commit");
+        assert_eq!(projected(&c, "r1").1.as_deref(), Some("x"));
+    }
+    drop(SqliteJournal::open(&path, false).expect("open"));
+    let c = Connection::open(&path).expect("open");
+    assert_eq!(
+        projected(&c, "r1"),
+        (
+            record.status.as_str().to_owned(),
+            Some("saved".to_owned()),
+            false
+        )
     );
 }
 
@@ -121,11 +225,7 @@ async fn a_commit_while_the_writer_is_held_waits_for_it_on_the_pool() {
     });
     held_rx.recv().expect("held");
     let commit = tokio::spawn({
-        let j = SqliteJournal {
-            writer: Arc::clone(&j.writer),
-            reader: Arc::clone(&j.reader),
-            durability: Arc::clone(&j.durability),
-        };
+        let j = j.clone();
         async move { j.commit(batch("r1")).await }
     });
     tokio::task::yield_now().await;
@@ -221,7 +321,7 @@ async fn sync_soon_syncs_itself_when_no_other_sync_comes() {
 }
 
 #[test]
-fn a_save_sets_only_the_projected_columns_that_change_so_an_exit_rewrites_no_other_index() {
+fn a_projection_sets_only_the_columns_that_change_so_an_exit_rewrites_no_other_index() {
     use crate::machine::Event;
     use linedee::{Task, Workflow};
     let dir = tempfile::tempdir().expect("tempdir");
@@ -249,16 +349,13 @@ fn a_save_sets_only_the_projected_columns_that_change_so_an_exit_rewrites_no_oth
         .expect("insert")
     );
     tx.commit().expect("commit");
-    let wal_frames = |c: &Connection, mode: &str| -> i64 {
-        c.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| r.get(1))
-            .expect("checkpoint")
-    };
-    // Frames one save of `event`'s outcome writes.
+    // Frames a save of `event`'s outcome and its projection write together.
     let mut step = |record: &mut RunRecord, at: i64, event: Event| -> i64 {
         let _ = machine.handle(record, at, event);
         wal_frames(&c, "TRUNCATE");
         let tx = c.transaction().expect("begin");
-        save(&tx, record).expect("save");
+        save(&tx, record, true).expect("save");
+        project(&tx, [&*record]).expect("project");
         tx.commit().expect("commit");
         wal_frames(&c, "PASSIVE")
     };

@@ -1,6 +1,9 @@
 //! The journal's tables: each run's record as the machine's JSON, and its projection into
-//! indexed rows (runs and attempts) for listings and the dashboard, written in the same
-//! transaction.
+//! indexed rows (runs and attempts) for listings and the dashboard.
+//!
+//! A save writes the record and marks the run unprojected (`ld_unprojected`); the projection
+//! follows in a later commit shared by many runs ([`project`], `journal.rs` says when). A
+//! crash in between loses nothing: opening the journal projects the marked runs first.
 
 use rusqlite::params;
 
@@ -48,6 +51,8 @@ CREATE TABLE IF NOT EXISTS ld_attempts (
     PRIMARY KEY (task_id, attempt)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS ld_attempts_run ON ld_attempts (run_id, step, idx, attempt);
+-- Runs whose record changed since their row's columns and attempts were last projected.
+CREATE TABLE IF NOT EXISTS ld_unprojected (run_id TEXT PRIMARY KEY) WITHOUT ROWID;
 -- For the overview's aggregates (stats.rs): counts are index range counts, percentiles either
 -- sort a small window's rows or walk a duration index in order.
 CREATE INDEX IF NOT EXISTS ld_runs_started ON ld_runs (started_ms) WHERE started_ms IS NOT NULL;
@@ -69,16 +74,64 @@ DROP INDEX IF EXISTS ld_attempts_started;
 DROP INDEX IF EXISTS ld_runs_created;
 ";
 
-/// Writes a record and its projection.
+/// Writes a record and marks its run unprojected (`marked`: already marked, in this commit or
+/// an earlier one not yet projected). Only the record's column is set, so no index entry is
+/// rewritten: the run's table page and, for a run not yet marked, the marks' page.
+pub(super) fn save(
+    tx: &rusqlite::Transaction<'_>,
+    r: &RunRecord,
+    marked: bool,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached("UPDATE ld_runs SET record = ?2 WHERE run_id = ?1")?
+        .execute(params![r.run_id, r.to_json()])?;
+    if !marked {
+        tx.prepare_cached("INSERT OR IGNORE INTO ld_unprojected (run_id) VALUES (?1)")?
+            .execute([&r.run_id])?;
+    }
+    Ok(())
+}
+
+/// Projects `runs` (each its latest record) into their rows and attempts, and clears their
+/// marks.
 ///
 /// Only the projected columns whose values change are set. SQLite rewrites the entries of
 /// every index that holds a column an `UPDATE` sets, even to the same value, so setting them
-/// all would rewrite a run's six indexes when its process exits (only `live` changes) and an
-/// attempt's three when its exit code comes. Most turns change the record alone: they write
-/// one table page.
-pub(super) fn save(tx: &rusqlite::Transaction<'_>, r: &RunRecord) -> rusqlite::Result<()> {
-    project(tx, r, &r.to_json())?;
-    project_attempts(tx, r)
+/// all would rewrite a run's six indexes when only `live` changes, and an attempt's three
+/// when its exit code comes. Projecting a short run once, after it ended, writes each of its
+/// index entries once; and the runs projected together share the pages of the indexes kept in
+/// time order.
+pub(super) fn project<'a>(
+    tx: &rusqlite::Transaction<'_>,
+    runs: impl IntoIterator<Item = &'a RunRecord>,
+) -> rusqlite::Result<()> {
+    for r in runs {
+        project_run(tx, r)?;
+        project_attempts(tx, r)?;
+        tx.prepare_cached("DELETE FROM ld_unprojected WHERE run_id = ?1")?
+            .execute([&r.run_id])?;
+    }
+    Ok(())
+}
+
+/// Records which final status each run's document shows (run id, status).
+pub(super) fn mark_published(
+    tx: &rusqlite::Transaction<'_>,
+    marks: &[(String, String)],
+) -> rusqlite::Result<()> {
+    for (run_id, status) in marks {
+        tx.prepare_cached("UPDATE ld_runs SET published = ?2 WHERE run_id = ?1")?
+            .execute(params![run_id, status])?;
+    }
+    Ok(())
+}
+
+/// The marked runs' stored records (run id, JSON), for projecting them at open.
+pub(super) fn marked(c: &rusqlite::Connection) -> rusqlite::Result<Vec<(String, String)>> {
+    c.prepare(
+        "SELECT u.run_id, r.record FROM ld_unprojected u JOIN ld_runs r ON r.run_id = u.run_id",
+    )?
+    .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+    .collect()
 }
 
 /// A run's projected columns, as stored or as its record has them.
@@ -105,9 +158,9 @@ impl Projected {
     }
 }
 
-/// Sets the run's row to `record` and `r`'s projection: one `UPDATE` that names the record
-/// and only the projected columns that differ from the stored row.
-fn project(tx: &rusqlite::Transaction<'_>, r: &RunRecord, record: &str) -> rusqlite::Result<()> {
+/// Sets the run's row to `r`'s projection: one `UPDATE` that names only the projected columns
+/// that differ from the stored row, none when nothing does.
+fn project_run(tx: &rusqlite::Transaction<'_>, r: &RunRecord) -> rusqlite::Result<()> {
     use rusqlite::OptionalExtension as _;
     let stored = tx
         .prepare_cached(
@@ -129,7 +182,7 @@ fn project(tx: &rusqlite::Transaction<'_>, r: &RunRecord, record: &str) -> rusql
         return Ok(());
     };
     let now = Projected::of(r);
-    let mut set: Vec<(&str, &dyn rusqlite::ToSql)> = vec![("record", &record)];
+    let mut set: Vec<(&str, &dyn rusqlite::ToSql)> = Vec::new();
     if stored.title != now.title {
         set.push(("title", &now.title));
     }
@@ -147,6 +200,9 @@ fn project(tx: &rusqlite::Transaction<'_>, r: &RunRecord, record: &str) -> rusql
     }
     if stored.live != now.live {
         set.push(("live", &now.live));
+    }
+    if set.is_empty() {
+        return Ok(());
     }
     let columns: Vec<String> = set
         .iter()
