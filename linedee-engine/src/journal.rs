@@ -175,7 +175,7 @@ impl std::fmt::Debug for SqliteJournal {
 /// Commits between two checkpoints of the journal's WAL. SQLite's own (every 1,000 WAL pages,
 /// inside the commit that crosses the mark, with its fsyncs) is off, so that no commit made
 /// on the calling thread ([`SqliteJournal::on_now`]) waits for the disk; this one runs on
-/// the blocking pool. A one-task run's commits write about 25 pages in all (WAL frames,
+/// the blocking pool. A one-task run's commits write about 16 pages in all (WAL frames,
 /// counted with strace in the P2 benchmark).
 const CHECKPOINT_EVERY: u64 = 256;
 

@@ -55,6 +55,9 @@ struct Entry {
 #[derive(Default)]
 struct Pending {
     runs: HashMap<String, Entry>,
+    /// `runs` by due time, so that taking the due ones costs what is taken, not what waits (a
+    /// long queue's `queued` documents can be tens of thousands).
+    by_due: std::collections::BTreeSet<(Instant, String)>,
     /// Callers waiting for a run's document to show at least a given snapshot.
     waiting: HashMap<String, Vec<(u64, oneshot::Sender<()>)>>,
     /// The writing loop has ended: nothing more is written.
@@ -210,13 +213,19 @@ impl Pending {
         }
         match self.runs.get_mut(&snapshot.doc.run_id) {
             Some(e) => {
+                if due < e.due {
+                    let run_id = snapshot.doc.run_id.clone();
+                    self.by_due.remove(&(e.due, run_id.clone()));
+                    self.by_due.insert((due, run_id));
+                    e.due = due;
+                }
                 if snapshot.seq > e.snapshot.seq {
                     e.snapshot = snapshot;
                 }
-                e.due = e.due.min(due);
             }
             None => {
                 let run_id = snapshot.doc.run_id.clone();
+                self.by_due.insert((due, run_id.clone()));
                 self.runs.insert(run_id, Entry { snapshot, due });
             }
         }
@@ -230,24 +239,25 @@ impl Pending {
         busy: &HashSet<String>,
         room: usize,
     ) -> (Vec<Snapshot>, Option<Instant>) {
-        let due: Vec<String> = self
-            .runs
-            .iter()
-            .filter(|(run_id, e)| e.due <= horizon && !busy.contains(*run_id))
-            .map(|(run_id, _)| run_id.clone())
-            .take(room)
-            .collect();
-        let ready = due
-            .iter()
-            .filter_map(|run_id| self.runs.remove(run_id))
+        let mut taken = Vec::new();
+        let mut next = None;
+        // In due order, past the few runs being written.
+        for (due, run_id) in self.by_due.iter().filter(|(_, id)| !busy.contains(id)) {
+            if *due <= horizon && taken.len() < room {
+                taken.push((*due, run_id.clone()));
+            } else {
+                next = Some(*due);
+                break;
+            }
+        }
+        let ready = taken
+            .into_iter()
+            .filter_map(|key| {
+                self.by_due.remove(&key);
+                self.runs.remove(&key.1)
+            })
             .map(|e| e.snapshot)
             .collect();
-        let next = self
-            .runs
-            .iter()
-            .filter(|(run_id, _)| !busy.contains(*run_id))
-            .map(|(_, e)| e.due)
-            .min();
         (ready, next)
     }
 

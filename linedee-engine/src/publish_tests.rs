@@ -398,3 +398,35 @@ async fn a_run_that_succeeded_by_its_outputs_is_published_without_waiting_for_a_
     r.stop.cancel();
     r.writer.await.expect("the publisher stops");
 }
+
+#[test]
+fn the_due_snapshots_are_taken_in_due_order_past_the_runs_being_written() {
+    let t0 = Instant::now();
+    let ms = |n| t0 + Duration::from_millis(n);
+    let mut p = Pending::default();
+    for (i, due) in [(1, 30), (2, 10), (3, 20), (4, 500)] {
+        p.add(at(&format!("r{i}"), i, RunState::Queued), ms(due));
+    }
+    // A newer snapshot keeps the earlier due time; an earlier due time moves the run up.
+    p.add(at("r3", 5, RunState::Running), ms(40));
+    p.add(at("r4", 6, RunState::Running), ms(5));
+    let busy: HashSet<String> = ["r4".to_owned()].into();
+
+    let (ready, next) = p.take_due(ms(25), &busy, 8);
+    let taken: Vec<(String, u64)> = ready
+        .iter()
+        .map(|s| (s.doc.run_id.clone(), s.seq))
+        .collect();
+    assert_eq!(taken, [("r2".to_owned(), 2), ("r3".to_owned(), 5)]);
+    assert_eq!(next, Some(ms(30)), "r1's; r4 is being written");
+
+    let (ready, next) = p.take_due(ms(100), &HashSet::new(), 0);
+    assert!(ready.is_empty(), "no room");
+    assert_eq!(next, Some(ms(5)));
+    let (ready, next) = p.take_due(ms(100), &HashSet::new(), 1);
+    assert_eq!(ready[0].doc.run_id, "r4");
+    assert_eq!(next, Some(ms(30)));
+    let (ready, next) = p.take_due(ms(100), &HashSet::new(), 8);
+    assert_eq!(ready.len(), 1);
+    assert_eq!((next, p.runs.len(), p.by_due.len()), (None, 0, 0));
+}
