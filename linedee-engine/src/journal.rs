@@ -6,9 +6,9 @@
 //! dashboard (`journal/rows.rs`: the tables and that projection).
 //!
 //! The projection lags the records by at most [`PROJECT_WITHIN`], and never for a reader: it
-//! is brought up to date before every read of it, and whenever runs are marked published. So
-//! a short run's index entries are written once, after it ended, in a commit shared with other
-//! runs, instead of at each of its transitions.
+//! is brought up to date before every read of it. So a short run's index entries are written
+//! once, after it ended, in a commit shared with other runs, instead of at each of its
+//! transitions.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -98,8 +98,8 @@ pub(crate) struct SqliteJournal {
     projection: Arc<Projection>,
 }
 
-/// What waits for the next projection. Changed only by a holder of the writer, so its
-/// records' runs are exactly those marked in `ld_unprojected`.
+/// What waits for the next projection. Its records change only under the writer's lock, so
+/// their runs are exactly those marked in `ld_unprojected`.
 #[derive(Debug, Default)]
 struct Projection {
     pending: Mutex<Pending>,
@@ -179,8 +179,8 @@ impl std::fmt::Debug for SqliteJournal {
 /// counted with strace in the P2 benchmark).
 const CHECKPOINT_EVERY: u64 = 256;
 
-/// How long a saved record may wait for its projection (a lone run's; under load, runs are
-/// projected as they are marked published). Readers never wait for it: they project first.
+/// How long a saved record or a published mark may wait for its projection. Readers do not
+/// wait for it: they project first.
 pub(crate) const PROJECT_WITHIN: Duration = Duration::from_millis(100);
 
 /// Most rows a write may have to run on the calling thread ([`SqliteJournal::on_now`]): a
