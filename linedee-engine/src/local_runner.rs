@@ -245,18 +245,18 @@ impl Runner for Arc<LocalRunner> {
             p = Arc::clone(&self.permits).acquire_owned() => p.map_err(|_| StartError::Cancelled)?,
             () = cancel.cancelled() => return Err(StartError::Cancelled),
         };
-        // One trip to the blocking pool for everything the start reads or creates on disk.
+        // One trip to the blocking pool for everything the start reads or creates on disk,
+        // and for the spawn itself, which blocks until the new process has called `exec`.
+        // The process starts before the answer comes back.
         let (me, attempt) = (Arc::clone(self), spec.clone());
-        let (pspec, prepared) = tokio::task::spawn_blocking(move || {
+        let mut proc = tokio::task::spawn_blocking(move || {
             let pspec = me.process_spec(&attempt);
-            let prepared = process::prepare(&pspec);
-            (pspec, prepared)
+            process::prepare(&pspec)
+                .and_then(|prepared| process::spawn(pspec, prepared, &me.console))
         })
         .await
+        .map_err(|e| StartError::Failed(e.to_string()))?
         .map_err(|e| StartError::Failed(e.to_string()))?;
-        let mut proc = prepared
-            .and_then(|prepared| process::spawn(pspec, prepared, &self.console))
-            .map_err(|e| StartError::Failed(e.to_string()))?;
         // The process group id is what a later engine needs to stop a leftover group.
         let reference = match proc.pgid() {
             Some(pgid) => pgid.to_string(),
