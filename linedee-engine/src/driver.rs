@@ -196,6 +196,11 @@ impl Driver {
         self.parts.runner.stop_all().await;
         stop_publisher.cancel();
         let _ = publisher.await;
+        // The publisher's last marks and the last records' listings are written now, so the
+        // next start neither projects them again nor rewrites those runs' documents.
+        if let Err(e) = self.parts.journal.flush().await {
+            tracing::warn!(error = %e, "cannot write the journal's listings at shutdown; the next start writes them");
+        }
         result
     }
 

@@ -106,6 +106,29 @@ impl Running {
     }
 }
 
+impl Running {
+    /// Polls the run's status document (written by the background publisher) until it says
+    /// `status` (30 s at most). Unlike [`Running::until`], it leaves the journal alone.
+    async fn document(&self, run_id: &str, status: RunState) {
+        let key = linedee::status::status_key(run_id);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let doc = self
+                .engine
+                .store()
+                .get_object(self.engine.bucket(), &key)
+                .await
+                .expect("read the document")
+                .map(|(_, body)| serde_json::from_slice::<RunStatus>(&body).expect("a document"));
+            if doc.as_ref().is_some_and(|d| d.status == status) {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{doc:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
 fn journal_path(dir: &Path) -> PathBuf {
     dir.join("data").join("journal.sqlite")
 }
@@ -138,24 +161,40 @@ async fn a_stored_run_that_cannot_be_read_fails_with_the_reason_instead_of_stayi
         "{error}"
     );
     assert!(status.steps.is_empty(), "no task runs again: {status:?}");
-    // The status document says so too (written by the background publisher).
-    let key = linedee::status::status_key("damaged");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let doc = second
-            .engine
-            .store()
-            .get_object(second.engine.bucket(), &key)
-            .await
-            .expect("read the document")
-            .map(|(_, body)| serde_json::from_slice::<RunStatus>(&body).expect("a document"));
-        if doc.as_ref().is_some_and(|d| d.status == RunState::Failed) {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{doc:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // The status document says so too.
+    second.document("damaged", RunState::Failed).await;
     second.stop().await;
+}
+
+#[tokio::test]
+async fn a_graceful_stop_leaves_the_next_start_no_listing_to_project_and_no_document_to_rewrite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let running = start(build(dir.path(), Duration::ZERO)).await;
+    running
+        .submit("short", r#"{"run":[{"cmd":"true","no_output":true}]}"#)
+        .await;
+    // Waited for on the document: a read of the journal would project it first.
+    running.document("short", RunState::Succeeded).await;
+    running.stop().await;
+
+    let journal = rusqlite::Connection::open(journal_path(dir.path())).expect("journal");
+    let unprojected: i64 = journal
+        .query_row("SELECT count(*) FROM ld_unprojected", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(unprojected, 0, "every saved record is projected");
+    let (status, published): (String, Option<String>) = journal
+        .query_row(
+            "SELECT status, published FROM ld_runs WHERE run_id = 'short'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("the run's row");
+    assert_eq!(status, "succeeded", "the listing shows the run's end");
+    assert_eq!(
+        published.as_deref(),
+        Some("succeeded"),
+        "the document's final status is marked, so the next start leaves it alone"
+    );
 }
 
 #[tokio::test]

@@ -86,6 +86,12 @@ pub(crate) trait Journal: Send + Sync + 'static {
         let _ = within;
         self.sync().await
     }
+    /// Writes what the journal holds back in memory (listings, published marks), for a
+    /// graceful stop: the next start then has nothing of it to catch up on. Losing it is
+    /// harmless, as for [`Journal::published`].
+    async fn flush(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The local journal: a SQLite file with a writer connection and a reader connection of its
@@ -517,6 +523,10 @@ impl Journal for SqliteJournal {
         d.durable.fetch_max(covered, Ordering::AcqRel);
         d.synced.notify_waiters();
         Ok(())
+    }
+
+    async fn flush(&self) -> Result<()> {
+        self.project().await
     }
 
     async fn sync_soon(&self, within: std::time::Duration) -> Result<()> {
