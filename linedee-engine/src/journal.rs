@@ -6,15 +6,13 @@
 //! dashboard (`journal/rows.rs`: the tables and that projection).
 //!
 //! The projection lags the records by at most [`PROJECT_WITHIN`], and never for a reader: it
-//! is brought up to date before every read of it. So a short run's index entries are written
-//! once, after it ended, in a commit shared with other runs, instead of at each of its
-//! transitions.
+//! is brought up to date before every read of it (`journal/projection.rs`: what waits for it).
+//! So a short run's index entries are written once, after it ended, in a commit shared with
+//! other runs, instead of at each of its transitions.
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension};
 
@@ -23,10 +21,13 @@ use linedee::status::{Trigger, TriggerKind};
 
 use crate::machine::RunRecord;
 
+mod projection;
 mod rows;
 
+pub(crate) use projection::PROJECT_WITHIN;
+use projection::{Projection, project_marked};
 pub(crate) use rows::SCHEMA;
-use rows::{insert, mark_published, marked, project, save};
+use rows::{insert, save};
 
 /// A run to resume at start.
 #[derive(Debug)]
@@ -104,57 +105,6 @@ pub(crate) struct SqliteJournal {
     projection: Arc<Projection>,
 }
 
-/// What waits for the next projection. Its records change only under the writer's lock, so
-/// their runs are exactly those marked in `ld_unprojected`.
-#[derive(Debug, Default)]
-struct Projection {
-    pending: Mutex<Pending>,
-    /// A projection within [`PROJECT_WITHIN`] is scheduled.
-    scheduled: AtomicBool,
-}
-
-#[derive(Debug, Default)]
-struct Pending {
-    /// Each run's latest record.
-    records: HashMap<String, RunRecord>,
-    /// Final statuses shown by runs' documents (run id, status), for [`Journal::published`].
-    published: Vec<(String, String)>,
-}
-
-impl Pending {
-    fn is_empty(&self) -> bool {
-        self.records.is_empty() && self.published.is_empty()
-    }
-}
-
-impl Projection {
-    fn pending(&self) -> MutexGuard<'_, Pending> {
-        self.pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Projects what is pending in one transaction. On an error it stays pending (the
-    /// transaction rolls back, marks and all).
-    fn project_on(&self, c: &mut Connection) -> rusqlite::Result<()> {
-        let Pending { records, published } = std::mem::take(&mut *self.pending());
-        let done = (|| {
-            let tx = c.transaction()?;
-            project(&tx, records.values())?;
-            mark_published(&tx, &published)?;
-            tx.commit()
-        })();
-        if done.is_err() {
-            let mut pending = self.pending();
-            for (run_id, r) in records {
-                pending.records.entry(run_id).or_insert(r);
-            }
-            pending.published.extend(published);
-        }
-        done
-    }
-}
-
 /// Commits are durable against a crash of the process when they return (SQLite's WAL with
 /// `synchronous=NORMAL`) and against power loss once a later commit with `synchronous=FULL`
 /// has synced the WAL, which holds them all: [`Journal::sync`] makes one, shared by every
@@ -184,10 +134,6 @@ impl std::fmt::Debug for SqliteJournal {
 /// the blocking pool. A one-task run's commits write about 16 pages in all (WAL frames,
 /// counted with strace in the P2 benchmark).
 const CHECKPOINT_EVERY: u64 = 256;
-
-/// How long a saved record or a published mark may wait for its projection. Readers do not
-/// wait for it: they project first.
-pub(crate) const PROJECT_WITHIN: Duration = Duration::from_millis(100);
 
 /// Most rows a write may have to run on the calling thread ([`SqliteJournal::on_now`]): a
 /// turn's few records, not a burst of new runs.
@@ -221,29 +167,6 @@ where
 
 fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Projects the runs a crash left marked unprojected, from their stored records. A record that
-/// cannot be read keeps its earlier projection (resuming reports it).
-fn project_marked(c: &mut Connection) -> rusqlite::Result<()> {
-    let records: Vec<RunRecord> = marked(c)?
-        .into_iter()
-        .filter_map(|(run_id, json)| match RunRecord::from_json(&json) {
-            Ok(r) => Some(r),
-            Err(reason) => {
-                tracing::warn!(
-                    run_id,
-                    reason,
-                    "cannot project a run whose record cannot be read"
-                );
-                None
-            }
-        })
-        .collect();
-    let tx = c.transaction()?;
-    project(&tx, &records)?;
-    tx.execute("DELETE FROM ld_unprojected", [])?;
-    tx.commit()
 }
 
 impl SqliteJournal {
@@ -284,12 +207,8 @@ impl SqliteJournal {
             pending.records.len() + pending.published.len()
         };
         let p = Arc::clone(p);
-        let project = move |c: &mut Connection| p.project_on(c);
-        if rows <= INLINE_ROWS {
-            Self::on_now(&self.writer, project).await
-        } else {
-            Self::on(&self.writer, project).await
-        }
+        self.write(rows, move |c: &mut Connection| p.project_on(c))
+            .await
     }
 
     /// Projects the records saved so far within [`PROJECT_WITHIN`], unless that is scheduled.
@@ -343,8 +262,7 @@ impl SqliteJournal {
     /// Like [`SqliteJournal::on`], but a short statement on a connection nobody holds runs
     /// right here: a trip to the blocking pool (waking a thread, and the task again) costs more
     /// than such a statement. One that would wait for the connection (held through a sync's
-    /// fsync, say) still goes to the pool, as does anything with more than [`INLINE_ROWS`]
-    /// rows to write.
+    /// fsync, say) still goes to the pool.
     async fn on_now<T, F>(conn: &Arc<Mutex<Connection>>, f: F) -> Result<T>
     where
         T: Send + 'static,
@@ -353,6 +271,21 @@ impl SqliteJournal {
         match run_if_free(conn, f) {
             Ok(done) => Ok(done.map_err(JournalError::Sqlite)?),
             Err(f) => Self::on(conn, f).await,
+        }
+    }
+
+    /// Runs a write of `rows` rows on the writer connection: right here when that is at most
+    /// [`INLINE_ROWS`] and nobody holds the connection ([`SqliteJournal::on_now`]), else on
+    /// the blocking pool.
+    async fn write<T, F>(&self, rows: usize, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        if rows <= INLINE_ROWS {
+            Self::on_now(&self.writer, f).await
+        } else {
+            Self::on(&self.writer, f).await
         }
     }
 
@@ -399,11 +332,7 @@ impl Journal for SqliteJournal {
             }
             Ok(created)
         };
-        let created = if rows <= INLINE_ROWS {
-            Self::on_now(&self.writer, commit).await
-        } else {
-            Self::on(&self.writer, commit).await
-        };
+        let created = self.write(rows, commit).await;
         self.committed();
         if saved {
             self.project_soon();

@@ -1,5 +1,6 @@
 //! The journal's tests: commits, syncs, projections, schema changes.
 
+use super::rows::project;
 use super::*;
 use crate::machine::Machine;
 use std::time::Duration;
