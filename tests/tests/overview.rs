@@ -237,8 +237,15 @@ async fn the_overview_shows_the_runs_the_test_made_and_links_to_them() {
         "{page}"
     );
 
-    // The screenshot for the README, retaken by every run of this test.
-    let png = workspace_root().join("docs").join("overview.png");
+    // The screenshot for the README: taken by every run of this test, and written over
+    // `docs/overview.png` only when asked (`LINEDEE_SCREENSHOT=overwrite`, as trybuild's
+    // `TRYBUILD=overwrite`), so that a test run leaves the working tree as it found it.
+    let shots = tempfile::tempdir().expect("tempdir");
+    let png = if std::env::var("LINEDEE_SCREENSHOT").as_deref() == Ok("overwrite") {
+        workspace_root().join("docs").join("overview.png")
+    } else {
+        shots.path().join("overview.png")
+    };
     let _ = std::fs::remove_file(&png);
     chromium(
         &format!("{}/#/?window=1h", d.url),
