@@ -181,7 +181,7 @@ async fn s3s_fs(dir: &Path) -> Figures {
     f
 }
 
-async fn moto(python: &str) -> Figures {
+async fn moto(python: &Path) -> Figures {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("addr").port()
@@ -202,7 +202,12 @@ async fn moto(python: &str) -> Figures {
         .process_group(0)
         .kill_on_drop(true)
         .spawn()
-        .expect("spawn moto");
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start moto with MOTO_PYTHON={}: {e}",
+                python.display()
+            )
+        });
     let _group = Group(child.id().and_then(|id| i32::try_from(id).ok()));
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     // Readiness: wait until moto accepts connections.
@@ -267,11 +272,27 @@ fn row(name: &str, f: &Figures, s3s: &Figures, moto: Option<&Figures>, raw: Opti
     );
 }
 
-/// `BENCH_DIR`, a relative one taken from the workspace root (where `cargo bench` is run; the
-/// benchmark itself runs in the package's directory); else the workspace root.
+/// The workspace root, where `cargo bench` is run; the benchmark itself runs in the package's
+/// directory.
+fn workspace_root() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `BENCH_DIR`, a relative one taken from the workspace root; else the workspace root.
 fn bench_dir() -> std::path::PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = workspace_root();
     std::env::var_os("BENCH_DIR").map_or_else(|| root.clone(), |d| root.join(d))
+}
+
+/// `MOTO_PYTHON`: a relative path (`target/interop-venv/bin/python`) is taken from the
+/// workspace root, as `BENCH_DIR` is; a bare name (`python3`) is looked up in `PATH`.
+fn moto_python() -> Option<std::path::PathBuf> {
+    let python = std::path::PathBuf::from(std::env::var_os("MOTO_PYTHON")?);
+    Some(if python.is_relative() && python.components().count() > 1 {
+        workspace_root().join(python)
+    } else {
+        python
+    })
 }
 
 fn main() {
@@ -289,9 +310,9 @@ fn main() {
         let on = linedee(&root.path().join("on"), true).await;
         let off = linedee(&root.path().join("off"), false).await;
         let s3s = s3s_fs(&root.path().join("s3s-fs")).await;
-        let moto = match std::env::var("MOTO_PYTHON") {
-            Ok(py) => Some(moto(&py).await),
-            Err(_) => None,
+        let moto = match moto_python() {
+            Some(python) => Some(moto(&python).await),
+            None => None,
         };
         let raw_on = raw_write(root.path(), true);
         let raw_off = raw_write(root.path(), false);
