@@ -1,5 +1,7 @@
 //! Store benchmark: 4 KiB PUT and GET ops/s against s3s-fs and moto, and a 256 MiB PUT
-//! against a raw disk write of the same size, with fsync on and off.
+//! against a raw disk write of the same size, with fsync on and off. The servers take turns
+//! over `LINEDEE_BENCH_ROUNDS` rounds (default 3); the table gives medians, and the lines
+//! under it each round's ratios for the store with fsync on.
 //!
 //! `cargo bench -p linedee-engine --bench store` (set `MOTO_PYTHON` to a Python with
 //! `moto[server]` installed to include moto). Prints a Markdown table.
@@ -20,6 +22,7 @@ const SMALL: usize = 4 * 1024;
 const OPS: usize = 2000;
 const CONCURRENCY: usize = 8;
 const LARGE: usize = 256 * 1024 * 1024;
+const BUCKET: &str = "bench";
 
 fn client(endpoint: &str, ak: &str, sk: &str, token: Option<String>) -> Client {
     let conf = aws_sdk_s3::Config::builder()
@@ -32,22 +35,52 @@ fn client(endpoint: &str, ak: &str, sk: &str, token: Option<String>) -> Client {
     Client::from_conf(conf)
 }
 
-struct Figures {
-    put_ops: f64,
-    get_ops: f64,
-    large_mbps: Option<f64>,
+/// One server under test, its client, and what stops it when dropped.
+struct Server {
+    name: &'static str,
+    client: Client,
+    /// Whether it takes the 256 MiB PUT (moto's in-memory store is left out).
+    large: bool,
+    /// The raw write (fsynced or not) measured after its large PUT, if any.
+    raw_fsync: Option<bool>,
+    _stop: Box<dyn Send>,
 }
 
-async fn small_ops(c: &Client, bucket: &str) -> (f64, f64) {
+/// Aborts a server task when dropped.
+struct Abort(tokio::task::JoinHandle<()>);
+
+impl Drop for Abort {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Creates the bucket and warms up connections and credentials.
+async fn prepare(c: &Client, bucket: &str) {
+    c.create_bucket().bucket(bucket).send().await.ok();
+    for i in 0..20 {
+        c.put_object()
+            .bucket(bucket)
+            .key(format!("warm/{i}"))
+            .body(ByteStream::from_static(b"w"))
+            .send()
+            .await
+            .expect("warm-up");
+    }
+}
+
+/// 4 KiB PUTs then GETs of `OPS` new keys under `prefix`, `CONCURRENCY` at a time: ops/s.
+async fn small_ops(c: &Client, bucket: &str, prefix: &str) -> (f64, f64) {
     let body = Bytes::from(vec![b'x'; SMALL]);
     let run = |get: bool| {
         let t = Instant::now();
         let tasks: Vec<_> = (0..CONCURRENCY)
             .map(|w| {
                 let (c, body, bucket) = (c.clone(), body.clone(), bucket.to_owned());
+                let prefix = prefix.to_owned();
                 tokio::spawn(async move {
                     for i in (w..OPS).step_by(CONCURRENCY) {
-                        let key = format!("small/{i}");
+                        let key = format!("small/{prefix}/{i}");
                         if get {
                             let out = c
                                 .get_object()
@@ -96,33 +129,59 @@ async fn large_put(c: &Client, bucket: &str) -> f64 {
     LARGE as f64 / 1e6 / t.elapsed().as_secs_f64()
 }
 
-async fn bench(c: &Client, bucket: &str, large: bool) -> Figures {
-    c.create_bucket().bucket(bucket).send().await.ok();
-    // Warm-up: connections, credentials.
-    for i in 0..20 {
-        c.put_object()
-            .bucket(bucket)
-            .key(format!("warm/{i}"))
-            .body(ByteStream::from_static(b"w"))
-            .send()
-            .await
-            .expect("warm-up");
+/// One round's figures for one server.
+struct Figures {
+    put_ops: f64,
+    get_ops: f64,
+    large_mbps: Option<f64>,
+    /// A raw 256 MiB file write made right after this server's large PUT.
+    raw_mbps: Option<f64>,
+}
+
+impl Figures {
+    /// Each figure's median over the rounds.
+    fn median(rounds: &[Figures]) -> Figures {
+        let m = |f: fn(&Figures) -> Option<f64>| {
+            let mut v: Vec<f64> = rounds.iter().filter_map(f).collect();
+            v.sort_by(f64::total_cmp);
+            match v.len() {
+                0 => None,
+                n if n % 2 == 1 => Some(v[n / 2]),
+                n => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+            }
+        };
+        Figures {
+            put_ops: m(|f| Some(f.put_ops)).unwrap_or(f64::NAN),
+            get_ops: m(|f| Some(f.get_ops)).unwrap_or(f64::NAN),
+            large_mbps: m(|f| f.large_mbps),
+            raw_mbps: m(|f| f.raw_mbps),
+        }
     }
-    let (put_ops, get_ops) = small_ops(c, bucket).await;
-    let large_mbps = if large {
-        Some(large_put(c, bucket).await)
+}
+
+/// One round on one server: the small PUTs and GETs, the large PUT, then the raw write it is
+/// compared with, so that both meet the disk in the same state.
+async fn measure(s: &Server, round: usize, dir: &Path) -> Figures {
+    let (put_ops, get_ops) = small_ops(&s.client, BUCKET, &format!("r{round}")).await;
+    let large_mbps = if s.large {
+        Some(large_put(&s.client, BUCKET).await)
     } else {
         None
     };
-    eprintln!("{bucket}: put {put_ops:.0}/s get {get_ops:.0}/s large {large_mbps:?} MB/s");
+    let raw_mbps = s.raw_fsync.map(|fsync| raw_write(dir, fsync));
+    eprintln!(
+        "round {round}, {}: put {put_ops:.0}/s get {get_ops:.0}/s large {large_mbps:?} MB/s raw {raw_mbps:?} MB/s",
+        s.name
+    );
     Figures {
         put_ops,
         get_ops,
         large_mbps,
+        raw_mbps,
     }
 }
 
-async fn linedee(dir: &Path, fsync: bool) -> Figures {
+async fn linedee(name: &'static str, dir: &Path, fsync: bool) -> Server {
     let store = Store::open(
         dir,
         StoreOptions {
@@ -137,21 +196,27 @@ async fn linedee(dir: &Path, fsync: bool) -> Figures {
     let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
     let server = tokio::spawn({
         let store = store.clone();
-        async move { store.serve(listener, std::future::pending()).await }
+        async move {
+            let _ = store.serve(listener, std::future::pending()).await;
+        }
     });
     let cr = store.credentials().expect("creds");
-    let c = client(
+    let client = client(
         &endpoint,
         &cr.access_key_id,
         &cr.secret_access_key,
         Some(cr.session_token.clone()),
     );
-    let f = bench(&c, "bench", true).await;
-    server.abort();
-    f
+    Server {
+        name,
+        client,
+        large: true,
+        raw_fsync: Some(fsync),
+        _stop: Box::new(Abort(server)),
+    }
 }
 
-async fn s3s_fs(dir: &Path) -> Figures {
+async fn s3s_fs(dir: &Path) -> Server {
     std::fs::create_dir_all(dir).expect("mkdir");
     let fs = s3s_fs::FileSystem::new(dir).expect("s3s-fs");
     let service = {
@@ -175,18 +240,21 @@ async fn s3s_fs(dir: &Path) -> Figures {
             tokio::spawn(conn);
         }
     });
-    let c = client(&endpoint, "AKBENCH", "secretbench", None);
-    let f = bench(&c, "bench", true).await;
-    server.abort();
-    f
+    Server {
+        name: "s3s-fs 0.14 (no fsync)",
+        client: client(&endpoint, "AKBENCH", "secretbench", None),
+        large: true,
+        raw_fsync: Some(false),
+        _stop: Box::new(Abort(server)),
+    }
 }
 
-async fn moto(python: &Path) -> Figures {
+async fn moto(python: &Path) -> Server {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("addr").port()
     };
-    let mut child = tokio::process::Command::new(python)
+    let child = tokio::process::Command::new(python)
         .args([
             "-m",
             "moto.server",
@@ -208,7 +276,7 @@ async fn moto(python: &Path) -> Figures {
                 python.display()
             )
         });
-    let _group = Group(child.id().and_then(|id| i32::try_from(id).ok()));
+    let group = Group(child.id().and_then(|id| i32::try_from(id).ok()));
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     // Readiness: wait until moto accepts connections.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -216,11 +284,14 @@ async fn moto(python: &Path) -> Figures {
         assert!(Instant::now() < deadline, "moto did not start");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let c = client(&format!("http://{addr}"), "testing", "testing", None);
-    let f = bench(&c, "bench", false).await;
-    let _ = child.start_kill();
-    let _ = child.wait().await;
-    f
+    Server {
+        name: "moto server",
+        client: client(&format!("http://{addr}"), "testing", "testing", None),
+        large: false,
+        raw_fsync: None,
+        // The group's kill comes first (fields drop in order), then the child is reaped.
+        _stop: Box::new((group, child)),
+    }
 }
 
 /// A process group, killed when dropped (also when the benchmark panics).
@@ -254,7 +325,7 @@ fn raw_write(dir: &Path, fsync: bool) -> f64 {
     mbps
 }
 
-fn row(name: &str, f: &Figures, s3s: &Figures, moto: Option<&Figures>, raw: Option<f64>) {
+fn row(name: &str, f: &Figures, s3s: &Figures, moto: Option<&Figures>) {
     let vs_moto = |x: f64, m: Option<f64>| m.map_or("n/a".to_owned(), |m| format!("{:.1}×", x / m));
     println!(
         "| {name} | {:.0} | {:.2}× | {} | {:.0} | {:.2}× | {} | {} | {} |",
@@ -265,7 +336,7 @@ fn row(name: &str, f: &Figures, s3s: &Figures, moto: Option<&Figures>, raw: Opti
         f.get_ops / s3s.get_ops,
         vs_moto(f.get_ops, moto.map(|m| m.get_ops)),
         f.large_mbps.map_or("n/a".into(), |x| format!("{x:.0}")),
-        match (f.large_mbps, raw) {
+        match (f.large_mbps, f.raw_mbps) {
             (Some(x), Some(r)) => format!("{r:.0} ({:.2}×)", x / r),
             _ => "n/a".into(),
         },
@@ -299,6 +370,11 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list` / `cargo test --benches` probes
     }
+    let rounds: usize = std::env::var("LINEDEE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .filter(|r| *r > 0)
+        .unwrap_or(3);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -307,23 +383,56 @@ fn main() {
         let dir = bench_dir();
         let root = tempfile::tempdir_in(&dir)
             .unwrap_or_else(|e| panic!("BENCH_DIR {}: {e}", dir.display()));
-        let on = linedee(&root.path().join("on"), true).await;
-        let off = linedee(&root.path().join("off"), false).await;
-        let s3s = s3s_fs(&root.path().join("s3s-fs")).await;
-        let moto = match moto_python() {
-            Some(python) => Some(moto(&python).await),
-            None => None,
-        };
-        let raw_on = raw_write(root.path(), true);
-        let raw_off = raw_write(root.path(), false);
+        let mut servers = vec![
+            linedee("linedee, fsync on", &root.path().join("on"), true).await,
+            linedee("linedee, fsync off", &root.path().join("off"), false).await,
+            s3s_fs(&root.path().join("s3s-fs")).await,
+        ];
+        if let Some(python) = moto_python() {
+            servers.push(moto(&python).await);
+        }
+        for s in &servers {
+            prepare(&s.client, BUCKET).await;
+        }
+        // Rounds, each server in turn and the first one rotating, so that every server meets
+        // the machine's and the disk's slow and fast spells alike.
+        let mut figures: Vec<Vec<Figures>> = servers.iter().map(|_| Vec::new()).collect();
+        for round in 0..rounds {
+            for k in 0..servers.len() {
+                let i = (round + k) % servers.len();
+                figures[i].push(measure(&servers[i], round, root.path()).await);
+            }
+        }
+        let names: Vec<&str> = servers.iter().map(|s| s.name).collect();
+        drop(servers);
+        let med: Vec<Figures> = figures.iter().map(|f| Figures::median(f)).collect();
+        let (on, s3s, moto) = (&figures[0], &figures[2], figures.get(3));
         println!("| server | 4 KiB PUT ops/s | vs s3s-fs | vs moto | 4 KiB GET ops/s | vs s3s-fs | vs moto | 256 MiB PUT MB/s | raw disk write MB/s (ratio) |");
         println!("|---|---|---|---|---|---|---|---|---|");
-        row("linedee, fsync on", &on, &s3s, moto.as_ref(), Some(raw_on));
-        row("linedee, fsync off", &off, &s3s, moto.as_ref(), Some(raw_off));
-        row("s3s-fs 0.14 (no fsync)", &s3s, &s3s, moto.as_ref(), Some(raw_off));
-        if let Some(m) = &moto {
-            row("moto server", m, &s3s, Some(m), None);
+        for (name, f) in names.iter().zip(&med) {
+            row(name, f, &med[2], med.get(3));
         }
-        println!("\n{OPS} requests of 4 KiB per figure, {CONCURRENCY} concurrent clients; raw disk: 1 MiB writes, fsync {raw_on:.0} MB/s, no fsync {raw_off:.0} MB/s.");
+        println!("\nMedians of {rounds} rounds; {OPS} requests of 4 KiB per figure, {CONCURRENCY} concurrent clients; raw disk: 256 MiB in 1 MiB writes, right after each large PUT (fsync on after linedee's fsync-on PUT).");
+        println!("\nlinedee (fsync on), round by round:");
+        for r in 0..rounds {
+            let ratio = |x: Option<f64>, y: Option<f64>| match (x, y) {
+                (Some(x), Some(y)) => format!("{:.2}×", x / y),
+                _ => "n/a".into(),
+            };
+            let put = Some(on[r].put_ops);
+            println!(
+                "- round {r}: 4 KiB PUT {:.0}/s, {} s3s-fs ({:.0}/s), {} moto ({}/s); 256 MiB PUT {:.0} MB/s, {} raw ({:.0} MB/s), {} s3s-fs ({:.0} MB/s)",
+                on[r].put_ops,
+                ratio(put, Some(s3s[r].put_ops)),
+                s3s[r].put_ops,
+                ratio(put, moto.map(|m| m[r].put_ops)),
+                moto.map_or("n/a".into(), |m| format!("{:.0}", m[r].put_ops)),
+                on[r].large_mbps.unwrap_or(f64::NAN),
+                ratio(on[r].large_mbps, on[r].raw_mbps),
+                on[r].raw_mbps.unwrap_or(f64::NAN),
+                ratio(on[r].large_mbps, s3s[r].large_mbps),
+                s3s[r].large_mbps.unwrap_or(f64::NAN),
+            );
+        }
     });
 }
