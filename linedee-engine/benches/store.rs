@@ -370,11 +370,12 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list` / `cargo test --benches` probes
     }
-    let rounds: usize = std::env::var("LINEDEE_BENCH_ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .filter(|r| *r > 0)
-        .unwrap_or(3);
+    let rounds: usize = match std::env::var("LINEDEE_BENCH_ROUNDS") {
+        Err(_) => 3,
+        Ok(r) => r.parse().ok().filter(|r| *r > 0).unwrap_or_else(|| {
+            panic!("LINEDEE_BENCH_ROUNDS={r:?}: expected a whole number of rounds, 1 or more")
+        }),
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

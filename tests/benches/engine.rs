@@ -316,10 +316,12 @@ async fn final_status(t: &TestEngine, bucket: &str, key: &str) -> bool {
 /// `LINEDEE_BENCH_SLICES`: how many turns the throughput arms take (1, one after the other,
 /// unless set).
 fn slices() -> usize {
-    std::env::var("LINEDEE_BENCH_SLICES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1)
+    match std::env::var("LINEDEE_BENCH_SLICES") {
+        Err(_) => 1,
+        Ok(s) => s.parse().ok().filter(|s| *s > 0).unwrap_or_else(|| {
+            panic!("LINEDEE_BENCH_SLICES={s:?}: expected a whole number of turns, 1 or more")
+        }),
+    }
 }
 
 /// What the queue benchmark measured.
